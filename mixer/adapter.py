@@ -1,0 +1,136 @@
+"""The adapter contract: what a handler is, what it receives and what it answers.
+
+An adapter is a name, a typed config model with defaults and no side effects, a factory that
+builds a handler from a validated config, the templates it supports and a stability level
+(:class:`AdapterInfo`). Handlers implement one or more of :class:`CheckHandler`,
+:class:`QuotaHandler` and :class:`ReportHandler`, plus the lifecycle of :class:`Handler`.
+
+Lifecycle contract: ``start()`` returns quickly (connections may finish in the background);
+``shutdown(timeout)`` is idempotent, stops intake, flushes within ``timeout`` seconds and releases
+everything. ``handle_report`` never waits on a backend: it accepts the batch into the handler's
+queue or raises :class:`HandlerOverloaded`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from mixer.status import OK, Status
+from mixer.templates import Instance, QuotaInstance
+
+#: Answers that name no validity are cached by proxies for this long / this many uses (Mixer's).
+DEFAULT_VALID_DURATION = timedelta(minutes=1)
+DEFAULT_VALID_USE_COUNT = 10000
+
+
+class Stability(enum.Enum):
+    DEVELOPMENT = "development"
+    ALPHA = "alpha"
+    BETA = "beta"
+    STABLE = "stable"
+
+
+class HandlerOverloaded(Exception):
+    """A report handler's queue is full; the caller answers UNAVAILABLE."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerEnv:
+    """What a factory gets besides its config: where it may keep files and how it logs."""
+
+    handler_name: str
+    logger: logging.Logger
+    data_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    status: Status = OK
+    valid_duration: timedelta = DEFAULT_VALID_DURATION
+    valid_use_count: int = DEFAULT_VALID_USE_COUNT
+    #: Headers a proxy should add to the request it lets through (for example the caller's plan).
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaArgs:
+    #: ``deduplication_id + quota name``: a retried Check must not spend quota twice.
+    deduplication_id: str
+    amount: int
+    best_effort: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaResult:
+    granted_amount: int
+    valid_duration: timedelta = DEFAULT_VALID_DURATION
+    status: Status = OK
+
+
+@dataclass(slots=True)
+class ReportBatch:
+    """The instances one Report produced for one handler, in rule order."""
+
+    handler: str
+    instances: list[Instance] = field(default_factory=list)
+
+
+class Handler:
+    """Lifecycle shared by every handler; the defaults do nothing."""
+
+    async def start(self) -> None:
+        """Begin work. Returns quickly; errors here fail the start of the server or reload."""
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop intake, flush within ``timeout`` seconds, release everything. Idempotent."""
+
+
+class CheckHandler(Handler):
+    async def handle_check(self, instance: Instance) -> CheckResult:
+        """Decide on one instance of a check template (listentry, authorization, apikey, ...)."""
+        raise NotImplementedError
+
+
+class QuotaHandler(Handler):
+    async def handle_quota(self, instance: QuotaInstance, args: QuotaArgs) -> QuotaResult:
+        """Allocate ``args.amount`` (or what is left when ``args.best_effort``)."""
+        raise NotImplementedError
+
+
+class ReportHandler(Handler):
+    def handle_report(self, batch: ReportBatch) -> None:
+        """Accept a batch into the handler's queue without waiting on a backend.
+
+        :raises HandlerOverloaded: the queue is full and the batch was not accepted.
+        """
+        raise NotImplementedError
+
+
+HandlerFactory = Callable[[BaseModel, HandlerEnv], Handler]
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterInfo:
+    """An adapter as registered through the ``mixer_register_adapters`` hook."""
+
+    name: str
+    description: str
+    templates: frozenset[str]
+    config_model: type[BaseModel]
+    factory: HandlerFactory
+    stability: Stability = Stability.STABLE
+    version: str = "0.0.0"
+    #: Kinds that name this adapter in the legacy (Istio 1.0) config form; default ``(name,)``.
+    legacy_kinds: Sequence[str] = ()
+    #: Where the adapter came from ("builtin" or the distribution that provides it); set on registration.
+    origin: str = ""
+
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.legacy_kinds) or (self.name,)

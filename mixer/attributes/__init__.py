@@ -1,0 +1,20 @@
+"""Attributes: value types, manifests and the bags that carry a request's attributes."""
+
+from mixer.attributes._bag import AttributeBag, AttributeMatch, Condition, TrackingBag
+from mixer.attributes._manifest import ISTIO_MANIFEST, AttributeInfo, AttributeManifest
+from mixer.attributes._types import AttributeValue, IPAddress, ValueType, conforms, infer_value_type
+
+__all__ = [
+    "ISTIO_MANIFEST",
+    "AttributeBag",
+    "AttributeInfo",
+    "AttributeManifest",
+    "AttributeMatch",
+    "AttributeValue",
+    "Condition",
+    "IPAddress",
+    "TrackingBag",
+    "ValueType",
+    "conforms",
+    "infer_value_type",
+]

@@ -1,0 +1,112 @@
+"""The validated, compiled form of a configuration: what the runtime is built from.
+
+Loading (YAML, substitution, pydantic validation, name resolution, cross-reference and type
+checks) ends here; every expression is already compiled. Nothing in these objects touches the
+network or the disk, so building one is safe to repeat on every reload.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from mixer.attributes import AttributeBag, AttributeManifest
+from mixer.expr import CompiledExpression
+from mixer.templates import Instance, TemplateSpec
+
+DEFAULT_CONFIG_NAMESPACE = "istio-system"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Where a config object came from, for error messages: ``file``, 1-based ``document``, ``path``."""
+
+    file: str
+    document: int
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: document {self.document}"
+        return f"{where}: {self.path}" if self.path else where
+
+
+class InstanceBuilder(Protocol):
+    """Builds one instance of a template from a bag with compiled expressions."""
+
+    name: str
+    template: TemplateSpec
+
+    def build(self, bag: AttributeBag) -> Instance:
+        """:raises mixer.expr.ExpressionError: an expression failed (e.g. an absent attribute)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerConfig:
+    name: str  # fully qualified: ``name.namespace``
+    namespace: str
+    adapter: str
+    params: BaseModel  # an instance of the adapter's config model
+    source: SourceRef
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceConfig:
+    name: str  # fully qualified: ``name.namespace``
+    namespace: str
+    template: str
+    builder: InstanceBuilder
+    source: SourceRef
+
+
+class HeaderOperationKind(enum.IntEnum):
+    REPLACE = 0
+    REMOVE = 1
+    APPEND = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOperationConfig:
+    name: str
+    values: tuple[CompiledExpression, ...]
+    operation: HeaderOperationKind = HeaderOperationKind.REPLACE
+
+
+@dataclass(frozen=True, slots=True)
+class ActionConfig:
+    handler: str  # fully qualified handler name
+    instances: tuple[str, ...]  # fully qualified instance names
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingConfig:
+    """Rule sampling: ``random_percent`` of requests, or 1 in ``rate_sampling_rate``."""
+
+    random_percent: float | None = None
+    rate_sampling_rate: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    name: str  # fully qualified
+    namespace: str
+    match: CompiledExpression | None  # None: always true
+    actions: tuple[ActionConfig, ...]
+    source: SourceRef
+    request_header_operations: tuple[HeaderOperationConfig, ...] = ()
+    response_header_operations: tuple[HeaderOperationConfig, ...] = ()
+    sampling: SamplingConfig | None = None
+
+
+@dataclass(frozen=True)
+class ValidatedConfig:
+    manifest: AttributeManifest
+    handlers: Mapping[str, HandlerConfig] = field(default_factory=dict)
+    instances: Mapping[str, InstanceConfig] = field(default_factory=dict)
+    rules: tuple[RuleConfig, ...] = ()
+    default_namespace: str = DEFAULT_CONFIG_NAMESPACE

@@ -1,0 +1,42 @@
+"""Templates: the shapes of the instances that rules send to handlers.
+
+A template names its fields and their types (:class:`TemplateSpec`); config validation checks
+instance expressions against the spec, and the runtime builds one instance object per matching
+rule action. Built-in templates are registered through the plugin hooks like third-party ones.
+"""
+
+from mixer.templates._instances import (
+    Action,
+    ApiKeyInstance,
+    AuthorizationInstance,
+    CheckNothingInstance,
+    Instance,
+    ListEntryInstance,
+    LogEntryInstance,
+    MetricInstance,
+    QuotaInstance,
+    ReportNothingInstance,
+    Subject,
+    TraceSpanInstance,
+)
+from mixer.templates._spec import BUILTIN_TEMPLATES, FieldKind, FieldSpec, TemplateSpec, Variety
+
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "Action",
+    "ApiKeyInstance",
+    "AuthorizationInstance",
+    "CheckNothingInstance",
+    "FieldKind",
+    "FieldSpec",
+    "Instance",
+    "ListEntryInstance",
+    "LogEntryInstance",
+    "MetricInstance",
+    "QuotaInstance",
+    "ReportNothingInstance",
+    "Subject",
+    "TemplateSpec",
+    "TraceSpanInstance",
+    "Variety",
+]

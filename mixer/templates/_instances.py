@@ -1,0 +1,115 @@
+"""Instance types, one per template. Handlers receive these; fields mirror Mixer's templates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from mixer.attributes import IPAddress
+
+
+@dataclass(slots=True)
+class Instance:
+    """Base of every instance: ``name`` is the fully qualified instance name (``name.namespace``)."""
+
+    template: ClassVar[str] = ""
+    name: str
+
+
+@dataclass(slots=True)
+class MetricInstance(Instance):
+    template: ClassVar[str] = "metric"
+    value: Any = None
+    dimensions: dict[str, Any] = field(default_factory=dict)
+    monitored_resource_type: str | None = None
+    monitored_resource_dimensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LogEntryInstance(Instance):
+    template: ClassVar[str] = "logentry"
+    variables: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime | None = None
+    severity: str | None = None
+    monitored_resource_type: str | None = None
+    monitored_resource_dimensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TraceSpanInstance(Instance):
+    template: ClassVar[str] = "tracespan"
+    trace_id: str | None = None
+    span_id: str | None = None
+    parent_span_id: str | None = None
+    span_name: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    span_tags: dict[str, Any] = field(default_factory=dict)
+    http_status_code: int | None = None
+    client_span: bool | None = None
+    rewrite_client_span_id: bool | None = None
+    source_name: str | None = None
+    destination_name: str | None = None
+    source_ip: IPAddress | None = None
+    destination_ip: IPAddress | None = None
+    request_size: int | None = None
+    request_total_size: int | None = None
+    response_size: int | None = None
+    response_total_size: int | None = None
+    api_protocol: str | None = None
+
+
+@dataclass(slots=True)
+class ReportNothingInstance(Instance):
+    template: ClassVar[str] = "reportnothing"
+
+
+@dataclass(slots=True)
+class QuotaInstance(Instance):
+    template: ClassVar[str] = "quota"
+    dimensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ListEntryInstance(Instance):
+    template: ClassVar[str] = "listentry"
+    value: Any = None
+
+
+@dataclass(slots=True)
+class Subject:
+    user: str | None = None
+    groups: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Action:
+    namespace: str | None = None
+    service: str | None = None
+    method: str | None = None
+    path: str | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AuthorizationInstance(Instance):
+    template: ClassVar[str] = "authorization"
+    subject: Subject = field(default_factory=Subject)
+    action: Action = field(default_factory=Action)
+
+
+@dataclass(slots=True)
+class ApiKeyInstance(Instance):
+    template: ClassVar[str] = "apikey"
+    api: str | None = None
+    api_version: str | None = None
+    api_operation: str | None = None
+    api_key: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(slots=True)
+class CheckNothingInstance(Instance):
+    template: ClassVar[str] = "checknothing"
