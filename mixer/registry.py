@@ -30,11 +30,15 @@ class Registry:
         by_kind: dict[str, AdapterInfo] = {}
         for info in adapters:
             if info.name in by_name:
-                raise RegistryError(f"adapter {info.name!r} registered twice ({by_name[info.name].origin}, {info.origin})")
+                raise RegistryError(
+                    f"adapter {info.name!r} registered twice ({by_name[info.name].origin}, {info.origin})"
+                )
             by_name[info.name] = info
             for kind in info.kinds():
                 if kind in by_kind:
-                    raise RegistryError(f"legacy kind {kind!r} claimed by {by_kind[kind].name!r} and {info.name!r}")
+                    raise RegistryError(
+                        f"legacy kind {kind!r} claimed by {by_kind[kind].name!r} and {info.name!r}"
+                    )
                 by_kind[kind] = info
         by_template: dict[str, TemplateSpec] = {}
         for spec in templates:
