@@ -1,0 +1,104 @@
+"""The ``mixer`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from mixer import __version__
+from mixer.attributes import to_jsonable
+from mixer.cli._attrflags import AttributeFlagError, add_attribute_flags, attributes_from_args
+
+__all__ = ["build_parser", "main"]
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"mixer {__version__}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from mixer import expr
+
+    try:
+        attributes = attributes_from_args(args)
+        result = expr.evaluate(args.expression, attributes)
+    except (AttributeFlagError, expr.ExpressionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(to_jsonable(result)))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from mixer.config import ConfigError, load_config
+    from plugins.manager import create_plugin_manager
+
+    registry = create_plugin_manager().registry()
+    try:
+        config = load_config(args.paths, registry)
+    except ConfigError as err:
+        for issue in err.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        print(f"{len(err.issues)} error(s)", file=sys.stderr)
+        return 1
+    print(
+        f"ok: {len(config.handlers)} handlers, {len(config.instances)} instances, "
+        f"{len(config.rules)} rules, {len(config.manifest)} attributes"
+    )
+    return 0
+
+
+def _cmd_adapters(args: argparse.Namespace) -> int:
+    from plugins.manager import create_plugin_manager, list_adapters
+
+    listings = list_adapters(create_plugin_manager())
+    if args.json:
+        print(json.dumps([to_jsonable(listing) for listing in listings], indent=2))
+        return 0
+    rows = [("NAME", "VERSION", "STABILITY", "TEMPLATES", "ORIGIN")]
+    for item in listings:
+        if not args.all and item.origin == "builtin" and item.stability.value == "development":
+            continue
+        rows.append(
+            (item.name, item.version, item.stability.value, ",".join(sorted(item.templates)), item.origin)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mixer", description="Mesh Mixer: policy and telemetry hub")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+
+    p = sub.add_parser("eval", help="evaluate an expression against attributes given as flags")
+    p.add_argument("expression")
+    add_attribute_flags(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("validate", help="validate config files or directories; exit 1 listing every error")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("adapters", help="list installed adapters")
+    p.add_argument("--all", action="store_true", help="include development-stage adapters")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_adapters)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
