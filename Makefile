@@ -4,9 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-PROTO_SRC := $(shell find mixer/proto -name '*.proto')
 
-.PHONY: install run test lint typecheck format proto proto-check clean
+.PHONY: install system-deps run test lint typecheck format proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +14,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Real backends the tests start and stop themselves (Debian packages; CI runs as root).
+SYSTEM_TOOLS := promtool
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing backends for:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	fi
 
 run: $(STAMP)
 	$(VENV)/bin/mixer serve
@@ -31,7 +39,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 proto: $(STAMP)
