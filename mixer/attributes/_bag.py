@@ -52,9 +52,11 @@ class AttributeBag:
         value = self._values.get(name)
         if value is None:
             return None
-        if not isinstance(value, Mapping):
-            raise TypeError(f"attribute {name!r} is not a string map")
-        return value.get(key)
+        # EAFP: an isinstance check against the Mapping ABC costs more than the lookup itself.
+        try:
+            return value.get(key)  # type: ignore[union-attr]
+        except AttributeError:
+            raise TypeError(f"attribute {name!r} is not a string map") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._values
@@ -118,9 +120,10 @@ class TrackingBag(AttributeBag):
         if value is None:
             self._refs[(name, None)] = Condition.ABSENCE
             return None
-        if not isinstance(value, Mapping):
-            raise TypeError(f"attribute {name!r} is not a string map")
-        item = value.get(key)
+        try:
+            item = value.get(key)  # type: ignore[union-attr]
+        except AttributeError:
+            raise TypeError(f"attribute {name!r} is not a string map") from None
         self._refs[(name, key)] = Condition.ABSENCE if item is None else Condition.EXACT
         return item
 
