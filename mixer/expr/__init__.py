@@ -1,0 +1,27 @@
+"""CEXL, the Mixer attribute expression language: compile once against a manifest, evaluate per request.
+
+See docs/expressions.md for the language reference.
+"""
+
+from __future__ import annotations
+
+from mixer.expr._compiler import CompiledExpression, compile, evaluate, referenced_names
+from mixer.expr._errors import (
+    AbsentAttributeError,
+    EvaluationError,
+    ExpressionError,
+    ExpressionSyntaxError,
+    ExpressionTypeError,
+)
+
+__all__ = [
+    "AbsentAttributeError",
+    "CompiledExpression",
+    "EvaluationError",
+    "ExpressionError",
+    "ExpressionSyntaxError",
+    "ExpressionTypeError",
+    "compile",
+    "evaluate",
+    "referenced_names",
+]
