@@ -1,0 +1,54 @@
+"""The denier's params, Mixer-compatible (``status``, ``valid_duration``, ``valid_use_count``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from mixer import Code
+from mixer.attributes import parse_duration
+
+
+def _duration(value: object) -> object:
+    # Go duration text ("5s", "1m30s"); numbers and timedeltas are left to pydantic (seconds).
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class StatusParams(BaseModel):
+    """A google.rpc.Status: ``code`` as a number (7) or a name (``PERMISSION_DENIED``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: Code = Code.FAILED_PRECONDITION
+    message: str = ""
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code_by_name(cls, value: object) -> object:
+        if isinstance(value, str) and not value.isdigit():
+            try:
+                return Code[value.strip().upper()]
+            except KeyError:
+                raise ValueError(f"unknown status code {value!r}") from None
+        return value
+
+
+class DenierConfig(BaseModel):
+    """Params of a ``denier`` handler; snake_case and camelCase keys are both accepted."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+    #: What every Check answers. Mixer's default: FAILED_PRECONDITION with no message.
+    status: StatusParams = Field(default_factory=StatusParams)
+    #: How long a proxy may cache the answer.
+    valid_duration: Annotated[Duration, Field(ge=timedelta(0))] = timedelta(seconds=5)
+    #: How many uses a proxy may answer from its cache.
+    valid_use_count: int = Field(default=1000, ge=0)

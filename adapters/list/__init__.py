@@ -1,0 +1,42 @@
+"""``list``: whitelist or blacklist checks of a listentry's value (Mixer's ``listchecker``).
+
+Entries are strings, case-insensitive strings, IP addresses and CIDR ranges, or regular
+expressions, from ``overrides`` and an optional provider URL refreshed in the background.
+See README.md for the params.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from adapters.list._config import ListConfig
+from adapters.list._lists import EntryType
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+
+__all__ = ["ADAPTER", "EntryType", "ListConfig", "build_handler", "mixer_register_adapters"]
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    # aiohttp is imported with the handler, only when config names this adapter.
+    from adapters.list._handler import ListHandler
+
+    if not isinstance(config, ListConfig):
+        raise TypeError(f"list needs a ListConfig, got {type(config).__name__}")
+    return ListHandler(config, env.logger)
+
+
+ADAPTER = AdapterInfo(
+    name="list",
+    description="Checks whether a value is on a whitelist or blacklist of strings, IPs or patterns",
+    templates=frozenset({"listentry"}),
+    config_model=ListConfig,
+    factory=build_handler,
+    stability=Stability.STABLE,
+    version=__version__,
+    legacy_kinds=("listchecker",),
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER]

@@ -1,0 +1,77 @@
+"""The list adapter's params, Mixer-compatible (listchecker) plus a few bounds of our own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from adapters.list._lists import EntryType, build_list
+from mixer.attributes import format_duration, parse_duration
+
+
+def _duration(value: object) -> object:
+    # Go duration text ("60s", "5m"); numbers and timedeltas are left to pydantic (seconds).
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+
+_SCHEMES = ("http", "https", "file")
+
+
+class ListConfig(BaseModel):
+    """Params of a ``list`` (legacy kind ``listchecker``) handler.
+
+    snake_case and camelCase keys are both accepted. With no ``provider_url`` the list is just
+    ``overrides``.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+    #: Where to fetch the list from: ``http(s)://`` or ``file://`` (one entry per line).
+    provider_url: str = ""
+    #: How often to fetch the list again.
+    refresh_interval: PositiveDuration = timedelta(seconds=60)
+    #: How long a fetched list stays usable without a successful refresh.
+    ttl: PositiveDuration = timedelta(seconds=300)
+    #: How long a proxy may cache an answer.
+    caching_interval: Annotated[Duration, Field(ge=timedelta(0))] = timedelta(seconds=300)
+    #: How many uses a proxy may answer from its cache.
+    caching_use_count: int = Field(default=10000, ge=0)
+    #: Entries always in the list, in addition to the fetched ones.
+    overrides: list[str] = Field(default_factory=list)
+    entry_type: EntryType = EntryType.STRINGS
+    #: ``false``: only listed values pass (NOT_FOUND otherwise); ``true``: listed values are denied.
+    blacklist: bool = False
+    #: Bound on one fetch (ours, not Mixer's).
+    fetch_timeout: PositiveDuration = timedelta(seconds=10)
+    #: Bound on the size of a fetched list (ours, not Mixer's).
+    max_list_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ListConfig:
+        if self.provider_url:
+            parts = urlsplit(self.provider_url)
+            if parts.scheme not in _SCHEMES:
+                raise ValueError(
+                    f"provider_url must be an http, https or file URL, got {self.provider_url!r}"
+                )
+            if parts.scheme != "file" and not parts.hostname:
+                raise ValueError(f"provider_url {self.provider_url!r} names no host")
+            if parts.scheme == "file" and not parts.path:
+                raise ValueError(f"provider_url {self.provider_url!r} names no file")
+            if self.ttl < self.refresh_interval:
+                raise ValueError(
+                    f"ttl ({format_duration(self.ttl)}) must not be shorter than "
+                    f"refresh_interval ({format_duration(self.refresh_interval)})"
+                )
+        # Bad overrides are config errors now rather than failed checks later.
+        build_list(self.entry_type, self.overrides)
+        return self

@@ -1,0 +1,44 @@
+"""``noop``: accepts every instance of every built-in template; for tests and benchmarks.
+
+Checks answer OK, quotas grant the full amount asked for, reports are discarded. See README.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer.templates import BUILTIN_TEMPLATES
+
+__all__ = ["ADAPTER", "NoopConfig", "build_handler", "mixer_register_adapters"]
+
+
+class NoopConfig(BaseModel):
+    """The noop adapter takes no params."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    from adapters.noop._handler import NoopHandler
+
+    if not isinstance(config, NoopConfig):
+        raise TypeError(f"noop needs a NoopConfig, got {type(config).__name__}")
+    return NoopHandler()
+
+
+ADAPTER = AdapterInfo(
+    name="noop",
+    description="Accepts everything: checks pass, quotas are granted, reports are discarded",
+    templates=frozenset(spec.name for spec in BUILTIN_TEMPLATES),
+    config_model=NoopConfig,
+    factory=build_handler,
+    stability=Stability.DEVELOPMENT,
+    version=__version__,
+    legacy_kinds=("noop",),
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER]

@@ -1,0 +1,119 @@
+"""The stdio adapter's params, Mixer-compatible, in snake_case or camelCase."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class Level(enum.IntEnum):
+    """Mixer's stdio levels; a level is written when at least ``output_level``."""
+
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+
+class LogStream(enum.Enum):
+    STDOUT = "STDOUT"
+    STDERR = "STDERR"
+    FILE = "FILE"
+    #: Mixer's name for a file with rotation; here every FILE rotates (see the rotation params).
+    ROTATED_FILE = "ROTATED_FILE"
+
+
+def _level(value: object) -> object:
+    # YAML names the level (INFO); proto JSON may give its number (0).
+    if isinstance(value, str):
+        try:
+            return Level[value.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown level {value!r} (want INFO, WARNING or ERROR)") from None
+    return value
+
+
+LevelParam = Annotated[Level, BeforeValidator(_level)]
+
+#: Mixer's default severity map; configured entries are merged over it, as proto maps merge.
+DEFAULT_SEVERITY_LEVELS: dict[str, Level] = {
+    "INFORMATIONAL": Level.INFO,
+    "informational": Level.INFO,
+    "INFO": Level.INFO,
+    "info": Level.INFO,
+    "WARNING": Level.WARNING,
+    "warning": Level.WARNING,
+    "WARN": Level.WARNING,
+    "warn": Level.WARNING,
+    "ERROR": Level.ERROR,
+    "error": Level.ERROR,
+    "ERR": Level.ERROR,
+    "err": Level.ERROR,
+    "FATAL": Level.ERROR,
+    "fatal": Level.ERROR,
+}
+
+_STREAM_PATHS = {"": LogStream.STDOUT, "stdout": LogStream.STDOUT, "stderr": LogStream.STDERR}
+
+
+class StdioConfig(BaseModel):
+    """Params of a ``stdio`` handler."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+    #: Where to write; unset, it follows ``output_path`` ("" or "stdout", "stderr", else a file).
+    log_stream: LogStream | None = None
+    #: Severity text of logentry instances -> level; unknown severities are INFO.
+    severity_levels: dict[str, LevelParam] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY_LEVELS))
+    #: The level metrics are written at.
+    metric_level: LevelParam = Level.INFO
+    #: JSON lines when true; otherwise tab-separated time, level, instance, then the fields as JSON.
+    output_as_json: bool = True
+    #: Entries below this level are not written.
+    output_level: LevelParam = Level.INFO
+    #: "" or "stdout", "stderr", or the path of the file to write.
+    output_path: str = ""
+    #: A file is rotated before it would grow past this size; 0 never rotates.
+    max_megabytes_before_rotation: float = Field(default=100, ge=0)
+    #: Rotated files older than this many days are deleted; 0 keeps them.
+    max_days_before_rotation: int = Field(default=30, ge=0)
+    #: At most this many rotated files are kept; 0 keeps them all. Mixer calls it max_rotated_files.
+    max_backups_before_rotation: int = Field(
+        default=1000,
+        ge=0,
+        validation_alias=AliasChoices(
+            "max_backups_before_rotation",
+            "maxBackupsBeforeRotation",
+            "max_rotated_files",
+            "maxRotatedFiles",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StdioConfig:
+        self.severity_levels = {**DEFAULT_SEVERITY_LEVELS, **self.severity_levels}
+        path_stream = _STREAM_PATHS.get(self.output_path.strip().lower())
+        if self.log_stream in (LogStream.STDOUT, LogStream.STDERR):
+            if self.output_path.strip() and path_stream is not self.log_stream:
+                raise ValueError(
+                    f"output_path {self.output_path!r} cannot be given with "
+                    f"log_stream {self.log_stream.value}"
+                )
+        elif self.log_stream is not None and path_stream is not None:
+            raise ValueError(f"log_stream {self.log_stream.value} needs a file path in output_path")
+        return self
+
+    @property
+    def stream(self) -> LogStream:
+        """The effective stream: ``log_stream``, or the one ``output_path`` names."""
+        if self.log_stream is not None:
+            return self.log_stream
+        return _STREAM_PATHS.get(self.output_path.strip().lower(), LogStream.FILE)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_megabytes_before_rotation * 1024 * 1024)

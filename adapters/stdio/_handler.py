@@ -1,0 +1,205 @@
+"""The stdio handler: encodes report instances to lines and writes them off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.stdio._config import Level, LogStream, StdioConfig
+from adapters.stdio._sinks import RotatingFileSink, Sink, StreamSink
+from mixer import HandlerOverloaded, ReportBatch, ReportHandler
+from mixer.attributes import to_jsonable
+from mixer.templates import Instance, LogEntryInstance, MetricInstance
+
+#: Lines waiting to be written; past this, report batches are refused and counted as dropped.
+DEFAULT_MAX_BUFFERED_LINES = 10_000
+#: Seconds between writes when the buffer stays below half full.
+DEFAULT_FLUSH_INTERVAL = 0.2
+
+_LEVEL_NAMES = {Level.INFO: "info", Level.WARNING: "warn", Level.ERROR: "error"}
+
+
+def format_time(value: datetime) -> str:
+    """Mixer's stdio time: RFC 3339 in UTC with microseconds (``2019-01-02T15:04:05.000000Z``)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    return to_jsonable(value)
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+class LineEncoder:
+    """Turns logentry and metric instances into Mixer's stdio lines (zap's JSON or console form).
+
+    JSON: ``{"level", "time", "instance", ...fields}`` with the fields sorted; a logentry's fields
+    are its variables (absent ones left out), a metric's are ``value`` then its dimensions. Field
+    names that clash with level, time or instance are dropped.
+    """
+
+    def __init__(self, config: StdioConfig, now: Callable[[], datetime]) -> None:
+        self._json = config.output_as_json
+        self._severity = config.severity_levels
+        self._metric_level = config.metric_level
+        self._min_level = config.output_level
+        self._now = now
+
+    def encode(self, instance: Instance) -> str | None:
+        """The line for ``instance``, or None when it is below ``output_level`` or of no template
+        this adapter writes."""
+        if isinstance(instance, LogEntryInstance):
+            level = self._severity.get(instance.severity or "", Level.INFO)
+            if level < self._min_level:
+                return None
+            fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
+            return self._line(level, instance.timestamp or self._now(), instance.name, fields)
+        if isinstance(instance, MetricInstance):
+            if self._metric_level < self._min_level:
+                return None
+            fields = {"value": instance.value, **dict(sorted(instance.dimensions.items()))}
+            return self._line(self._metric_level, self._now(), instance.name, fields)
+        return None
+
+    def _line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
+        if self._json:
+            record: dict[str, Any] = {
+                "level": _LEVEL_NAMES[level],
+                "time": format_time(when),
+                "instance": name,
+            }
+            for key, value in fields.items():
+                record.setdefault(key, value)
+            return _dumps(record)
+        return "\t".join((format_time(when), _LEVEL_NAMES[level], name, _dumps(fields)))
+
+
+def make_sink(config: StdioConfig) -> Sink:
+    stream = config.stream
+    if stream is LogStream.STDOUT:
+        return StreamSink("stdout")
+    if stream is LogStream.STDERR:
+        return StreamSink("stderr")
+    return RotatingFileSink(
+        Path(config.output_path),
+        max_bytes=config.max_bytes,
+        max_backups=config.max_backups_before_rotation,
+        max_age_days=config.max_days_before_rotation,
+    )
+
+
+class StdioHandler(ReportHandler):
+    """Buffers encoded lines (bounded) and writes them from a worker thread.
+
+    ``handle_report`` only encodes and appends. A task started by :meth:`start` writes the buffer
+    every ``flush_interval`` seconds, or sooner once it is half full; :meth:`shutdown` writes what
+    is left. A batch that does not fit is refused with :class:`HandlerOverloaded` and its lines
+    are counted in ``dropped``, as are lines a failed write lost (``write_errors``).
+    """
+
+    def __init__(
+        self,
+        config: StdioConfig,
+        logger: logging.Logger,
+        *,
+        name: str = "stdio",
+        max_buffered_lines: int = DEFAULT_MAX_BUFFERED_LINES,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sink: Sink | None = None,
+    ) -> None:
+        self.name = name
+        self._logger = logger
+        self._encoder = LineEncoder(config, now)
+        self.sink = sink if sink is not None else make_sink(config)
+        self._max_lines = max_buffered_lines
+        self._interval = flush_interval
+        self._lines: list[str] = []
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Lines refused (buffer full or handler shut down) or lost to failed writes.
+        self.dropped = 0
+        self.written = 0
+        self.write_errors = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._lines)
+
+    def handle_report(self, batch: ReportBatch) -> None:
+        if self._closed:
+            self.dropped += len(batch.instances)
+            raise HandlerOverloaded(f"{self.name} is shut down")
+        lines = [line for instance in batch.instances if (line := self._encoder.encode(instance)) is not None]
+        if len(self._lines) + len(lines) > self._max_lines:
+            self.dropped += len(lines)
+            raise HandlerOverloaded(f"{self.name}: {len(self._lines)} lines are waiting to be written")
+        self._lines.extend(lines)
+        if 2 * len(self._lines) >= self._max_lines:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write every buffered line now."""
+        async with self._write_lock:
+            lines, self._lines = self._lines, []
+            if not lines:
+                return
+            try:
+                await asyncio.to_thread(self.sink.write, lines)
+            except (OSError, ValueError) as exc:  # ValueError: a stream that cannot encode the text
+                self.write_errors += 1
+                self.dropped += len(lines)
+                # One line per burst of failures, not one per flush.
+                if self.write_errors == 1 or self.write_errors % 100 == 0:
+                    self._logger.warning(
+                        "%s: write failed (%d so far): %s", self.name, self.write_errors, exc
+                    )
+            else:
+                self.written += len(lines)
+
+    async def _flush_forever(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    async def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(
+                self._flush_forever(), name=f"{self.name} flush"
+            )
+
+    async def shutdown(self, timeout: float) -> None:
+        if self._closed and self._task is None:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        task, self._task = self._task, None
+        if task is not None:
+            self._wake.set()
+            _, pending = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            for unfinished in pending:
+                unfinished.cancel()
+        try:
+            await asyncio.wait_for(self.flush(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(asyncio.to_thread(self.sink.close), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            self.dropped += len(self._lines)
+            self._lines = []
+            self._logger.warning("%s: output not flushed within %.3fs", self.name, timeout)
