@@ -1,0 +1,104 @@
+"""The ``prometheus`` adapter: metric instances exposed for Prometheus to scrape (Mixer's adapter).
+
+Registered through the plugin hook like any third-party adapter; see README.md in this folder for
+the params, name matching, label and value rules, expiry and the listener.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+import mixer
+from adapters.prometheus._config import (
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_SERIES,
+    BucketsDefinition,
+    ExplicitBuckets,
+    ExponentialBuckets,
+    LinearBuckets,
+    MetricInfo,
+    MetricKind,
+    MetricsExpirationPolicy,
+    PrometheusConfig,
+    parse_duration,
+)
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+
+if TYPE_CHECKING:
+    from adapters.prometheus._handler import ListenError, PrometheusHandler, instance_keys
+    from adapters.prometheus._series import HandlerStats, go_duration, go_float, label_value
+
+# Registration needs only the params model; aiohttp and prometheus_client load with the first handler.
+_LAZY = {
+    "ListenError": "adapters.prometheus._handler",
+    "PrometheusHandler": "adapters.prometheus._handler",
+    "instance_keys": "adapters.prometheus._handler",
+    "HandlerStats": "adapters.prometheus._series",
+    "go_duration": "adapters.prometheus._series",
+    "go_float": "adapters.prometheus._series",
+    "label_value": "adapters.prometheus._series",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    """The adapter's factory: a handler from validated params; nothing starts until ``start()``.
+
+    :raises TypeError: ``config`` is not a :class:`PrometheusConfig`.
+    """
+    from adapters.prometheus._handler import PrometheusHandler
+
+    if not isinstance(config, PrometheusConfig):
+        raise TypeError(f"prometheus handler needs PrometheusConfig params, got {type(config).__name__}")
+    return PrometheusHandler(config, env)
+
+
+ADAPTER_INFO = AdapterInfo(
+    name="prometheus",
+    description="Exposes metric instances on an HTTP endpoint for Prometheus to scrape.",
+    templates=frozenset({"metric"}),
+    config_model=PrometheusConfig,
+    factory=build_handler,
+    stability=Stability.STABLE,
+    version=mixer.__version__,
+    legacy_kinds=("prometheus",),
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER_INFO]
+
+
+__all__ = [
+    "ADAPTER_INFO",
+    "DEFAULT_LISTEN",
+    "DEFAULT_MAX_SERIES",
+    "BucketsDefinition",
+    "ExplicitBuckets",
+    "ExponentialBuckets",
+    "HandlerStats",
+    "LinearBuckets",
+    "ListenError",
+    "MetricInfo",
+    "MetricKind",
+    "MetricsExpirationPolicy",
+    "PrometheusConfig",
+    "PrometheusHandler",
+    "build_handler",
+    "go_duration",
+    "go_float",
+    "instance_keys",
+    "label_value",
+    "mixer_register_adapters",
+    "parse_duration",
+]

@@ -1,0 +1,398 @@
+"""In-process series storage and its exposition through a prometheus_client collector.
+
+The series live in plain dicts keyed by dimension-value tuples rather than in prometheus_client's
+labelled metrics: an update is a dict lookup and a float add (no ``.labels()`` string conversion
+and validation, no lock), expiry and the series bound are a ``del`` and a counter, and the
+exposition carries exactly the families configured (no ``_created`` series).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from operator import itemgetter
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricInfo, MetricKind
+from mixer.templates import MetricInstance
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+#: Reasons a value is not recorded (the ``reason`` label of the rejected-values self metric).
+REJECT_NOT_A_NUMBER = "not_a_number"
+REJECT_NEGATIVE = "negative"
+REJECT_NOT_FINITE = "not_finite"
+
+
+@dataclass(slots=True)
+class HandlerStats:
+    """What a handler dropped or removed; also exported as ``mixer_prometheus_*`` metrics."""
+
+    series_dropped: int = 0
+    series_expired: int = 0
+    instances_unmatched: int = 0
+    #: ``(full metric name, reason) -> count``; reasons: not_a_number, negative, not_finite.
+    values_rejected: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def rejected(self, metric: str, reason: str) -> int:
+        """Count one rejection; returns the count so far for this metric and reason."""
+        key = (metric, reason)
+        count = self.values_rejected[key] = self.values_rejected.get(key, 0) + 1
+        return count
+
+
+class SeriesBudget:
+    """The series count shared by all metrics of one handler, against its bound."""
+
+    __slots__ = ("count", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+
+class _Scalar:
+    __slots__ = ("key", "labels", "updated", "value")
+
+    def __init__(self, key: tuple[Any, ...] | None, labels: tuple[str, ...], now: float) -> None:
+        self.key = key
+        self.labels = labels
+        self.value = 0.0
+        self.updated = now
+
+
+class _Histogram:
+    __slots__ = ("counts", "key", "labels", "sum", "updated")
+
+    def __init__(
+        self, key: tuple[Any, ...] | None, labels: tuple[str, ...], buckets: int, now: float
+    ) -> None:
+        self.key = key
+        self.labels = labels
+        # One slot per finite bound plus the +Inf bucket; not cumulative (cumulated on scrape).
+        self.counts = [0] * (buckets + 1)
+        self.sum = 0.0
+        self.updated = now
+
+
+class MetricSeries:
+    """One configured metric: its label names, its series and how a value updates one.
+
+    Series are found by the tuple of raw dimension values (no string conversion on the hot path)
+    and owned by the tuple of label strings. A dimension's type is fixed by its typed expression,
+    so raw values that compare equal across types (``1``, ``1.0``, ``True``) do not meet in
+    practice; where raw keys differ but label strings agree, the label-string index still keeps
+    one series, and only the first raw key is cached.
+    """
+
+    def __init__(
+        self, info: MetricInfo, budget: SeriesBudget, stats: HandlerStats, log: logging.Logger
+    ) -> None:
+        self.info = info
+        self.kind = info.kind
+        self.name = info.full_name
+        self.description = info.description or info.full_name
+        self.label_names: tuple[str, ...] = tuple(info.label_names)
+        self.bounds: tuple[float, ...] = ()
+        self._les: tuple[str, ...] = ()
+        if info.kind is MetricKind.DISTRIBUTION:
+            assert info.buckets is not None  # guaranteed by MetricInfo validation
+            self.bounds = info.buckets.upper_bounds()
+            self._les = (*(go_float(b) for b in self.bounds), "+Inf")
+        # itemgetter builds the key in C, several times faster than a comprehension over 20 labels.
+        self._key_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+        if len(self.label_names) > 1:
+            self._key_of = itemgetter(*self.label_names)
+        elif self.label_names:
+            only = self.label_names[0]
+            self._key_of = lambda dimensions: (dimensions[only],)
+        else:
+            self._key_of = lambda dimensions: ()
+        self._by_key: dict[tuple[Any, ...], Any] = {}
+        self._by_labels: dict[tuple[str, ...], Any] = {}
+        self._budget = budget
+        self._stats = stats
+        self._log = log
+        self.record: Callable[[MetricInstance, float], None] = {
+            MetricKind.COUNTER: self._record_counter,
+            MetricKind.GAUGE: self._record_gauge,
+            MetricKind.DISTRIBUTION: self._record_distribution,
+        }[info.kind]
+
+    def _series(self, dimensions: Mapping[str, Any], now: float) -> Any:
+        key: tuple[Any, ...] | None
+        try:
+            key = self._key_of(dimensions)
+        except KeyError:  # a missing dimension: the slower lookup that tolerates it
+            key = tuple(map(dimensions.get, self.label_names))
+        try:
+            series = self._by_key.get(key)
+        except TypeError:  # an unhashable dimension value (a map): found by its label strings
+            key, series = None, None
+        if series is None:
+            series = self._new_series(key, dimensions, now)
+        return series
+
+    def _new_series(self, key: tuple[Any, ...] | None, dimensions: Mapping[str, Any], now: float) -> Any:
+        # A missing dimension becomes "", which Prometheus treats as an absent label (as in Mixer).
+        # Lone surrogates cannot be encoded as UTF-8 and would break every scrape: replaced here.
+        labels = tuple(
+            [
+                text if text.isascii() else _SURROGATES.sub("\ufffd", text)
+                for text in map(label_value, map(dimensions.get, self.label_names))
+            ]
+        )
+        series = self._by_labels.get(labels)
+        if series is not None:
+            return series
+        budget = self._budget
+        if budget.count >= budget.limit:
+            self._stats.series_dropped += 1
+            if self._stats.series_dropped == 1:
+                self._log.warning(
+                    "%s: max_series (%d) label sets held; updates to new label sets are dropped and counted",
+                    self.name,
+                    budget.limit,
+                )
+            return None
+        budget.count += 1
+        series = (
+            _Histogram(key, labels, len(self.bounds), now)
+            if self.kind is MetricKind.DISTRIBUTION
+            else _Scalar(key, labels, now)
+        )
+        self._by_labels[labels] = series
+        if key is not None:
+            self._by_key[key] = series
+        return series
+
+    def _reject(self, reason: str, value: object) -> None:
+        if self._stats.rejected(self.name, reason) == 1:
+            self._log.warning(
+                "%s: value %.100r not recorded (%s); further rejections are only counted",
+                self.name,
+                value,
+                reason,
+            )
+
+    def _record_counter(self, instance: MetricInstance, now: float) -> None:
+        value = as_number(instance.value)
+        if value is None:
+            self._reject(REJECT_NOT_A_NUMBER, instance.value)
+            return
+        if value < 0:
+            self._reject(REJECT_NEGATIVE, instance.value)
+            return
+        if not math.isfinite(value):
+            self._reject(REJECT_NOT_FINITE, instance.value)
+            return
+        series = self._series(instance.dimensions, now)
+        if series is not None:
+            series.value += value
+            series.updated = now
+
+    def _record_gauge(self, instance: MetricInstance, now: float) -> None:
+        value = as_number(instance.value)
+        if value is None:
+            self._reject(REJECT_NOT_A_NUMBER, instance.value)
+            return
+        series = self._series(instance.dimensions, now)
+        if series is not None:
+            series.value = value
+            series.updated = now
+
+    def _record_distribution(self, instance: MetricInstance, now: float) -> None:
+        value = as_number(instance.value)
+        if value is None:
+            self._reject(REJECT_NOT_A_NUMBER, instance.value)
+            return
+        if not math.isfinite(value):
+            self._reject(REJECT_NOT_FINITE, instance.value)
+            return
+        series = self._series(instance.dimensions, now)
+        if series is not None:
+            # bisect_left: a value equal to a bound belongs to that bound's bucket (le is inclusive).
+            series.counts[bisect_left(self.bounds, value)] += 1
+            series.sum += value
+            series.updated = now
+
+    def expire(self, cutoff: float) -> int:
+        """Remove the series last updated before ``cutoff``; returns how many."""
+        stale = [series for series in self._by_labels.values() if series.updated < cutoff]
+        for series in stale:
+            del self._by_labels[series.labels]
+            if series.key is not None:
+                # The stored key object itself: found by identity even when it holds a NaN.
+                self._by_key.pop(series.key, None)
+        self._budget.count -= len(stale)
+        return len(stale)
+
+    def family(self) -> Metric:
+        # list() copies the dict in one step under the GIL, so a scrape running in a worker
+        # thread never sees the dict change size while the event loop records or expires.
+        snapshot = list(self._by_labels.values())
+        if self.kind is MetricKind.DISTRIBUTION:
+            histogram = HistogramMetricFamily(self.name, self.description, labels=self.label_names)
+            les = self._les
+            for series in snapshot:
+                running = 0
+                buckets: list[tuple[str, float]] = []
+                for le, count in zip(les, list(series.counts), strict=True):
+                    running += count
+                    buckets.append((le, running))
+                histogram.add_metric(series.labels, buckets, series.sum)
+            return histogram
+        scalar: CounterMetricFamily | GaugeMetricFamily
+        if self.kind is MetricKind.COUNTER:
+            scalar = CounterMetricFamily(self.name, self.description, labels=self.label_names)
+        else:
+            scalar = GaugeMetricFamily(self.name, self.description, labels=self.label_names)
+        for series in snapshot:
+            scalar.add_metric(series.labels, series.value)
+        return scalar
+
+
+class SeriesCollector:
+    """The prometheus_client collector over a handler's metrics plus its own ``mixer_prometheus_*``."""
+
+    def __init__(
+        self, metrics: tuple[MetricSeries, ...], budget: SeriesBudget, stats: HandlerStats, handler: str
+    ) -> None:
+        self._metrics = metrics
+        self._budget = budget
+        self._stats = stats
+        self._handler = handler
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._metrics:
+            yield metric.family()
+        yield from self._self_metrics()
+
+    def _self_metrics(self) -> Iterator[Metric]:
+        handler = [self._handler]
+        series = GaugeMetricFamily(
+            f"{SELF_METRIC_PREFIX}series", "Label sets held by the handler.", labels=["handler"]
+        )
+        series.add_metric(handler, self._budget.count)
+        yield series
+        for name, help_text, value in (
+            ("series_dropped", "Updates dropped: max_series label sets held.", self._stats.series_dropped),
+            ("series_expired", "Label sets removed by the expiration policy.", self._stats.series_expired),
+            ("instances_unmatched", "Instances no configured metric names.", self._stats.instances_unmatched),
+        ):
+            counter = CounterMetricFamily(f"{SELF_METRIC_PREFIX}{name}", help_text, labels=["handler"])
+            counter.add_metric(handler, value)
+            yield counter
+        rejected = CounterMetricFamily(
+            f"{SELF_METRIC_PREFIX}values_rejected",
+            "Metric values not recorded, by metric and reason.",
+            labels=["handler", "metric", "reason"],
+        )
+        for (metric, reason), count in list(self._stats.values_rejected.items()):
+            rejected.add_metric([self._handler, metric, reason], count)
+        yield rejected
+
+
+def as_number(value: object) -> float | None:
+    """The float a metric value stands for: durations in seconds, numeric strings parsed; else None."""
+    cls = value.__class__
+    if cls is int or cls is float:
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        # Mixer accepted numeric strings too.
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def label_value(value: object) -> str:
+    """A dimension value as a label value, formatted the way Mixer's Go code printed it."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_float(value)
+    if isinstance(value, timedelta):
+        return go_duration(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return "&".join(f"{k}={label_value(v)}" for k, v in sorted(value.items(), key=lambda kv: str(kv[0])))
+    return str(value)
+
+
+def go_float(value: float) -> str:
+    """Go's ``strconv.FormatFloat(v, 'g', -1, 64)``: ``1``, ``0.005``, ``2.5``, ``1e+08``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0:
+        return "0"
+    sign, digit_tuple, exponent = Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exponent, int)  # finite
+    digits = "".join(map(str, digit_tuple))
+    point = len(digits) + exponent  # digits before the decimal point
+    exp10 = point - 1
+    prefix = "-" if sign else ""
+    # Go switches to exponent form below 1e-4 and from 1e+06 when printing the shortest form.
+    if exp10 < -4 or exp10 >= 6:
+        mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+        return f"{prefix}{mantissa}e{'+' if exp10 >= 0 else '-'}{abs(exp10):02d}"
+    if exponent >= 0:
+        return prefix + digits + "0" * exponent
+    if point > 0:
+        return f"{prefix}{digits[:point]}.{digits[point:]}"
+    return f"{prefix}0.{'0' * -point}{digits}"
+
+
+def go_duration(value: timedelta) -> str:
+    """Go's ``time.Duration.String()`` at microsecond resolution: ``1.5ms``, ``1m30s``, ``1h0m0s``."""
+    micros = value // timedelta(microseconds=1)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    if micros == 0:
+        return "0s"
+    if micros < 1_000:
+        return f"{sign}{micros}µs"
+    if micros < 1_000_000:
+        return f"{sign}{_decimal(micros, 1_000, 3)}ms"
+    seconds, fraction = divmod(micros, 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    head = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
+    return f"{sign}{head}{_decimal(seconds * 1_000_000 + fraction, 1_000_000, 6)}s"
+
+
+def _decimal(amount: int, unit: int, places: int) -> str:
+    whole, fraction = divmod(amount, unit)
+    if not fraction:
+        return str(whole)
+    return f"{whole}.{fraction:0{places}d}".rstrip("0")
