@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -47,7 +48,7 @@ class InstanceBuilder(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HandlerConfig:
-    name: str  # fully qualified: ``name.namespace``
+    name: str  # fully qualified: ``name.namespace`` (legacy-form objects: ``name.kind.namespace``)
     namespace: str
     adapter: str
     params: BaseModel  # an instance of the adapter's config model
@@ -56,7 +57,7 @@ class HandlerConfig:
 
 @dataclass(frozen=True, slots=True)
 class InstanceConfig:
-    name: str  # fully qualified: ``name.namespace``
+    name: str  # fully qualified: ``name.namespace`` (legacy-form objects: ``name.kind.namespace``)
     namespace: str
     template: str
     builder: InstanceBuilder
@@ -85,10 +86,19 @@ class ActionConfig:
 
 @dataclass(frozen=True, slots=True)
 class SamplingConfig:
-    """Rule sampling: ``random_percent`` of requests, or 1 in ``rate_sampling_rate``."""
+    """Rule sampling: ``random_percent`` of requests, or 1 in ``rate_sampling_rate``.
+
+    When both are set an entry must be selected by both (Istio's rule semantics). Rate-limit
+    sampling lets ``rate_max_unsampled_entries`` through in each ``rate_sampling_duration``
+    window before 1 in ``rate_sampling_rate`` applies. Random sampling is keyed on the request
+    id unless ``random_use_independent_randomness`` is set.
+    """
 
     random_percent: float | None = None
     rate_sampling_rate: int | None = None
+    random_use_independent_randomness: bool = False
+    rate_sampling_duration: timedelta | None = None
+    rate_max_unsampled_entries: int = 0
 
 
 @dataclass(frozen=True, slots=True)
