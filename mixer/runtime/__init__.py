@@ -1,0 +1,96 @@
+"""The runtime: a configuration compiled into an immutable snapshot that dispatches requests.
+
+:func:`build_runtime` turns a :class:`~mixer.config.ValidatedConfig` into a :class:`Runtime`:
+handlers built through their adapters' factories, rules indexed once per template variety (check,
+quota, report). Requests only run the compiled code; nothing on the hot path touches YAML,
+expression text or the plugin manager.
+
+Namespaces
+    Rules in the default config namespace (``istio-system`` unless configured) apply to all
+    traffic. Rules in namespace N apply only to requests whose identity namespace is N: the value
+    of ``destination.namespace``, or of ``destination.service.namespace`` when the former is
+    absent. The identity namespace is read only when some rule of the variety being dispatched is
+    scoped to a namespace, so it appears in a Check's referenced attributes exactly when the
+    decision depended on it.
+
+Check (:meth:`Runtime.check`), as Mixer answered it
+    - Every read goes through ``bag.tracking()``; ``CheckOutcome.referenced`` lists what the
+      precondition read (rule matches, the instances of matched rules, header operation values)
+      and each quota outcome lists what that quota read, because the proxy caches each answer
+      under exactly those attributes.
+    - No matching check rule: OK, valid for 1 minute and 10000 uses.
+    - Several check handlers run concurrently (one is awaited directly). The status is the first
+      failing one in rule order with the message ``"handler: reason"`` for every failing handler
+      joined by ``", "``; valid duration and use count are the minimum over the handlers.
+    - A rule match that fails to evaluate counts as false (``RuntimeStats.match_errors``).
+    - An instance that fails to build is counted (``RuntimeStats.instance_errors``) and, because
+      Mixer failed such a Check, becomes an INTERNAL status of the handler it was meant for, with a
+      message naming the instance. A handler that raises becomes INTERNAL with its message; one
+      that outlives the call's ``timeout`` DEADLINE_EXCEEDED. Failures the runtime makes in place
+      of a handler's verdict carry valid duration 0 and use count 0 so the proxy does not cache
+      them.
+    - Header operations of matched check rules are evaluated in rule order into
+      ``request_header_operations`` / ``response_header_operations``, one operation per value
+      (a REMOVE without values gives one with an empty value); a value that fails to evaluate is
+      left out (``RuntimeStats.header_errors``). They are returned whatever the status, as the
+      proxy may apply response operations to a denial. When the precondition is OK, the headers
+      check handlers returned (``CheckResult.headers``, e.g. the caller's plan) are merged in rule
+      order into ``CheckOutcome.headers`` and also lead the request header operations as REPLACE,
+      ahead of the configured operations so that operators' rules have the last word.
+    - Quotas are dispatched only when the precondition is OK. A requested quota name selects the
+      quota rules with an instance named ``name.namespace``, ``name`` or ``name.quota.namespace``
+      (compared case-insensitively, as Mixer did); the handler gets
+      ``QuotaArgs(deduplication_id + quota name, amount, best_effort)``. A quota no rule
+      configures, or whose rules all fail to match, is granted the amount asked for 1 minute.
+      Several handlers for one quota: the granted amount and valid duration are the minimum, the
+      status the first failing one (messages joined as for Check).
+    - Rule sampling does not apply to Check or quota: a policy decision is never sampled.
+
+Report (:meth:`Runtime.report`)
+    Synchronous and never waiting on a backend: each bag is matched against the report rules (no
+    reference tracking), rule sampling honoured (Istio's random and rate-limit sampling; random
+    is keyed on ``request.id`` so all reports of one request agree), instances built and
+    appended to one :class:`~mixer.adapter.ReportBatch` per handler for the whole call (bag
+    order, then rule order); each handler's ``handle_report`` is called once.
+    Overloaded handlers are listed in ``ReportOutcome.overloaded``; ``ReportOutcome.status`` gives
+    the answer Mixer gave (UNAVAILABLE for overload, UNKNOWN with reasons for build or handler
+    failures).
+
+Lifecycle and reload
+    ``build_runtime(config, registry, previous=current)`` reuses the handlers whose name, adapter
+    and params did not change. Then ``await new.start()`` starts only the new handlers and takes
+    over the reused ones, the server swaps ``new`` in, and ``await current.shutdown(timeout)``
+    stops only the handlers ``new`` retired. ``Runtime.delta`` names the new, reused and retired
+    handlers. If ``new.start()`` fails, it stops what it started and the current runtime stays
+    whole.
+"""
+
+from __future__ import annotations
+
+from mixer.runtime._build import build_runtime
+from mixer.runtime._index import IDENTITY_NAMESPACE_ATTRIBUTES
+from mixer.runtime._outcomes import (
+    CheckOutcome,
+    HeaderOperationResult,
+    QuotaOutcome,
+    QuotaRequest,
+    ReportOutcome,
+    RuntimeBuildError,
+    RuntimeDelta,
+    RuntimeStats,
+)
+from mixer.runtime._runtime import Runtime
+
+__all__ = [
+    "IDENTITY_NAMESPACE_ATTRIBUTES",
+    "CheckOutcome",
+    "HeaderOperationResult",
+    "QuotaOutcome",
+    "QuotaRequest",
+    "ReportOutcome",
+    "Runtime",
+    "RuntimeBuildError",
+    "RuntimeDelta",
+    "RuntimeStats",
+    "build_runtime",
+]

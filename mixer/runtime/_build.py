@@ -1,0 +1,267 @@
+"""Turning a validated configuration into a runtime: handlers built (or reused), rules indexed."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from mixer.adapter import CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
+from mixer.registry import Registry
+from mixer.runtime._index import (
+    CheckAction,
+    CheckRule,
+    HeaderOp,
+    QuotaAction,
+    QuotaRule,
+    ReportAction,
+    ReportRule,
+    Scoped,
+    make_sampler,
+)
+from mixer.runtime._outcomes import RuntimeBuildError, RuntimeDelta, RuntimeStats
+from mixer.runtime._runtime import HandlerSlot, Runtime
+from mixer.templates import Variety
+
+_generations = itertools.count(1)
+_H = TypeVar("_H", bound=Handler)
+
+_INTERFACES: dict[Variety, type[Handler]] = {
+    Variety.CHECK: CheckHandler,
+    Variety.QUOTA: QuotaHandler,
+    Variety.REPORT: ReportHandler,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One (handler, instance) pair of a rule action, resolved."""
+
+    handler: str
+    instance: InstanceConfig
+    variety: Variety
+
+
+def build_runtime(
+    config: ValidatedConfig,
+    registry: Registry,
+    *,
+    previous: Runtime | None = None,
+    data_dir: Path | None = None,
+    logger: logging.Logger | None = None,
+    rng: Callable[[], float] | None = None,
+    clock: Callable[[], float] | None = None,
+) -> Runtime:
+    """Build a runtime snapshot from ``config``; nothing is started (see :meth:`Runtime.start`).
+
+    Only handlers some rule sends instances to are built. A handler whose name, adapter and params
+    equal one of ``previous`` (and ``previous`` is not shut down) is reused as is: its connections
+    and queues survive the reload. The name takes part because a handler's environment (logger,
+    data directory, metric labels) derives from it. ``runtime.delta`` tells which handlers are new,
+    reused and retired. Statistics carry over from ``previous``.
+
+    ``data_dir``: each handler gets ``data_dir / <handler name>`` as its own place for files (not
+    created here). ``rng`` draws in [0, 1) for random rule sampling and ``clock`` (seconds) times
+    rate-limit sampling windows; tests inject both.
+
+    :raises RuntimeBuildError: a rule names a missing handler or instance, an adapter is unknown or
+        lacks the interface or template a rule needs, or a factory fails.
+    """
+    log = logger if logger is not None else logging.getLogger("mixer.runtime")
+    draw = rng if rng is not None else random.random
+    now = clock if clock is not None else time.monotonic
+    default_namespace = config.default_namespace
+
+    resolved: list[tuple[RuleConfig, list[_Target]]] = []
+    used: dict[str, None] = {}
+    for rule in config.rules:
+        targets: list[_Target] = []
+        for action in rule.actions:
+            if action.handler not in config.handlers:
+                raise RuntimeBuildError(
+                    f"rule {rule.name} ({rule.source}): unknown handler {action.handler!r}"
+                )
+            used[action.handler] = None
+            for instance_name in action.instances:
+                instance = config.instances.get(instance_name)
+                if instance is None:
+                    raise RuntimeBuildError(
+                        f"rule {rule.name} ({rule.source}): unknown instance {instance_name!r}"
+                    )
+                spec = registry.template(instance.template) or instance.builder.template
+                targets.append(_Target(action.handler, instance, spec.variety))
+        resolved.append((rule, targets))
+
+    slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, log)
+    handlers = {slot.name: slot.handler for slot in slots}
+
+    for rule, targets in resolved:
+        for target in targets:
+            _check_interface(config, registry, rule, target, handlers[target.handler])
+
+    report_handler_index: dict[str, int] = {}
+    report_handlers: list[tuple[str, ReportHandler]] = []
+    check_rules: list[tuple[str | None, CheckRule]] = []
+    quota_rules: dict[str, list[tuple[str | None, QuotaRule]]] = {}
+    report_rules: list[tuple[str | None, ReportRule]] = []
+
+    for rule, targets in resolved:
+        namespace = None if rule.namespace == default_namespace else rule.namespace
+        match = rule.match.evaluate if rule.match is not None else None
+
+        check_actions = tuple(
+            CheckAction(
+                t.handler, _as(CheckHandler, handlers[t.handler]), t.instance.name, t.instance.builder.build
+            )
+            for t in targets
+            if t.variety is Variety.CHECK
+        )
+        request_headers = tuple(_header_op(op) for op in rule.request_header_operations)
+        response_headers = tuple(_header_op(op) for op in rule.response_header_operations)
+        if check_actions or request_headers or response_headers:
+            check_rules.append(
+                (namespace, CheckRule(rule.name, match, check_actions, request_headers, response_headers))
+            )
+
+        by_alias: dict[str, list[QuotaAction]] = {}
+        for t in targets:
+            if t.variety is not Variety.QUOTA:
+                continue
+            quota_action = QuotaAction(
+                t.handler, _as(QuotaHandler, handlers[t.handler]), t.instance.name, t.instance.builder.build
+            )
+            for alias in _quota_aliases(t.instance):
+                by_alias.setdefault(alias, []).append(quota_action)
+        for alias, actions in by_alias.items():
+            quota_rules.setdefault(alias, []).append((namespace, QuotaRule(rule.name, match, tuple(actions))))
+
+        report_actions: list[ReportAction] = []
+        for t in targets:
+            if t.variety is not Variety.REPORT:
+                continue
+            index = report_handler_index.get(t.handler)
+            if index is None:
+                index = report_handler_index[t.handler] = len(report_handlers)
+                report_handlers.append((t.handler, _as(ReportHandler, handlers[t.handler])))
+            report_actions.append((index, t.instance.builder.build, t.instance.name))
+        if report_actions:
+            sampler = make_sampler(rule.sampling, draw, now)
+            report_rules.append((namespace, (match, sampler, tuple(report_actions), rule.name)))
+
+    runtime = Runtime(
+        config=config,
+        generation=next(_generations),
+        slots=slots,
+        check=Scoped.of(check_rules),
+        quota={alias: Scoped.of(rules) for alias, rules in quota_rules.items()},
+        report=Scoped.of(report_rules),
+        report_handlers=report_handlers,
+        stats=previous.stats if previous is not None else RuntimeStats(),
+        delta=delta,
+        logger=log,
+    )
+    fresh = set(delta.new)
+    for slot in slots:
+        if slot.name in fresh:
+            slot.owner = runtime
+    return runtime
+
+
+def _build_handlers(
+    config: ValidatedConfig,
+    registry: Registry,
+    names: list[str],
+    previous: Runtime | None,
+    data_dir: Path | None,
+    log: logging.Logger,
+) -> tuple[list[HandlerSlot], RuntimeDelta]:
+    reusable = [] if previous is None or previous.closed else [s for s in previous._slots if not s.stopped]
+    slots: list[HandlerSlot] = []
+    new: list[str] = []
+    reused: list[str] = []
+    for name in names:
+        handler_config = config.handlers[name]
+        handler_dir = data_dir / name if data_dir is not None else None
+        slot = next(
+            (
+                s
+                for s in reusable
+                if s.same_config(name, handler_config.adapter, handler_config.params, handler_dir)
+            ),
+            None,
+        )
+        if slot is not None:
+            slots.append(slot)
+            reused.append(name)
+            continue
+        info = registry.adapter(handler_config.adapter)
+        if info is None:
+            raise RuntimeBuildError(
+                f"handler {name} ({handler_config.source}): unknown adapter {handler_config.adapter!r}"
+            )
+        env = HandlerEnv(handler_name=name, logger=log.getChild(name), data_dir=handler_dir)
+        try:
+            handler = info.factory(handler_config.params, env)
+        except Exception as exc:
+            raise RuntimeBuildError(
+                f"handler {name} ({handler_config.source}): adapter {info.name!r} failed to build it: {exc}"
+            ) from exc
+        if not isinstance(handler, Handler):
+            raise RuntimeBuildError(
+                f"handler {name}: adapter {info.name!r} built a {type(handler).__name__}, not a Handler"
+            )
+        slots.append(HandlerSlot(name, handler_config.adapter, handler_config.params, handler_dir, handler))
+        new.append(name)
+    kept = {id(s) for s in slots}
+    retired = [] if previous is None else [s.name for s in previous._slots if id(s) not in kept]
+    return slots, RuntimeDelta(tuple(new), tuple(reused), tuple(retired))
+
+
+def _check_interface(
+    config: ValidatedConfig, registry: Registry, rule: RuleConfig, target: _Target, handler: Handler
+) -> None:
+    handler_config = config.handlers[target.handler]
+    needed = _INTERFACES[target.variety]
+    if not isinstance(handler, needed):
+        raise RuntimeBuildError(
+            f"rule {rule.name} ({rule.source}): handler {target.handler} "
+            f"(adapter {handler_config.adapter!r}) cannot take {target.variety.value} instance "
+            f"{target.instance.name} of template {target.instance.template!r}: "
+            f"it does not implement {needed.__name__}"
+        )
+    info = registry.adapter(handler_config.adapter)
+    if info is not None and target.instance.template not in info.templates:
+        supported = ", ".join(sorted(info.templates)) or "none"
+        raise RuntimeBuildError(
+            f"rule {rule.name} ({rule.source}): handler {target.handler} (adapter {info.name!r}) does not "
+            f"support template {target.instance.template!r} of instance {target.instance.name} "
+            f"(supported: {supported})"
+        )
+
+
+def _as(kind: type[_H], handler: Handler) -> _H:
+    assert isinstance(handler, kind)
+    return handler
+
+
+def _header_op(op: HeaderOperationConfig) -> HeaderOp:
+    return HeaderOp(op.name, tuple(value.evaluate for value in op.values), op.operation)
+
+
+def _quota_aliases(instance: InstanceConfig) -> tuple[str, ...]:
+    """The names a Check may ask for this quota instance by, lowercased (Mixer compared them
+    case-insensitively): ``name.namespace``, ``name`` and the legacy ``name.quota.namespace``,
+    whichever of the two forms the instance was configured in."""
+    fq = instance.name
+    suffix = "." + instance.namespace
+    base = fq[: -len(suffix)] if instance.namespace and fq.endswith(suffix) else fq
+    legacy_kind = "." + instance.template
+    short = base[: -len(legacy_kind)] if base.endswith(legacy_kind) else base
+    names = (fq, short, f"{short}.{instance.namespace}", f"{short}{legacy_kind}.{instance.namespace}")
+    return tuple(dict.fromkeys(name.lower() for name in names))

@@ -1,0 +1,129 @@
+"""The values the runtime hands back: plain Python data that the wire layers encode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from mixer.adapter import DEFAULT_VALID_DURATION
+from mixer.attributes import AttributeMatch
+from mixer.config import HeaderOperationKind
+from mixer.status import OK, Code, Status
+
+
+class RuntimeBuildError(Exception):
+    """A configuration cannot become a runtime: a handler fails to build or start, a rule names
+    something that does not exist, or a handler lacks the interface a template variety needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRequest:
+    """One quota a Check asks for (``CheckRequest.quotas`` values)."""
+
+    amount: int
+    best_effort: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaOutcome:
+    """The answer for one requested quota, with the attributes that answer read."""
+
+    granted_amount: int
+    valid_duration: timedelta = DEFAULT_VALID_DURATION
+    status: Status = OK
+    referenced: list[AttributeMatch] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOperationResult:
+    """A header the proxy should set, append or remove (``HeaderOperation`` of a route directive)."""
+
+    name: str
+    value: str
+    operation: HeaderOperationKind = HeaderOperationKind.REPLACE
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    """Everything a Check decided: the precondition, the route directive and the quotas.
+
+    ``referenced`` lists what the precondition read; each quota carries its own list. ``headers``
+    are the headers OK check handlers asked to add to the request (for example the caller's plan);
+    they are also the first entries of ``request_header_operations``.
+    """
+
+    status: Status
+    valid_duration: timedelta
+    valid_use_count: int
+    referenced: list[AttributeMatch] = field(default_factory=list)
+    request_header_operations: list[HeaderOperationResult] = field(default_factory=list)
+    response_header_operations: list[HeaderOperationResult] = field(default_factory=list)
+    quotas: dict[str, QuotaOutcome] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """What one Report call did.
+
+    ``errors`` holds the first messages (rule match errors, instance build errors, handler
+    failures); the counts are complete. :attr:`status` is the answer Mixer gave: UNAVAILABLE when
+    a handler was overloaded, UNKNOWN with the reasons when an instance failed to build or a handler
+    failed, else OK. Match errors only count (the rule is treated as not matching).
+    """
+
+    records: int
+    instances: int = 0
+    overloaded: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    match_errors: int = 0
+    instance_errors: int = 0
+    errors: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> Status:
+        if self.overloaded:
+            return Status(Code.UNAVAILABLE, "handler overloaded: " + ", ".join(self.overloaded))
+        if self.failed or self.instance_errors:
+            return Status(Code.UNKNOWN, "; ".join(self.errors) or "report failed")
+        return OK
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeDelta:
+    """How a runtime's handlers relate to the runtime it was built from (by fully qualified name)."""
+
+    new: tuple[str, ...] = ()
+    reused: tuple[str, ...] = ()
+    retired: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class RuntimeStats:
+    """Plain counters for the server's self-metrics.
+
+    One object is carried from a runtime to the runtime built from it, so the counts only grow
+    across reloads. The per-handler dicts are keyed by configured handler names, so they are
+    bounded by the configurations the server has run.
+    """
+
+    check_calls: int = 0
+    quota_calls: int = 0
+    report_calls: int = 0
+    report_records: int = 0
+    report_instances: int = 0
+    match_errors: int = 0
+    instance_errors: int = 0
+    header_errors: int = 0
+    handler_errors: dict[str, int] = field(default_factory=dict)
+    handler_timeouts: dict[str, int] = field(default_factory=dict)
+    overloaded: dict[str, int] = field(default_factory=dict)
+
+    def count_handler_error(self, handler: str) -> None:
+        self.handler_errors[handler] = self.handler_errors.get(handler, 0) + 1
+
+    def count_handler_timeout(self, handler: str) -> None:
+        self.handler_timeouts[handler] = self.handler_timeouts.get(handler, 0) + 1
+
+    def count_overloaded(self, handler: str) -> None:
+        self.overloaded[handler] = self.overloaded.get(handler, 0) + 1

@@ -1,0 +1,595 @@
+"""The runtime snapshot: dispatch of Check, quota and Report to handlers, and handler lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, cast
+
+from pydantic import BaseModel
+
+from mixer.adapter import (
+    DEFAULT_VALID_DURATION,
+    DEFAULT_VALID_USE_COUNT,
+    CheckHandler,
+    CheckResult,
+    Handler,
+    HandlerOverloaded,
+    QuotaArgs,
+    QuotaHandler,
+    QuotaResult,
+    ReportBatch,
+    ReportHandler,
+)
+from mixer.attributes import AttributeBag, AttributeMatch, TrackingBag
+from mixer.config import HeaderOperationKind
+from mixer.runtime._index import (
+    CheckRule,
+    Evaluate,
+    HeaderOp,
+    QuotaRule,
+    ReportRule,
+    Scoped,
+    identity_namespace,
+)
+from mixer.runtime._outcomes import (
+    CheckOutcome,
+    HeaderOperationResult,
+    QuotaOutcome,
+    QuotaRequest,
+    ReportOutcome,
+    RuntimeBuildError,
+    RuntimeDelta,
+    RuntimeStats,
+)
+from mixer.status import Code, Status
+from mixer.templates import Instance, QuotaInstance
+
+if TYPE_CHECKING:
+    from mixer.config import ValidatedConfig
+
+#: How many error messages one Report keeps; the counts stay complete.
+MAX_REPORT_ERRORS = 10
+
+_NO_QUOTAS: Mapping[str, QuotaRequest] = MappingProxyType({})
+_NOT_CACHEABLE = timedelta(0)
+_REPLACE = HeaderOperationKind.REPLACE
+_CANCEL_GRACE = 0.5
+
+
+@dataclass(eq=False, slots=True)
+class HandlerSlot:
+    """One built handler and who is responsible for it.
+
+    A slot moves from a runtime to the runtime built from it when the handler is reused; ``owner``
+    is the runtime whose shutdown stops the handler, and changes only when the newer runtime has
+    started, so a reload that fails to start leaves the older runtime whole.
+    """
+
+    name: str
+    adapter: str
+    params: BaseModel
+    data_dir: Path | None
+    handler: Handler
+    owner: object | None = None
+    started: bool = False
+    stopped: bool = False
+
+    def same_config(self, name: str, adapter: str, params: BaseModel, data_dir: Path | None) -> bool:
+        return (
+            self.name == name
+            and self.adapter == adapter
+            and self.data_dir == data_dir
+            and type(self.params) is type(params)
+            and self.params == params
+        )
+
+
+class Runtime:
+    """An immutable snapshot of a configuration, ready to dispatch. Build one with ``build_runtime``.
+
+    The server swaps snapshots atomically on reload; a request keeps the snapshot it started with.
+    """
+
+    __slots__ = (
+        "_check",
+        "_closed",
+        "_logger",
+        "_quota",
+        "_report",
+        "_report_handlers",
+        "_slots",
+        "config",
+        "delta",
+        "generation",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        *,
+        config: ValidatedConfig,
+        generation: int,
+        slots: Sequence[HandlerSlot],
+        check: Scoped[CheckRule],
+        quota: Mapping[str, Scoped[QuotaRule]],
+        report: Scoped[ReportRule],
+        report_handlers: Sequence[tuple[str, ReportHandler]],
+        stats: RuntimeStats,
+        delta: RuntimeDelta,
+        logger: logging.Logger,
+    ) -> None:
+        self.config = config
+        self.generation = generation
+        self.stats = stats
+        self.delta = delta
+        self._slots = tuple(slots)
+        self._check = check
+        self._quota = quota
+        self._report = report
+        self._report_handlers = tuple(report_handlers)
+        self._logger = logger
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Runtime(generation={self.generation}, handlers={len(self._slots)})"
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        """The handlers this runtime dispatches to, by fully qualified name."""
+        return MappingProxyType({slot.name: slot.handler for slot in self._slots})
+
+    # -- Check ----------------------------------------------------------------------------------
+
+    async def check(
+        self,
+        bag: AttributeBag,
+        quotas: Mapping[str, QuotaRequest] = _NO_QUOTAS,
+        deduplication_id: str = "",
+        *,
+        timeout: float | None = None,
+    ) -> CheckOutcome:
+        """Decide a Check: precondition, route directive, then quotas when the precondition is OK.
+
+        Never raises for a handler's failure: a handler that raises becomes an INTERNAL status, one
+        that outlives ``timeout`` (seconds, for the whole call) DEADLINE_EXCEEDED.
+        """
+        stats = self.stats
+        stats.check_calls += 1
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        tracking = bag.tracking()
+
+        check = self._check
+        rules = check.default
+        if check.needs_namespace:
+            rules = check.select(identity_namespace(tracking))
+
+        names: list[str] = []
+        results: list[CheckResult | None] = []
+        pending: list[tuple[int, CheckHandler, Instance]] = []
+        request_ops: list[HeaderOperationResult] = []
+        response_ops: list[HeaderOperationResult] = []
+        for rule in rules:
+            if rule.match is not None and not self._matches(rule.match, tracking, rule.name):
+                continue
+            if rule.request_headers:
+                self._header_operations(rule.request_headers, tracking, rule.name, request_ops)
+            if rule.response_headers:
+                self._header_operations(rule.response_headers, tracking, rule.name, response_ops)
+            for action in rule.actions:
+                names.append(action.handler_name)
+                try:
+                    instance = action.build(tracking)
+                except Exception as exc:
+                    # Mixer failed the Check when an instance could not be built; the failure is
+                    # attributed to the handler that would have received it.
+                    stats.instance_errors += 1
+                    self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
+                    results.append(_failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}"))
+                    continue
+                pending.append((len(results), action.handler, instance))
+                results.append(None)
+
+        if len(pending) == 1:
+            index, handler, instance = pending[0]
+            results[index] = await self._call_check(names[index], handler, instance, deadline)
+        elif pending:
+            answers = await asyncio.gather(
+                *(self._call_check(names[i], handler, inst, deadline) for i, handler, inst in pending)
+            )
+            for (index, _, _), answer in zip(pending, answers, strict=True):
+                results[index] = answer
+
+        status, valid_duration, valid_use_count, headers = _combine_check(names, results)
+        referenced = tracking.referenced()
+        if headers:
+            request_ops[:0] = [
+                HeaderOperationResult(name, value, _REPLACE) for name, value in headers.items()
+            ]
+
+        quota_outcomes: dict[str, QuotaOutcome] = {}
+        if quotas and status.code is Code.OK:
+            quota_outcomes = await self._quotas(tracking, quotas, deduplication_id, deadline)
+
+        return CheckOutcome(
+            status=status,
+            valid_duration=valid_duration,
+            valid_use_count=valid_use_count,
+            referenced=referenced,
+            request_header_operations=request_ops,
+            response_header_operations=response_ops,
+            quotas=quota_outcomes,
+            headers=headers,
+        )
+
+    def _matches(self, match: Evaluate, bag: AttributeBag, rule: str) -> bool:
+        try:
+            return bool(match(bag))
+        except Exception as exc:
+            self.stats.match_errors += 1
+            self._logger.debug("rule %s: match failed, treated as false: %s", rule, exc)
+            return False
+
+    def _header_operations(
+        self, ops: tuple[HeaderOp, ...], bag: AttributeBag, rule: str, out: list[HeaderOperationResult]
+    ) -> None:
+        for op in ops:
+            if not op.values:
+                out.append(HeaderOperationResult(op.name, "", op.operation))
+                continue
+            for evaluate in op.values:
+                try:
+                    value = evaluate(bag)
+                except Exception as exc:
+                    self.stats.header_errors += 1
+                    self._logger.debug("rule %s: header %s failed: %s", rule, op.name, exc)
+                    continue
+                text = value if isinstance(value, str) else str(value)
+                out.append(HeaderOperationResult(op.name, text, op.operation))
+
+    async def _call_check(
+        self, name: str, handler: CheckHandler, instance: Instance, deadline: float | None
+    ) -> CheckResult:
+        try:
+            if deadline is None:
+                return await handler.handle_check(instance)
+            async with asyncio.timeout_at(deadline):
+                return await handler.handle_check(instance)
+        except TimeoutError:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                self.stats.count_handler_timeout(name)
+                return _failed_check(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+            return self._check_error(name, TimeoutError("timed out"))
+        except Exception as exc:
+            return self._check_error(name, exc)
+
+    def _check_error(self, name: str, exc: Exception) -> CheckResult:
+        self.stats.count_handler_error(name)
+        self._logger.warning("check handler %s failed: %r", name, exc)
+        return _failed_check(Code.INTERNAL, _describe(exc))
+
+    # -- Quota ----------------------------------------------------------------------------------
+
+    async def _quotas(
+        self,
+        tracking: TrackingBag,
+        quotas: Mapping[str, QuotaRequest],
+        deduplication_id: str,
+        deadline: float | None,
+    ) -> dict[str, QuotaOutcome]:
+        stats = self.stats
+        index = self._quota
+        outcomes: dict[str, QuotaOutcome] = {}
+        plans: list[_QuotaPlan] = []
+        pending: list[tuple[_QuotaPlan, int, QuotaHandler, QuotaInstance, QuotaArgs]] = []
+        for quota_name, request in quotas.items():
+            stats.quota_calls += 1
+            scoped = index.get(quota_name.lower())
+            if scoped is None:
+                outcomes[quota_name] = QuotaOutcome(request.amount, DEFAULT_VALID_DURATION)
+                continue
+            # Each quota's answer is cached under its own attributes: Mixer reset the references
+            # between the precondition and every quota.
+            tracking.clear_references()
+            rules = scoped.default
+            if scoped.needs_namespace:
+                rules = scoped.select(identity_namespace(tracking))
+            plan = _QuotaPlan(quota_name, request)
+            args = QuotaArgs(deduplication_id + quota_name, request.amount, request.best_effort)
+            for rule in rules:
+                if rule.match is not None and not self._matches(rule.match, tracking, rule.name):
+                    continue
+                for action in rule.actions:
+                    plan.names.append(action.handler_name)
+                    try:
+                        instance = action.build(tracking)
+                    except Exception as exc:
+                        stats.instance_errors += 1
+                        self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
+                        plan.results.append(
+                            _failed_quota(Code.INTERNAL, f"instance {action.instance_name}: {exc}")
+                        )
+                        continue
+                    # Varieties were checked at build time: quota templates build QuotaInstances.
+                    pending.append(
+                        (plan, len(plan.results), action.handler, cast(QuotaInstance, instance), args)
+                    )
+                    plan.results.append(None)
+            plan.referenced = tracking.referenced()
+            plans.append(plan)
+
+        if len(pending) == 1:
+            plan, slot, handler, instance, args = pending[0]
+            plan.results[slot] = await self._call_quota(plan.names[slot], handler, instance, args, deadline)
+        elif pending:
+            answers = await asyncio.gather(
+                *(
+                    self._call_quota(plan.names[slot], handler, instance, args, deadline)
+                    for plan, slot, handler, instance, args in pending
+                )
+            )
+            for (plan, slot, _, _, _), answer in zip(pending, answers, strict=True):
+                plan.results[slot] = answer
+
+        for plan in plans:
+            outcomes[plan.quota] = plan.outcome()
+        return outcomes
+
+    async def _call_quota(
+        self,
+        name: str,
+        handler: QuotaHandler,
+        instance: QuotaInstance,
+        args: QuotaArgs,
+        deadline: float | None,
+    ) -> QuotaResult:
+        try:
+            if deadline is None:
+                return await handler.handle_quota(instance, args)
+            async with asyncio.timeout_at(deadline):
+                return await handler.handle_quota(instance, args)
+        except TimeoutError:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                self.stats.count_handler_timeout(name)
+                return _failed_quota(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+            return self._quota_error(name, TimeoutError("timed out"))
+        except Exception as exc:
+            return self._quota_error(name, exc)
+
+    def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
+        self.stats.count_handler_error(name)
+        self._logger.warning("quota handler %s failed: %r", name, exc)
+        return _failed_quota(Code.INTERNAL, _describe(exc))
+
+    # -- Report ---------------------------------------------------------------------------------
+
+    def report(self, bags: Sequence[AttributeBag]) -> ReportOutcome:
+        """Turn bags into one :class:`ReportBatch` per handler and hand each over once.
+
+        Instances are in bag order, then rule order. Never waits on a backend: handlers queue the
+        batch or raise :class:`HandlerOverloaded`.
+        """
+        handlers = self._report_handlers
+        batches: list[list[Instance]] = [[] for _ in handlers]
+        scoped = self._report
+        default_rules = scoped.default
+        by_namespace = scoped.by_namespace
+        match_errors = 0
+        instance_errors = 0
+        errors: list[str] = []
+
+        for bag in bags:
+            rules = default_rules
+            if by_namespace is not None:
+                namespace = identity_namespace(bag)
+                if namespace is not None:
+                    rules = by_namespace.get(namespace, default_rules)
+            for match, sampler, actions, rule_name in rules:
+                if match is not None:
+                    try:
+                        if not match(bag):
+                            continue
+                    except Exception as exc:
+                        match_errors += 1
+                        if len(errors) < MAX_REPORT_ERRORS:
+                            errors.append(f"rule {rule_name}: match: {exc}")
+                        continue
+                if sampler is not None and not sampler(bag):
+                    continue
+                for handler_index, build, instance_name in actions:
+                    try:
+                        instance = build(bag)
+                    except Exception as exc:
+                        instance_errors += 1
+                        if len(errors) < MAX_REPORT_ERRORS:
+                            errors.append(f"instance {instance_name}: {exc}")
+                        continue
+                    batches[handler_index].append(instance)
+
+        stats = self.stats
+        overloaded: list[str] = []
+        failed: list[str] = []
+        dispatched = 0
+        for (name, handler), instances in zip(handlers, batches, strict=True):
+            if not instances:
+                continue
+            try:
+                handler.handle_report(ReportBatch(name, instances))
+            except HandlerOverloaded:
+                overloaded.append(name)
+                stats.count_overloaded(name)
+                continue
+            except Exception as exc:
+                failed.append(name)
+                stats.count_handler_error(name)
+                self._logger.warning("report handler %s failed: %r", name, exc)
+                if len(errors) < MAX_REPORT_ERRORS:
+                    errors.append(f"{name}: {_describe(exc)}")
+                continue
+            dispatched += len(instances)
+
+        stats.report_calls += 1
+        stats.report_records += len(bags)
+        stats.report_instances += dispatched
+        stats.match_errors += match_errors
+        stats.instance_errors += instance_errors
+        return ReportOutcome(
+            records=len(bags),
+            instances=dispatched,
+            overloaded=tuple(overloaded),
+            failed=tuple(failed),
+            match_errors=match_errors,
+            instance_errors=instance_errors,
+            errors=tuple(errors),
+        )
+
+    # -- Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the handlers not started yet (those a reload reused are already running).
+
+        Call it before the servers take traffic, and on reload before swapping this runtime in.
+        When it succeeds this runtime takes over the reused handlers, so the previous runtime's
+        :meth:`shutdown` stops only the handlers this one retired.
+
+        :raises RuntimeBuildError: a handler failed to start (those started here are shut down again),
+            or a reused handler was already shut down with the previous runtime.
+        """
+        for slot in self._slots:
+            if slot.stopped:
+                raise RuntimeBuildError(
+                    f"handler {slot.name} was shut down with a previous runtime; build again"
+                )
+        to_start = [slot for slot in self._slots if not slot.started]
+        answers = await asyncio.gather(*(slot.handler.start() for slot in to_start), return_exceptions=True)
+        failures: list[str] = []
+        for slot, answer in zip(to_start, answers, strict=True):
+            if isinstance(answer, BaseException):
+                failures.append(f"{slot.name}: {_describe(answer)}")
+            else:
+                slot.started = True
+        if failures:
+            started_here = [slot for slot in to_start if slot.started]
+            await self._stop(started_here, timeout=5.0)
+            raise RuntimeBuildError("handlers failed to start: " + "; ".join(failures))
+        for slot in self._slots:
+            slot.owner = self
+
+    async def shutdown(self, timeout: float) -> None:
+        """Shut down, concurrently and within ``timeout`` seconds, the started handlers this runtime
+        owns: all of them, or after a newer runtime started, those it did not reuse. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        owned = [slot for slot in self._slots if slot.owner is self and slot.started and not slot.stopped]
+        await self._stop(owned, timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def _stop(self, slots: list[HandlerSlot], timeout: float) -> None:
+        if not slots:
+            return
+        for slot in slots:
+            slot.stopped = True
+        tasks = [asyncio.ensure_future(self._stop_one(slot, timeout)) for slot in slots]
+        _, late = await asyncio.wait(tasks, timeout=timeout)
+        for task in late:
+            task.cancel()
+        if late:
+            names = ", ".join(slot.name for slot, task in zip(slots, tasks, strict=True) if task in late)
+            self._logger.warning("handlers did not shut down within %.1fs: %s", timeout, names)
+            # Cancellation normally lands at once; a handler that shields itself is abandoned.
+            await asyncio.wait(late, timeout=_CANCEL_GRACE)
+
+    async def _stop_one(self, slot: HandlerSlot, timeout: float) -> None:
+        try:
+            await slot.handler.shutdown(timeout)
+        except Exception as exc:
+            self.stats.count_handler_error(slot.name)
+            self._logger.warning("handler %s failed to shut down: %r", slot.name, exc)
+
+
+@dataclass(slots=True)
+class _QuotaPlan:
+    """One requested quota while it is dispatched: handler names in rule order and their answers."""
+
+    quota: str
+    request: QuotaRequest
+    names: list[str] = field(default_factory=list)
+    results: list[QuotaResult | None] = field(default_factory=list)
+    referenced: list[AttributeMatch] = field(default_factory=list)
+
+    def outcome(self) -> QuotaOutcome:
+        if not self.results:
+            # Configured by some rules, none of which matched this request: nothing limits it.
+            return QuotaOutcome(self.request.amount, DEFAULT_VALID_DURATION, Status(), self.referenced)
+        code = Code.OK
+        messages: list[str] = []
+        granted: int | None = None
+        valid_duration: timedelta | None = None
+        for name, result in zip(self.names, self.results, strict=True):
+            assert result is not None
+            if granted is None or result.granted_amount < granted:
+                granted = result.granted_amount
+            if valid_duration is None or result.valid_duration < valid_duration:
+                valid_duration = result.valid_duration
+            status = result.status
+            if status.code is not Code.OK:
+                if code is Code.OK:
+                    code = status.code
+                messages.append(f"{name}: {status.message or status.code.name}")
+        assert granted is not None
+        assert valid_duration is not None
+        status = Status(code, ", ".join(messages)) if code is not Code.OK else Status()
+        return QuotaOutcome(granted, valid_duration, status, self.referenced)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def _failed_check(code: Code, message: str) -> CheckResult:
+    # A failure the runtime made (not a handler's verdict) must not be cached by the proxy.
+    return CheckResult(Status(code, message), _NOT_CACHEABLE, 0)
+
+
+def _failed_quota(code: Code, message: str) -> QuotaResult:
+    return QuotaResult(0, _NOT_CACHEABLE, Status(code, message))
+
+
+def _combine_check(
+    names: list[str], results: list[CheckResult | None]
+) -> tuple[Status, timedelta, int, dict[str, str]]:
+    if not results:
+        return Status(), DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT, {}
+    code = Code.OK
+    messages: list[str] = []
+    valid_duration: timedelta | None = None
+    valid_use_count: int | None = None
+    headers: dict[str, str] = {}
+    for name, result in zip(names, results, strict=True):
+        assert result is not None
+        if valid_duration is None or result.valid_duration < valid_duration:
+            valid_duration = result.valid_duration
+        if valid_use_count is None or result.valid_use_count < valid_use_count:
+            valid_use_count = result.valid_use_count
+        status = result.status
+        if status.code is not Code.OK:
+            if code is Code.OK:
+                code = status.code
+            messages.append(f"{name}: {status.message or status.code.name}")
+        elif result.headers:
+            headers.update(result.headers)
+    assert valid_duration is not None
+    assert valid_use_count is not None
+    if code is not Code.OK:
+        return Status(code, ", ".join(messages)), valid_duration, valid_use_count, {}
+    return Status(), valid_duration, valid_use_count, headers
