@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from mixer import Code
-from mixer.attributes import parse_duration
-
-
-def _duration(value: object) -> object:
-    # Go duration text ("5s", "1m30s"); numbers and timedeltas are left to pydantic (seconds).
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+from mixer.params import NonNegativeDuration
 
 
 class StatusParams(BaseModel):
@@ -49,6 +40,6 @@ class DenierConfig(BaseModel):
     #: What every Check answers. Mixer's default: FAILED_PRECONDITION with no message.
     status: StatusParams = Field(default_factory=StatusParams)
     #: How long a proxy may cache the answer.
-    valid_duration: Annotated[Duration, Field(ge=timedelta(0))] = timedelta(seconds=5)
+    valid_duration: NonNegativeDuration = timedelta(seconds=5)
     #: How many uses a proxy may answer from its cache.
     valid_use_count: int = Field(default=1000, ge=0)

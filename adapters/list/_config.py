@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from adapters.list._lists import EntryType, build_list
-from mixer.attributes import format_duration, parse_duration
-
-
-def _duration(value: object) -> object:
-    # Go duration text ("60s", "5m"); numbers and timedeltas are left to pydantic (seconds).
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+from mixer.attributes import format_duration
+from mixer.params import NonNegativeDuration, PositiveDuration
 
 _SCHEMES = ("http", "https", "file")
 
@@ -42,7 +33,7 @@ class ListConfig(BaseModel):
     #: How long a fetched list stays usable without a successful refresh.
     ttl: PositiveDuration = timedelta(seconds=300)
     #: How long a proxy may cache an answer.
-    caching_interval: Annotated[Duration, Field(ge=timedelta(0))] = timedelta(seconds=300)
+    caching_interval: NonNegativeDuration = timedelta(seconds=300)
     #: How many uses a proxy may answer from its cache.
     caching_use_count: int = Field(default=10000, ge=0)
     #: Entries always in the list, in addition to the fetched ones.

@@ -23,13 +23,12 @@ from adapters.prometheus._config import (
     MetricKind,
     MetricsExpirationPolicy,
     PrometheusConfig,
-    parse_duration,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
 
 if TYPE_CHECKING:
     from adapters.prometheus._handler import ListenError, PrometheusHandler, instance_keys
-    from adapters.prometheus._series import HandlerStats, go_duration, go_float, label_value
+    from adapters.prometheus._series import HandlerStats, go_float, label_value
 
 # Registration needs only the params model; aiohttp and prometheus_client load with the first handler.
 _LAZY = {
@@ -37,7 +36,6 @@ _LAZY = {
     "PrometheusHandler": "adapters.prometheus._handler",
     "instance_keys": "adapters.prometheus._handler",
     "HandlerStats": "adapters.prometheus._series",
-    "go_duration": "adapters.prometheus._series",
     "go_float": "adapters.prometheus._series",
     "label_value": "adapters.prometheus._series",
 }
@@ -95,10 +93,8 @@ __all__ = [
     "PrometheusConfig",
     "PrometheusHandler",
     "build_handler",
-    "go_duration",
     "go_float",
     "instance_keys",
     "label_value",
     "mixer_register_adapters",
-    "parse_duration",
 ]

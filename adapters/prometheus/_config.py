@@ -6,10 +6,12 @@ import enum
 import math
 import re
 from datetime import timedelta
-from typing import Annotated, Self
+from typing import Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from mixer.params import PositiveDuration
 
 #: The scrape port Istio's telemetry deployment used for this adapter.
 DEFAULT_LISTEN = "127.0.0.1:42422"
@@ -22,58 +24,8 @@ SELF_METRIC_PREFIX = "mixer_prometheus_"
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,  # U+00B5 MICRO SIGN
-    "μs": 1e-6,  # U+03BC GREEK SMALL LETTER MU
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
 # Mixer's safeName: how a metric name is derived from an instance name when none is given.
 _SAFE_NAME = str.maketrans({"/": "_", ".": "_", " ": "_", "-": None})
-
-
-def parse_duration(value: object) -> timedelta:
-    """A Go duration string (``"1h30m"``, ``"500ms"``, ``"1.5s"``), a number of seconds or a timedelta.
-
-    :raises ValueError: anything else, or a duration that is not positive.
-    """
-    if isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"duration must be finite, got {value!r}")
-        result = timedelta(seconds=value)
-    elif isinstance(value, str):
-        result = _parse_go_duration(value.strip())
-    else:
-        raise ValueError(f"expected a duration such as '10m' or a number of seconds, got {value!r}")
-    if result <= timedelta(0):
-        raise ValueError(f"duration must be positive, got {value!r}")
-    return result
-
-
-def _parse_go_duration(text: str) -> timedelta:
-    if not text:
-        raise ValueError("invalid duration '': expected e.g. '10m', '1h30m', '500ms' or '1.5s'")
-    if text == "0":
-        return timedelta(0)
-    pos = 0
-    seconds = 0.0
-    while pos < len(text):
-        part = _GO_DURATION_PART.match(text, pos)
-        if part is None:
-            raise ValueError(f"invalid duration {text!r}: expected e.g. '10m', '1h30m', '500ms' or '1.5s'")
-        seconds += float(part.group(1)) * _GO_DURATION_UNITS[part.group(2)]
-        pos = part.end()
-    return timedelta(seconds=seconds)
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def safe_name(name: str) -> str:
@@ -272,9 +224,9 @@ class MetricInfo(_Model):
 class MetricsExpirationPolicy(_Model):
     """Series not updated for ``metrics_expiry_duration`` are removed, checked every interval."""
 
-    metrics_expiry_duration: Duration
+    metrics_expiry_duration: PositiveDuration
     #: Defaults to half of ``metrics_expiry_duration``, as in Mixer.
-    expiry_check_interval_duration: Duration | None = None
+    expiry_check_interval_duration: PositiveDuration | None = None
 
     @property
     def check_interval(self) -> timedelta:

@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricInfo, MetricKind
+from mixer.attributes import format_duration
 from mixer.templates import MetricInstance
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
@@ -336,7 +337,7 @@ def label_value(value: object) -> str:
     if isinstance(value, float):
         return go_float(value)
     if isinstance(value, timedelta):
-        return go_duration(value)
+        return format_duration(value)
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -371,28 +372,3 @@ def go_float(value: float) -> str:
     if point > 0:
         return f"{prefix}{digits[:point]}.{digits[point:]}"
     return f"{prefix}0.{'0' * -point}{digits}"
-
-
-def go_duration(value: timedelta) -> str:
-    """Go's ``time.Duration.String()`` at microsecond resolution: ``1.5ms``, ``1m30s``, ``1h0m0s``."""
-    micros = value // timedelta(microseconds=1)
-    sign = "-" if micros < 0 else ""
-    micros = abs(micros)
-    if micros == 0:
-        return "0s"
-    if micros < 1_000:
-        return f"{sign}{micros}µs"
-    if micros < 1_000_000:
-        return f"{sign}{_decimal(micros, 1_000, 3)}ms"
-    seconds, fraction = divmod(micros, 1_000_000)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    head = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
-    return f"{sign}{head}{_decimal(seconds * 1_000_000 + fraction, 1_000_000, 6)}s"
-
-
-def _decimal(amount: int, unit: int, places: int) -> str:
-    whole, fraction = divmod(amount, unit)
-    if not fraction:
-        return str(whole)
-    return f"{whole}.{fraction:0{places}d}".rstrip("0")

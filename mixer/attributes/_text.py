@@ -9,61 +9,84 @@ import ipaddress
 import re
 from collections.abc import Mapping, Set
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
+_HINT: Final = " (expected e.g. 10s, 1m30s, 250ms)"
+_NS_PER_UNIT: Final = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,
+    "\u03bcs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
 }
+_DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([a-z\u00b5\u03bc]+)")
+_MAX_DURATION_NS: Final = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
-    """Go's duration syntax (``300ms``, ``1h30m``, ``-2.5s``); bare numbers are seconds."""
-    body = text.strip()
-    sign = -1.0 if body.startswith("-") else 1.0
-    if body[:1] in ("+", "-"):
-        body = body[1:]
-    if re.fullmatch(r"\d+(\.\d*)?", body):
-        return timedelta(seconds=sign * float(body))
+    """Go's time.ParseDuration: ``300ms``, ``-1.5h``, ``2h45m``; units ns us ms s m h.
+
+    :raises ValueError: not a Go duration.
+
+    Python's timedelta holds microseconds, so finer parts are truncated toward zero.
+    """
+    s = text
+    negative = False
+    if s[:1] in ("-", "+"):
+        negative = s[0] == "-"
+        s = s[1:]
+    if s == "0":
+        return timedelta(0)
+    if not s:
+        raise ValueError(f"invalid duration {text!r}{_HINT}")
+    total_ns = 0
     pos = 0
-    seconds = 0.0
-    for m in _DURATION_PART.finditer(body):
-        if m.start() != pos:
-            break
-        seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None or (not m.group(1) and not m.group(2)):
+            raise ValueError(f"invalid duration {text!r}{_HINT}")
+        whole, frac, unit = m.group(1), m.group(2) or "", m.group(3)
+        scale = _NS_PER_UNIT.get(unit)
+        if scale is None:
+            raise ValueError(f"unknown unit {unit!r} in duration {text!r}{_HINT}")
+        total_ns += int(whole or "0") * scale
+        if frac:
+            total_ns += int(frac) * scale // 10 ** len(frac)
+        if total_ns > _MAX_DURATION_NS:
+            raise ValueError(f"invalid duration {text!r}: out of range")
         pos = m.end()
-    if pos != len(body) or not body:
-        raise ValueError(f"invalid duration {text!r} (want Go syntax such as 1.5s, 300ms or 1h30m)")
-    return timedelta(seconds=sign * seconds)
+    if negative:
+        total_ns = -total_ns
+    micros = abs(total_ns) // 1000
+    return timedelta(microseconds=-micros if negative else micros)
 
 
 def format_duration(value: timedelta) -> str:
-    """Go's duration text (``7.25ms``, ``1m30s``), the form Istio tools print."""
-    total_us = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
-    if total_us == 0:
+    """Go's ``time.Duration.String()`` at microsecond resolution: ``1.5ms``, ``1m30s``, ``1h0m0s``."""
+    micros = value // timedelta(microseconds=1)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    if micros == 0:
         return "0s"
-    sign = "-" if total_us < 0 else ""
-    total_us = abs(total_us)
-    if total_us < 1000:
-        return f"{sign}{total_us}µs"
-    if total_us < 1_000_000:
-        return f"{sign}{_trim(total_us / 1000)}ms"
-    hours, rest = divmod(total_us, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    text = f"{hours}h" if hours else ""
-    if hours or minutes:
-        text += f"{minutes}m"
-    return f"{sign}{text}{_trim(rest / 1_000_000)}s"
+    if micros < 1_000:
+        return f"{sign}{micros}µs"
+    if micros < 1_000_000:
+        return f"{sign}{_decimal(micros, 1_000, 3)}ms"
+    seconds, fraction = divmod(micros, 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    head = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
+    return f"{sign}{head}{_decimal(seconds * 1_000_000 + fraction, 1_000_000, 6)}s"
 
 
-def _trim(number: float) -> str:
-    return f"{number:.6f}".rstrip("0").rstrip(".")
+def _decimal(amount: int, unit: int, places: int) -> str:
+    whole, fraction = divmod(amount, unit)
+    if not fraction:
+        return str(whole)
+    return f"{whole}.{fraction:0{places}d}".rstrip("0")
 
 
 def to_jsonable(value: Any) -> Any:

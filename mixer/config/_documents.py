@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from mixer.attributes import ValueType
-from mixer.attributes import parse_duration as parse_go_duration
+from mixer.params import Duration
 
 API_VERSIONS = ("config.istio.io/v1alpha2", "policy.istio.io/v1beta1")
 
@@ -122,23 +122,6 @@ class FractionalPercent(_Strict):
 class RandomSamplingSpec(_Strict):
     percentSampled: FractionalPercent = FractionalPercent()
     useIndependentRandomness: bool = False
-
-
-def parse_duration(value: Any) -> Any:
-    """A Go-style duration (``10s``, ``1m30s``, ``250ms``) or seconds as a number."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
-            return parse_go_duration(value)
-        except ValueError:
-            pass
-    raise ValueError(f"invalid duration {value!r} (expected e.g. 10s, 1m30s, 250ms)")
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class RateLimitSamplingSpec(_Strict):

@@ -11,60 +11,18 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from mixer.attributes import AttributeValue, IPAddress, ValueType
+from mixer.attributes import parse_duration as _parse_go_duration
 
 
 class ConversionError(ValueError):
     """A text is not a valid form of the type asked for."""
 
 
-_NS_PER_UNIT: Final = {
-    "ns": 1,
-    "us": 1_000,
-    "\u00b5s": 1_000,
-    "\u03bcs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([a-z\u00b5\u03bc]+)")
-_MAX_DURATION_NS: Final = 2**63 - 1
-
-
 def parse_duration(text: str) -> timedelta:
-    """Go's time.ParseDuration: ``300ms``, ``-1.5h``, ``2h45m``; units ns us ms s m h.
-
-    Python's timedelta holds microseconds, so finer parts are truncated toward zero.
-    """
-    s = text
-    negative = False
-    if s[:1] in ("-", "+"):
-        negative = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return timedelta(0)
-    if not s:
-        raise ConversionError(f"invalid duration {text!r}")
-    total_ns = 0
-    pos = 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None or (not m.group(1) and not m.group(2)):
-            raise ConversionError(f"invalid duration {text!r}")
-        whole, frac, unit = m.group(1), m.group(2) or "", m.group(3)
-        scale = _NS_PER_UNIT.get(unit)
-        if scale is None:
-            raise ConversionError(f"unknown unit {unit!r} in duration {text!r}")
-        total_ns += int(whole or "0") * scale
-        if frac:
-            total_ns += int(frac) * scale // 10 ** len(frac)
-        if total_ns > _MAX_DURATION_NS:
-            raise ConversionError(f"invalid duration {text!r}: out of range")
-        pos = m.end()
-    if negative:
-        total_ns = -total_ns
-    micros = abs(total_ns) // 1000
-    return timedelta(microseconds=-micros if negative else micros)
+    try:
+        return _parse_go_duration(text)
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 _RFC3339: Final = re.compile(

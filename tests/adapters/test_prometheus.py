@@ -28,12 +28,10 @@ from adapters.prometheus import (
     PrometheusConfig,
     PrometheusHandler,
     build_handler,
-    go_duration,
     go_float,
     instance_keys,
     label_value,
     mixer_register_adapters,
-    parse_duration,
 )
 from mixer import HandlerEnv, ReportBatch, Stability
 from mixer.templates import LogEntryInstance, MetricInstance
@@ -352,7 +350,7 @@ def test_empty_namespace_means_the_default() -> None:
         ({"metrics": [metric("x", "COUNTER"), metric("x_total", "GAUGE")]}, "clashes with metrics[0]"),
         ({"metrics": [metric("prometheus_series", "COUNTER", namespace="mixer")]}, "reserved"),
         ({"metrics_expiration_policy": {"metrics_expiry_duration": "10 minutes"}}, "metrics_expiry_duration"),
-        ({"metrics_expiration_policy": {"metrics_expiry_duration": "0s"}}, "positive"),
+        ({"metrics_expiration_policy": {"metrics_expiry_duration": "0s"}}, "greater than"),
         ({"metrics_expiration_policy": {}}, "metrics_expiration_policy.metrics_expiry_duration"),
         ({"listen": "42422"}, "listen"),
         ({"listen": "127.0.0.1:70000"}, "0..65535"),
@@ -365,30 +363,6 @@ def test_invalid_params_are_rejected_naming_the_field(params: dict[str, Any], ex
     with pytest.raises(ValidationError) as caught:
         PrometheusConfig.model_validate(params)
     assert expected in str(caught.value)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("10m", timedelta(minutes=10)),
-        ("1h30m", timedelta(hours=1, minutes=30)),
-        ("500ms", timedelta(milliseconds=500)),
-        ("1.5s", timedelta(seconds=1.5)),
-        ("250us", timedelta(microseconds=250)),
-        ("250µs", timedelta(microseconds=250)),
-        (30, timedelta(seconds=30)),
-        (0.25, timedelta(seconds=0.25)),
-        (timedelta(seconds=3), timedelta(seconds=3)),
-    ],
-)
-def test_durations_parse_go_strings_and_seconds(text: object, expected: timedelta) -> None:
-    assert parse_duration(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "10", "m", "10 m", "-5s", "1d", True, None, math.inf])
-def test_bad_durations_are_rejected(text: object) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(text)
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -854,17 +828,3 @@ def test_exposition_passes_promtool_check_metrics() -> None:
 )
 def test_go_float(number: float, expected: str) -> None:
     assert go_float(number) == expected
-
-
-@pytest.mark.parametrize(
-    ("duration", "expected"),
-    [
-        (timedelta(0), "0s"),
-        (timedelta(microseconds=5), "5µs"),
-        (timedelta(microseconds=1500), "1.5ms"),
-        (timedelta(hours=1), "1h0m0s"),
-        (timedelta(seconds=-2), "-2s"),
-    ],
-)
-def test_go_duration(duration: timedelta, expected: str) -> None:
-    assert go_duration(duration) == expected
