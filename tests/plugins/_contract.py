@@ -20,6 +20,10 @@ HANDLER_CLASS_BY_VARIETY: dict[Variety, type[Handler]] = {
     Variety.REPORT: ReportHandler,
 }
 
+#: Params layered over an adapter's defaults so that starting it binds no fixed port: tests
+#: never take a port that something else on the machine may hold.
+EPHEMERAL_PARAMS: dict[str, dict[str, object]] = {"prometheus": {"listen": "127.0.0.1:0"}}
+
 #: Lifecycle calls of an idle handler must return well within this.
 LIFECYCLE_TIMEOUT = 2.0
 
@@ -40,7 +44,8 @@ def build_default_handler(info: AdapterInfo, workdir: Path) -> Handler:
     """Default config and factory, asserting neither writes files nor starts threads."""
     threads_before = threading.active_count()
     entries_before = sorted(workdir.iterdir())
-    config: BaseModel = info.config_model()
+    info.config_model()  # the defaults alone must validate
+    config: BaseModel = info.config_model.model_validate(EPHEMERAL_PARAMS.get(info.name, {}))
     handler = info.factory(config, handler_env(info, workdir))
     assert isinstance(handler, Handler)
     assert sorted(workdir.iterdir()) == entries_before, f"{info.name}: building a handler touched the disk"
