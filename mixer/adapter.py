@@ -22,12 +22,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT
 from mixer.status import OK, Status
 from mixer.templates import Instance, QuotaInstance
-
-#: Answers that name no validity are cached by proxies for this long / this many uses (Mixer's).
-DEFAULT_VALID_DURATION = timedelta(minutes=1)
-DEFAULT_VALID_USE_COUNT = 10000
 
 
 class Stability(enum.Enum):

@@ -21,7 +21,6 @@ from mixer.config._model import (
     ActionConfig,
     HandlerConfig,
     HeaderOperationConfig,
-    HeaderOperationKind,
     InstanceBuilder,
     InstanceConfig,
     RuleConfig,
@@ -40,6 +39,7 @@ from mixer.config._source import (
     read_file,
     read_text,
 )
+from mixer.decision import HeaderOperationKind
 from mixer.registry import Registry
 
 __all__ = [

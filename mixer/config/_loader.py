@@ -32,7 +32,6 @@ from mixer.config._model import (
     ActionConfig,
     HandlerConfig,
     HeaderOperationConfig,
-    HeaderOperationKind,
     InstanceConfig,
     RuleConfig,
     SamplingConfig,
@@ -40,6 +39,7 @@ from mixer.config._model import (
     ValidatedConfig,
 )
 from mixer.config._source import RawDocument
+from mixer.decision import HeaderOperationKind
 from mixer.expr import CompiledExpression, ExpressionError
 from mixer.expr import compile as compile_expression
 from mixer.registry import Registry

@@ -7,7 +7,6 @@ network or the disk, so building one is safe to repeat on every reload.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,6 +15,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from mixer.attributes import AttributeBag, AttributeManifest
+from mixer.decision import HeaderOperationKind
 from mixer.expr import CompiledExpression
 from mixer.templates import Instance, TemplateSpec
 
@@ -62,12 +62,6 @@ class InstanceConfig:
     template: str
     builder: InstanceBuilder
     source: SourceRef
-
-
-class HeaderOperationKind(enum.IntEnum):
-    REPLACE = 0
-    REMOVE = 1
-    APPEND = 2
 
 
 @dataclass(frozen=True, slots=True)

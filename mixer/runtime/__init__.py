@@ -67,13 +67,10 @@ Lifecycle and reload
 
 from __future__ import annotations
 
+from mixer.decision import CheckOutcome, HeaderOperationResult, QuotaOutcome, QuotaRequest
 from mixer.runtime._build import build_runtime
 from mixer.runtime._index import IDENTITY_NAMESPACE_ATTRIBUTES
 from mixer.runtime._outcomes import (
-    CheckOutcome,
-    HeaderOperationResult,
-    QuotaOutcome,
-    QuotaRequest,
     ReportOutcome,
     RuntimeBuildError,
     RuntimeDelta,

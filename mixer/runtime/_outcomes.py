@@ -3,63 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from mixer.adapter import DEFAULT_VALID_DURATION
-from mixer.attributes import AttributeMatch
-from mixer.config import HeaderOperationKind
 from mixer.status import OK, Code, Status
 
 
 class RuntimeBuildError(Exception):
     """A configuration cannot become a runtime: a handler fails to build or start, a rule names
     something that does not exist, or a handler lacks the interface a template variety needs."""
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaRequest:
-    """One quota a Check asks for (``CheckRequest.quotas`` values)."""
-
-    amount: int
-    best_effort: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaOutcome:
-    """The answer for one requested quota, with the attributes that answer read."""
-
-    granted_amount: int
-    valid_duration: timedelta = DEFAULT_VALID_DURATION
-    status: Status = OK
-    referenced: list[AttributeMatch] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderOperationResult:
-    """A header the proxy should set, append or remove (``HeaderOperation`` of a route directive)."""
-
-    name: str
-    value: str
-    operation: HeaderOperationKind = HeaderOperationKind.REPLACE
-
-
-@dataclass(frozen=True, slots=True)
-class CheckOutcome:
-    """Everything a Check decided: the precondition, the route directive and the quotas.
-
-    ``referenced`` lists what the precondition read; each quota carries its own list. ``headers``
-    are the headers OK check handlers asked to add to the request (for example the caller's plan);
-    they are also the first entries of ``request_header_operations``.
-    """
-
-    status: Status
-    valid_duration: timedelta
-    valid_use_count: int
-    referenced: list[AttributeMatch] = field(default_factory=list)
-    request_header_operations: list[HeaderOperationResult] = field(default_factory=list)
-    response_header_operations: list[HeaderOperationResult] = field(default_factory=list)
-    quotas: dict[str, QuotaOutcome] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

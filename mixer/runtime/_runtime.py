@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, cast
 from pydantic import BaseModel
 
 from mixer.adapter import (
-    DEFAULT_VALID_DURATION,
-    DEFAULT_VALID_USE_COUNT,
     CheckHandler,
     CheckResult,
     Handler,
@@ -27,7 +25,15 @@ from mixer.adapter import (
     ReportHandler,
 )
 from mixer.attributes import AttributeBag, AttributeMatch, TrackingBag
-from mixer.config import HeaderOperationKind
+from mixer.decision import (
+    DEFAULT_VALID_DURATION,
+    DEFAULT_VALID_USE_COUNT,
+    CheckOutcome,
+    HeaderOperationKind,
+    HeaderOperationResult,
+    QuotaOutcome,
+    QuotaRequest,
+)
 from mixer.runtime._index import (
     CheckRule,
     Evaluate,
@@ -38,10 +44,6 @@ from mixer.runtime._index import (
     identity_namespace,
 )
 from mixer.runtime._outcomes import (
-    CheckOutcome,
-    HeaderOperationResult,
-    QuotaOutcome,
-    QuotaRequest,
     ReportOutcome,
     RuntimeBuildError,
     RuntimeDelta,
