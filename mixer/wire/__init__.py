@@ -1,0 +1,66 @@
+"""The istio.mixer.v1 wire codec: compressed attributes to attribute bags and back.
+
+Servers decode with :func:`decode_check_request` and :func:`decode_report_request` and answer
+with :func:`build_check_response`; both decode errors carry the gRPC code to answer with
+(``exc.code``): :class:`WireDecodeError` is INVALID_ARGUMENT, :class:`GlobalDictionaryMismatch`
+INTERNAL. Timestamps and durations are held to the microsecond: nanoseconds are truncated.
+"""
+
+from __future__ import annotations
+
+from mixer.wire._check import (
+    build_check_response,
+    decode_referenced_attributes,
+    encode_referenced_attributes,
+)
+from mixer.wire._decode import (
+    DEFAULT_MAX_ATTRIBUTES,
+    DEFAULT_MAX_MAP_ENTRIES,
+    DEFAULT_MAX_STRING_LENGTH,
+    DecodedCheck,
+    decode_attributes,
+    decode_check_request,
+    decode_report_request,
+)
+from mixer.wire._dictionary import (
+    GLOBAL_WORD_COUNT,
+    GLOBAL_WORD_INDEX,
+    GLOBAL_WORDS,
+    check_global_word_count,
+)
+from mixer.wire._encode import (
+    ReportEncoding,
+    duration_of,
+    encode_attributes,
+    encode_check_request,
+    encode_report_request,
+    timestamp_of,
+)
+from mixer.wire._errors import GlobalDictionaryMismatch, WireDecodeError
+from mixer.wire._maps import FrozenStringMap
+
+__all__ = [
+    "DEFAULT_MAX_ATTRIBUTES",
+    "DEFAULT_MAX_MAP_ENTRIES",
+    "DEFAULT_MAX_STRING_LENGTH",
+    "GLOBAL_WORDS",
+    "GLOBAL_WORD_COUNT",
+    "GLOBAL_WORD_INDEX",
+    "DecodedCheck",
+    "FrozenStringMap",
+    "GlobalDictionaryMismatch",
+    "ReportEncoding",
+    "WireDecodeError",
+    "build_check_response",
+    "check_global_word_count",
+    "decode_attributes",
+    "decode_check_request",
+    "decode_referenced_attributes",
+    "decode_report_request",
+    "duration_of",
+    "encode_attributes",
+    "encode_check_request",
+    "encode_referenced_attributes",
+    "encode_report_request",
+    "timestamp_of",
+]
