@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from mixer import __version__
 from mixer.attributes import to_jsonable
+from mixer.cli import _client, _serve
 from mixer.cli._attrflags import AttributeFlagError, add_attribute_flags, attributes_from_args
 
 __all__ = ["build_parser", "main"]
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate config files or directories; exit 1 listing every error")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=_cmd_validate)
+
+    _serve.register(sub)
+    _client.register(sub)
 
     p = sub.add_parser("adapters", help="list installed adapters")
     p.add_argument("--all", action="store_true", help="include development-stage adapters")
