@@ -26,7 +26,7 @@ from mixer.config._documents import (
     SamplingSpec,
 )
 from mixer.config._errors import IssueList, join_path, loc_path
-from mixer.config._instances import compile_instance
+from mixer.config._instances import SharedMaps, compile_instance
 from mixer.config._model import (
     DEFAULT_CONFIG_NAMESPACE,
     ActionConfig,
@@ -313,6 +313,7 @@ class ConfigCompiler:
 
     def _instances(self, manifest: AttributeManifest) -> dict[str, InstanceConfig]:
         instances: dict[str, InstanceConfig] = {}
+        shared_maps: SharedMaps = {}
         for obj in self.objects[_INSTANCE].values():
             if obj.legacy_template is not None:
                 obj.template = obj.legacy_template
@@ -333,7 +334,7 @@ class ConfigCompiler:
             def report(field_path: str, message: str, obj: _Object = obj, path: str = path) -> None:
                 self._error(obj, join_path(path, field_path), message)
 
-            builder = compile_instance(obj.fq_name, obj.template, params, manifest, report)
+            builder = compile_instance(obj.fq_name, obj.template, params, manifest, report, shared_maps)
             if builder is not None:
                 instances[obj.fq_name] = InstanceConfig(
                     obj.fq_name, obj.namespace, obj.template.name, builder, obj.source

@@ -19,7 +19,7 @@ from mixer.templates import (
     Subject,
     TraceSpanInstance,
 )
-from tests.config.conftest import ErrorsOf, Loader, doc
+from tests.config.conftest import ErrorsOf, Loader, doc, docs
 
 
 def instance(load: Loader, template: str, params: str) -> CompiledInstanceBuilder:
@@ -183,3 +183,68 @@ def test_all_field_errors_of_an_instance_are_reported(errors_of: ErrorsOf) -> No
         "spec.params.spanTags.a",
         "spec.params.spanTags.c",
     ]
+
+
+class _CountingBag(AttributeBag):
+    __slots__ = ("reads",)
+
+    def __init__(self, values: dict[str, object]) -> None:
+        super().__init__(values)  # type: ignore[arg-type]
+        self.reads = 0
+
+    def get(self, name: str) -> object:  # type: ignore[override]
+        self.reads += 1
+        return super().get(name)
+
+
+def test_identical_dimension_maps_are_evaluated_once_per_bag(load: Loader) -> None:
+    params = """
+      value: "1"
+      dimensions:
+        code: response.code | 200
+        app: source.workload.name | "unknown"
+    """
+    config: ValidatedConfig = load(
+        docs(
+            doc("instance", "a", f"compiledTemplate: metric\nparams:\n{params}"),
+            doc("instance", "b", f"compiledTemplate: metric\nparams:\n{params}"),
+            doc("instance", "c", f"compiledTemplate: metric\nparams:\n{params.replace('200', '201')}"),
+        )
+    )
+    a, b, c = (config.instances[f"{n}.istio-system"].builder for n in "abc")
+    bag = _CountingBag({"response.code": 404})
+    first, second = a.build(bag), b.build(bag)
+    assert isinstance(first, MetricInstance)
+    assert isinstance(second, MetricInstance)
+    assert first.dimensions == {"code": 404, "app": "unknown"}
+    assert second.dimensions is first.dimensions
+    assert bag.reads == 2
+    third = c.build(bag)
+    assert isinstance(third, MetricInstance)
+    assert third.dimensions == first.dimensions
+    assert third.dimensions is not first.dimensions
+    assert bag.reads == 4
+    # A new bag is evaluated afresh.
+    other = _CountingBag({"response.code": 500, "source.workload.name": "web"})
+    assert b.build(other).dimensions == {"code": 500, "app": "web"}  # type: ignore[attr-defined]
+    assert other.reads == 2
+
+
+def test_a_failed_shared_map_is_not_cached(load: Loader) -> None:
+    params = """
+      value: "1"
+      dimensions:
+        code: response.code
+    """
+    config: ValidatedConfig = load(
+        docs(
+            doc("instance", "a", f"compiledTemplate: metric\nparams:\n{params}"),
+            doc("instance", "b", f"compiledTemplate: metric\nparams:\n{params}"),
+        )
+    )
+    a, b = (config.instances[f"{n}.istio-system"].builder for n in "ab")
+    bag = AttributeBag({})
+    with pytest.raises(EvaluationError, match=r"response\.code"):
+        a.build(bag)
+    with pytest.raises(EvaluationError, match=r"response\.code"):
+        b.build(bag)
