@@ -43,7 +43,10 @@ def _parse_timestamp(text: str) -> datetime:
 def _parse_map(text: str) -> dict[str, str]:
     entries: dict[str, str] = {}
     for part in filter(None, text.split(";")):
-        key, sep, value = part.partition(":")
+        # HTTP/2 pseudo-headers (":authority:example.com") keep their leading colon in the key.
+        lead = ":" if part.startswith(":") else ""
+        key, sep, value = part[len(lead) :].partition(":")
+        key = lead + key
         if not sep:
             raise AttributeFlagError(f"string map entry {part!r}: want key:value")
         entries[key] = value

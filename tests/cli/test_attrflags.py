@@ -24,7 +24,7 @@ def test_every_flag_type() -> None:
         "-t", "request.time=2026-11-25T10:00:00Z",
         "-u", "response.duration=7.25ms",
         "--ip", "source.ip=10.0.0.1",
-        "-m", "request.headers=x-user:jason;accept:*/*",
+        "-m", "request.headers=x-user:jason;accept:*/*;:authority:web:8080",
     )  # fmt: skip
     assert values == {
         "request.path": "/a=b",
@@ -34,7 +34,7 @@ def test_every_flag_type() -> None:
         "request.time": datetime(2026, 11, 25, 10, tzinfo=UTC),
         "response.duration": timedelta(microseconds=7250),
         "source.ip": ipaddress.ip_address("10.0.0.1"),
-        "request.headers": {"x-user": "jason", "accept": "*/*"},
+        "request.headers": {"x-user": "jason", "accept": "*/*", ":authority": "web:8080"},
     }
 
 
