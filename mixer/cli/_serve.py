@@ -1,15 +1,221 @@
-"""`mixer serve`: run the server."""
+"""`mixer serve`: run the server (see docs/serving.md)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from pathlib import Path
 from typing import Any
+
+from mixer.server import (
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_LISTEN,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RELOAD_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ListenAddress,
+    ServeOptions,
+)
+from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
+
+_SIZE = re.compile(r"(\d+)\s*(|k|ki|kib|kb|m|mi|mib|mb)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024}
+_SIZE_UNITS |= {"m": 1024**2, "mi": 1024**2, "mib": 1024**2, "mb": 1024**2}
+
+
+def _size(text: str) -> int:
+    """Bytes: ``4194304``, ``64KiB``, ``4MiB`` (K and M are powers of 1024)."""
+    found = _SIZE.fullmatch(text.strip())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 4194304, 64KiB, 4MiB)")
+    return int(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+
+
+def _listen(text: str) -> str:
+    try:
+        ListenAddress.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``mixer`` parser's subparsers."""
-    del sub
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the server (istio.mixer.v1 gRPC, HTTP health/metrics/config)",
+        description=(
+            "Run the Mesh Mixer server. With no --config it runs the embedded default: stock Istio "
+            "metrics on a Prometheus endpoint, access logs on stdout, in-memory quota."
+        ),
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="PATH",
+        dest="config_paths",
+        help="config file or directory (repeatable); none: the embedded default",
+    )
+    p.add_argument(
+        "--grpc-listen",
+        type=_listen,
+        default=DEFAULT_GRPC_LISTEN,
+        metavar="HOST:PORT",
+        help=f"gRPC API address; port 0 picks a free one (default {DEFAULT_GRPC_LISTEN})",
+    )
+    p.add_argument(
+        "--http-listen",
+        type=_listen,
+        default=DEFAULT_HTTP_LISTEN,
+        metavar="HOST:PORT",
+        help=f"/healthz /readyz /metrics /config address (default {DEFAULT_HTTP_LISTEN})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="server processes sharing the ports with SO_REUSEPORT (default 1)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where handlers keep files (spools); workers use DIR/worker-I",
+    )
+    p.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write the bound addresses as JSON here once serving; removed on stop",
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="server log level (default INFO)",
+    )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="server logs on stderr as text or JSON lines (default text)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        metavar="SECONDS",
+        help=f"time to finish calls and drain handlers on SIGTERM (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=_size,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help="largest gRPC message accepted, e.g. 4MiB (default 4MiB); larger: RESOURCE_EXHAUSTED",
+    )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=DEFAULT_MAX_CONCURRENT_REQUESTS,
+        metavar="N",
+        help=f"calls in flight before new ones get UNAVAILABLE (default {DEFAULT_MAX_CONCURRENT_REQUESTS})",
+    )
+    p.add_argument(
+        "--reload-interval",
+        type=float,
+        default=DEFAULT_RELOAD_INTERVAL,
+        metavar="SECONDS",
+        help=(
+            "how often config files are checked for changes; 0: only on SIGHUP "
+            f"(default {DEFAULT_RELOAD_INTERVAL:g})"
+        ),
+    )
+    p.add_argument(
+        "--check-timeout",
+        type=float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "longest a Check may take when the caller's deadline is later or unset "
+            f"(default {DEFAULT_CHECK_TIMEOUT:g})"
+        ),
+    )
+    p.add_argument(
+        "--max-attributes",
+        type=int,
+        default=DEFAULT_MAX_ATTRIBUTES,
+        metavar="N",
+        help=f"attributes per bag before INVALID_ARGUMENT (default {DEFAULT_MAX_ATTRIBUTES})",
+    )
+    p.add_argument(
+        "--max-string-length",
+        type=int,
+        default=DEFAULT_MAX_STRING_LENGTH,
+        metavar="N",
+        help=f"characters per string before INVALID_ARGUMENT (default {DEFAULT_MAX_STRING_LENGTH})",
+    )
+    p.add_argument(
+        "--max-map-entries",
+        type=int,
+        default=DEFAULT_MAX_MAP_ENTRIES,
+        metavar="N",
+        help=f"entries per string map before INVALID_ARGUMENT (default {DEFAULT_MAX_MAP_ENTRIES})",
+    )
+    # Set by the --workers supervisor on the processes it starts.
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_serve)
 
 
-def _unused(args: argparse.Namespace) -> int:
-    return 0
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    """The :class:`ServeOptions` that parsed ``mixer serve`` arguments ask for.
+
+    :raises ValueError: a value out of range.
+    """
+    return ServeOptions(
+        config_paths=tuple(args.config_paths),
+        grpc_listen=args.grpc_listen,
+        http_listen=args.http_listen,
+        workers=args.workers,
+        data_dir=args.data_dir,
+        ready_file=args.ready_file,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        shutdown_timeout=args.shutdown_timeout,
+        max_message_size=args.max_message_size,
+        max_concurrent_requests=args.max_concurrent_requests,
+        reload_interval=args.reload_interval,
+        check_timeout=args.check_timeout,
+        max_attributes=args.max_attributes,
+        max_string_length=args.max_string_length,
+        max_map_entries=args.max_map_entries,
+        worker_index=args.worker_index,
+        worker_restarts=args.worker_restarts,
+        parent_pid=args.parent_pid,
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mixer.server import configure_logging, run_server, run_workers
+
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(options.log_level, options.log_format, worker_index=options.worker_index)
+    if options.workers > 1 and options.worker_index is None:
+        return run_workers(options)
+    return run_server(options)

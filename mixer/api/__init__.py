@@ -1,0 +1,18 @@
+"""The protocols proxies speak to the server, one servicer module per protocol.
+
+Each servicer only translates: wire bytes to an :class:`~mixer.attributes.AttributeBag` through
+the codec, the runtime's outcome back to wire bytes, failures to status codes (all mapped in
+``mixer.api._status``). Policy and telemetry logic never knows which protocol a request came in on.
+
+- :mod:`mixer.api.mixer_v1`: istio.mixer.v1 ``Mixer`` (Check, Report) over gRPC.
+
+Servicers share one :class:`Admission` (the process-wide limit on requests in flight) and one
+:class:`ServiceLimits` (decoding bounds and the Check time budget).
+"""
+
+from __future__ import annotations
+
+from mixer.api._common import Admission, ServiceLimits
+from mixer.api._status import decode_failure, grpc_code
+
+__all__ = ["Admission", "ServiceLimits", "decode_failure", "grpc_code"]

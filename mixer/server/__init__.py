@@ -1,0 +1,86 @@
+"""The Mesh Mixer server: ``mixer serve``.
+
+One process runs one asyncio event loop (uvloop when installed) with:
+
+- the gRPC server (grpc.aio) carrying the protocol servicers of :mod:`mixer.api`;
+- the HTTP endpoints (aiohttp): ``/healthz``, ``/readyz``, ``/metrics`` (this server's own
+  metrics, :class:`ServerMetrics`) and ``/config`` (the effective config, secrets redacted);
+- the runtime in a :class:`RuntimeHolder`, swapped atomically by the :class:`Reloader` on SIGHUP
+  or when the config files change; a request finishes on the runtime it started with.
+
+:class:`MixerServer` is the lifecycle (start in dependency order, gRPC last; stop gRPC first,
+drain, close adapters, plugin hooks) and :func:`run_server` runs one with signal handling.
+:func:`run_workers` supervises N such processes sharing the ports (``--workers N``). Exit codes:
+0 after a graceful stop, 1 when the server could not start, 1 or 130 (SIGINT) when a second
+signal cut the shutdown short. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+from mixer.server._app import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    MixerServer,
+    StartupError,
+    event_loop_factory,
+    run_server,
+)
+from mixer.server._holder import ConfigInfo, RuntimeHolder
+from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._logging import JsonFormatter, configure_logging
+from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
+from mixer.server._net import ListenAddress, reserve_shared_port
+from mixer.server._options import (
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_LISTEN,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RELOAD_INTERVAL,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ServeOptions,
+)
+from mixer.server._reload import ConfigSource, Reloader
+from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, WorkerSupervisor, run_workers
+
+__all__ = [
+    "DEFAULT_CHECK_TIMEOUT",
+    "DEFAULT_GRPC_LISTEN",
+    "DEFAULT_HTTP_LISTEN",
+    "DEFAULT_MAX_CONCURRENT_REQUESTS",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_RELOAD_INTERVAL",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "LATENCY_BUCKETS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "PROMETHEUS_LISTEN_ENV",
+    "WORKER_INDEX_ENV",
+    "AdminState",
+    "ConfigInfo",
+    "ConfigSource",
+    "JsonFormatter",
+    "ListenAddress",
+    "MethodMetrics",
+    "MixerServer",
+    "Phase",
+    "Reloader",
+    "RuntimeHolder",
+    "RuntimeStatsCollector",
+    "ServeOptions",
+    "ServerMetrics",
+    "StartupError",
+    "WorkerSupervisor",
+    "build_admin_app",
+    "configure_logging",
+    "event_loop_factory",
+    "reserve_shared_port",
+    "run_server",
+    "run_workers",
+]

@@ -1,0 +1,130 @@
+"""Everything ``mixer serve`` can be told, as one immutable value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
+
+#: istio.mixer.v1's conventional port, on loopback unless told otherwise.
+DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:9091"
+DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:9093"
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 15.0
+#: gRPC's own default receive limit; a Report batch of 100 Istio 1.4 requests is about 60 KiB.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 4 * 1024 * 1024
+#: Requests decoded and dispatched at once, over all APIs; above it a call is refused UNAVAILABLE.
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 2048
+DEFAULT_RELOAD_INTERVAL: Final = 2.0
+#: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
+DEFAULT_CHECK_TIMEOUT: Final = 5.0
+
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS: Final = ("text", "json")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """The settings of one ``mixer serve`` process (or, with ``workers`` > 1, of its supervisor).
+
+    ``config_paths`` empty means the embedded default. ``reload_interval`` 0 turns the file
+    watcher off (SIGHUP still reloads). ``worker_index``, ``worker_restarts`` and ``parent_pid``
+    are set only on the worker processes a supervisor starts.
+    """
+
+    config_paths: tuple[str, ...] = ()
+    grpc_listen: str = DEFAULT_GRPC_LISTEN
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    workers: int = 1
+    data_dir: Path | None = None
+    ready_file: Path | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    reload_interval: float = DEFAULT_RELOAD_INTERVAL
+    check_timeout: float = DEFAULT_CHECK_TIMEOUT
+    max_attributes: int = DEFAULT_MAX_ATTRIBUTES
+    max_string_length: int = DEFAULT_MAX_STRING_LENGTH
+    max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
+    worker_index: int | None = None
+    worker_restarts: int = 0
+    parent_pid: int | None = None
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.workers < 1:
+            problems.append("--workers must be at least 1")
+        if self.shutdown_timeout <= 0:
+            problems.append("--shutdown-timeout must be positive")
+        if self.max_message_size < 1024:
+            problems.append("--max-message-size must be at least 1024 bytes")
+        if self.max_concurrent_requests < 1:
+            problems.append("--max-concurrent-requests must be at least 1")
+        if self.reload_interval < 0:
+            problems.append("--reload-interval must not be negative")
+        if self.check_timeout <= 0:
+            problems.append("--check-timeout must be positive")
+        for flag, value in (
+            ("--max-attributes", self.max_attributes),
+            ("--max-string-length", self.max_string_length),
+            ("--max-map-entries", self.max_map_entries),
+        ):
+            if value < 1:
+                problems.append(f"{flag} must be at least 1")
+        if self.log_level.upper() not in LOG_LEVELS:
+            problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the server runs the embedded default config."""
+        return not self.config_paths
+
+    def to_argv(self) -> list[str]:
+        """The ``mixer serve`` arguments that give these options back (workers re-exec with them)."""
+        argv: list[str] = []
+        for path in self.config_paths:
+            argv += ["--config", path]
+        argv += [
+            "--grpc-listen",
+            self.grpc_listen,
+            "--http-listen",
+            self.http_listen,
+            "--workers",
+            str(self.workers),
+            "--log-level",
+            self.log_level,
+            "--log-format",
+            self.log_format,
+            "--shutdown-timeout",
+            repr(self.shutdown_timeout),
+            "--max-message-size",
+            str(self.max_message_size),
+            "--max-concurrent-requests",
+            str(self.max_concurrent_requests),
+            "--reload-interval",
+            repr(self.reload_interval),
+            "--check-timeout",
+            repr(self.check_timeout),
+            "--max-attributes",
+            str(self.max_attributes),
+            "--max-string-length",
+            str(self.max_string_length),
+            "--max-map-entries",
+            str(self.max_map_entries),
+        ]
+        if self.data_dir is not None:
+            argv += ["--data-dir", str(self.data_dir)]
+        if self.ready_file is not None:
+            argv += ["--ready-file", str(self.ready_file)]
+        if self.worker_index is not None:
+            argv += ["--worker-index", str(self.worker_index), "--worker-restarts", str(self.worker_restarts)]
+        if self.parent_pid is not None:
+            argv += ["--parent-pid", str(self.parent_pid)]
+        return argv

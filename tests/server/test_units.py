@@ -1,0 +1,219 @@
+"""The pieces of the server that need no process: flags, addresses, logs, metrics, HTTP endpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from prometheus_client import generate_latest
+
+from mixer.cli import build_parser
+from mixer.cli._serve import options_from_args
+from mixer.runtime import RuntimeStats
+from mixer.server import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    AdminState,
+    JsonFormatter,
+    ListenAddress,
+    Phase,
+    ServeOptions,
+    ServerMetrics,
+    build_admin_app,
+    configure_logging,
+    reserve_shared_port,
+)
+from tests.server.support import http_get, metric_value
+
+
+def parse(*argv: str) -> ServeOptions:
+    return options_from_args(build_parser().parse_args(["serve", *argv]))
+
+
+def test_defaults() -> None:
+    options = parse()
+    assert options.embedded
+    assert options.grpc_listen == "127.0.0.1:9091"
+    assert options.http_listen == "127.0.0.1:9093"
+    assert options.shutdown_timeout == 15.0
+    assert options.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 4 * 1024 * 1024
+    assert options.reload_interval == 2.0
+    assert options.workers == 1
+
+
+def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
+    options = parse(
+        "--config", "a.yaml", "--config", "conf.d", "--grpc-listen", "[::1]:0", "--http-listen", "127.0.0.1:0",
+        "--workers", "3", "--data-dir", "/tmp/d", "--ready-file", "/tmp/r.json", "--log-level", "debug",
+        "--log-format", "json", "--shutdown-timeout", "2.5", "--max-message-size", "64KiB",
+        "--max-concurrent-requests", "7", "--reload-interval", "0", "--check-timeout", "0.25",
+        "--max-attributes", "10", "--max-string-length", "20", "--max-map-entries", "30",
+        "--worker-index", "2", "--worker-restarts", "4", "--parent-pid", "99",
+    )  # fmt: skip
+    assert options.config_paths == ("a.yaml", "conf.d")
+    assert options.max_message_size == 64 * 1024
+    assert options.log_level == "DEBUG"
+    assert options.data_dir == Path("/tmp/d")
+    assert parse(*options.to_argv()) == options
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("1024", 1024), ("64KiB", 65536), ("4MiB", 4 << 20), ("2m", 2 << 20), ("8 KB", 8192)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse("--max-message-size", text).max_message_size == size
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--workers", "0"],
+        ["--shutdown-timeout", "0"],
+        ["--max-concurrent-requests", "0"],
+        ["--reload-interval", "-1"],
+        ["--max-message-size", "10"],
+    ],
+)
+def test_out_of_range_values_are_refused(argv: list[str]) -> None:
+    with pytest.raises(ValueError, match="--"):
+        parse(*argv)
+
+
+def test_bad_flags_exit_2_with_a_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer", "serve", "--workers", "0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--workers must be at least 1" in result.stderr
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--grpc-listen", "nowhere"])
+
+
+def test_an_invalid_config_exits_1_listing_every_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: a, namespace: istio-system}\n"
+        "spec: {match: 'source.nope == 1', actions: [{handler: missing, instances: [gone]}]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mixer", "serve", "--config", str(bad), "--grpc-listen", "127.0.0.1:0",
+         "--http-listen", "127.0.0.1:0"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot start: 3 configuration error(s)" in result.stderr
+    assert "source.nope" in result.stderr
+    assert "missing" in result.stderr
+    assert "gone" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:9091", "127.0.0.1", 9091, "127.0.0.1:9091"),
+        ("[::1]:0", "::1", 0, "[::1]:0"),
+        ("localhost:80", "localhost", 80, "localhost:80"),
+    ],
+)
+def test_listen_addresses(text: str, host: str, port: int, shown: str) -> None:
+    address = ListenAddress.parse(text)
+    assert (address.host, address.port, str(address)) == (host, port, shown)
+
+
+@pytest.mark.parametrize("text", ["9091", ":9091", "host:", "host:x", "host:70000"])
+def test_bad_listen_addresses(text: str) -> None:
+    with pytest.raises(ValueError, match="listen address"):
+        ListenAddress.parse(text)
+
+
+def test_a_reserved_port_can_be_shared_by_reuse_port_listeners_only() -> None:
+    import socket
+
+    sock, address = reserve_shared_port(ListenAddress("127.0.0.1", 0))
+    try:
+        assert address.port != 0
+        sharer = socket.socket()
+        sharer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sharer.bind(("127.0.0.1", address.port))
+        sharer.listen()
+        sharer.close()
+        with socket.socket() as intruder, pytest.raises(OSError):
+            intruder.bind(("127.0.0.1", address.port))
+    finally:
+        sock.close()
+
+
+def test_json_logs() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", worker_index=3, stream=stream)
+    try:
+        log = logging.getLogger("mixer.test")
+        log.debug("not shown")
+        log.info("hello %s", "there", extra={"handler": "h"})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        configure_logging("warning", "text")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "hello there"
+    assert first["level"] == "info"
+    assert first["logger"] == "mixer.test"
+    assert first["worker"] == 3
+    assert first["handler"] == "h"
+    assert first["time"].endswith("+00:00")
+    assert "ValueError: boom" in second["exception"]
+    assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+def test_runtime_stats_are_read_at_scrape_time() -> None:
+    stats = RuntimeStats()
+    metrics = ServerMetrics(lambda: stats, worker_index=1, worker_restarts=2)
+    stats.match_errors = 4
+    stats.instance_errors = 5
+    stats.count_handler_error("stdio.istio-system")
+    stats.count_overloaded("kafka.istio-system")
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "mixer_rule_match_errors_total") == 4
+    assert metric_value(text, "mixer_instance_errors_total") == 5
+    assert metric_value(text, "mixer_handler_errors_total", handler="stdio.istio-system") == 1
+    assert metric_value(text, "mixer_handler_overloaded_total", handler="kafka.istio-system") == 1
+    assert metric_value(text, "mixer_worker_restarts", worker="1") == 2
+    assert metric_value(text, "mixer_config_reloads_total", result="success") == 0
+
+    metrics.reload_failed()
+    metrics.reload_succeeded(7)
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "mixer_config_reloads_total", result="failure") == 1
+    assert metric_value(text, "mixer_config_generation") == 7
+
+
+async def test_readiness_follows_the_phase() -> None:
+    import asyncio
+
+    state = AdminState(ServerMetrics(lambda: None))
+    runner = web.AppRunner(build_admin_app(state), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        status, body = await asyncio.to_thread(http_get, url + "/readyz")
+        assert (status, json.loads(body)["status"]) == (503, "starting")
+        assert (await asyncio.to_thread(http_get, url + "/healthz"))[0] == 200
+        assert (await asyncio.to_thread(http_get, url + "/config"))[0] == 503
+        assert (await asyncio.to_thread(http_get, url + "/metrics"))[0] == 200
+        state.phase = Phase.DRAINING
+        status, body = await asyncio.to_thread(http_get, url + "/readyz")
+        assert (status, json.loads(body)["status"]) == (503, "draining")
+    finally:
+        await runner.cleanup()
