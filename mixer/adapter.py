@@ -22,7 +22,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT
+from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT, RateLimitInfo
+from mixer.plans import KeyStoreInfo, PlanConfig
 from mixer.status import OK, Status
 from mixer.templates import Instance, QuotaInstance
 
@@ -40,11 +41,22 @@ class HandlerOverloaded(Exception):
 
 @dataclass(frozen=True, slots=True)
 class HandlerEnv:
-    """What a factory gets besides its config: where it may keep files and how it logs."""
+    """What a factory gets besides its config: where it may keep files and how it logs.
+
+    ``plans`` are the configuration's plan documents by name (filled for every handler; an adapter
+    that reads them declares ``AdapterInfo.uses_plans`` so that a reload rebuilds its handlers when
+    a plan changes). ``key_stores`` are the API key stores plugins registered, by name.
+    ``previous`` is the handler of the same name and adapter that a reload replaces (it keeps
+    serving until the new runtime is swapped in, then is shut down): a handler may carry state
+    over from it, as memquota keeps its counters.
+    """
 
     handler_name: str
     logger: logging.Logger
     data_dir: Path | None = None
+    plans: Mapping[str, PlanConfig] = field(default_factory=dict)
+    key_stores: Mapping[str, KeyStoreInfo] = field(default_factory=dict)
+    previous: Handler | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +66,8 @@ class CheckResult:
     valid_use_count: int = DEFAULT_VALID_USE_COUNT
     #: Headers a proxy should add to the request it lets through (for example the caller's plan).
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: The rate limits this answer applied, for the RateLimit response headers (also on a denial).
+    rate_limits: tuple[RateLimitInfo, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +142,8 @@ class AdapterInfo:
     legacy_kinds: Sequence[str] = ()
     #: Where the adapter came from ("builtin" or the distribution that provides it); set on registration.
     origin: str = ""
+    #: Its handlers read ``HandlerEnv.plans``: a reload that changes any plan rebuilds them.
+    uses_plans: bool = False
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.legacy_kinds) or (self.name,)

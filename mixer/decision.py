@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
@@ -51,12 +53,70 @@ class HeaderOperationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """The state of one applied rate limit, for the IETF ``RateLimit-Policy`` / ``RateLimit`` fields.
+
+    ``name`` is the policy identifier (a plan limit's name), ``limit`` its quota per ``window``
+    seconds, ``remaining`` what is left after this request and ``reset`` the seconds until the
+    quota is whole again. ``retry_after`` is set on a limit that denied the request: the seconds
+    until the same request could pass (``math.inf`` when it never can, e.g. a cost above a burst).
+    """
+
+    name: str
+    limit: int
+    remaining: int
+    reset: float
+    window: float
+    retry_after: float | None = None
+
+
+def rate_limit_headers(rate_limits: Iterable[RateLimitInfo]) -> dict[str, str]:
+    """``RateLimit-Policy``, ``RateLimit`` and, for a denial, ``Retry-After`` for ``rate_limits``.
+
+    The two RateLimit fields follow draft-ietf-httpapi-ratelimit-headers (08 and later): Structured
+    Field Lists of quoted policy identifiers with the integer parameters ``q`` and ``w`` (policy)
+    and ``r`` and ``t`` (current state), e.g. ``"per_minute";q=10;w=60`` and
+    ``"per_minute";r=3;t=42``. Seconds are rounded up so that a client that waits as told is never
+    early. ``Retry-After`` (delay-seconds) is the longest wait among the limits that denied, as
+    every one of them must admit the request; it is left out when no finite wait helps.
+    """
+    limits = list(rate_limits)
+    if not limits:
+        return {}
+    policy = ", ".join(
+        f"{_sf_string(rl.name)};q={max(rl.limit, 0)};w={_whole_seconds(rl.window)}" for rl in limits
+    )
+    state = ", ".join(
+        f"{_sf_string(rl.name)};r={max(rl.remaining, 0)};t={_whole_seconds(rl.reset)}" for rl in limits
+    )
+    headers = {"RateLimit-Policy": policy, "RateLimit": state}
+    waits = [rl.retry_after for rl in limits if rl.retry_after is not None]
+    if waits and all(math.isfinite(wait) for wait in waits):
+        headers["Retry-After"] = str(max(_whole_seconds(max(waits)), 1))
+    return headers
+
+
+def _whole_seconds(seconds: float) -> int:
+    if not math.isfinite(seconds):
+        return 0
+    return max(math.ceil(seconds - 1e-9), 0)
+
+
+def _sf_string(text: str) -> str:
+    # An sf-string holds printable ASCII only, with backslash escapes for '"' and '\\'.
+    printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
 class CheckOutcome:
     """Everything a Check decided: the precondition, the route directive and the quotas.
 
     ``referenced`` lists what the precondition read; each quota carries its own list. ``headers``
     are the headers OK check handlers asked to add to the request (for example the caller's plan);
-    they are also the first entries of ``request_header_operations``.
+    they are also the first entries of ``request_header_operations``. ``rate_limits`` are the
+    rate limits check handlers applied, whatever the status (a denial's say when to retry); their
+    :func:`rate_limit_headers` lead ``response_header_operations``.
     """
 
     status: Status
@@ -67,3 +127,4 @@ class CheckOutcome:
     response_header_operations: list[HeaderOperationResult] = field(default_factory=list)
     quotas: dict[str, QuotaOutcome] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    rate_limits: tuple[RateLimitInfo, ...] = ()

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mixer.adapter import AdapterInfo
+from mixer.plans import KeyStoreInfo
 from mixer.templates import BUILTIN_TEMPLATES, TemplateSpec
 
 
@@ -15,15 +16,19 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Registry:
-    """Immutable lookup of adapters (by name and legacy kind) and templates (by name)."""
+    """Immutable lookup of adapters (by name and legacy kind), templates and API key stores (by name)."""
 
     adapters: Mapping[str, AdapterInfo] = field(default_factory=dict)
     templates: Mapping[str, TemplateSpec] = field(default_factory=dict)
     _by_kind: Mapping[str, AdapterInfo] = field(default_factory=dict, repr=False)
+    key_stores: Mapping[str, KeyStoreInfo] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, adapters: Iterable[AdapterInfo], templates: Iterable[TemplateSpec] = BUILTIN_TEMPLATES
+        cls,
+        adapters: Iterable[AdapterInfo],
+        templates: Iterable[TemplateSpec] = BUILTIN_TEMPLATES,
+        key_stores: Iterable[KeyStoreInfo] = (),
     ) -> Registry:
         """:raises RegistryError: a name (or legacy kind) registered twice."""
         by_name: dict[str, AdapterInfo] = {}
@@ -45,7 +50,12 @@ class Registry:
             if spec.name in by_template:
                 raise RegistryError(f"template {spec.name!r} registered twice")
             by_template[spec.name] = spec
-        return cls(by_name, by_template, by_kind)
+        by_store: dict[str, KeyStoreInfo] = {}
+        for store in key_stores:
+            if store.name in by_store:
+                raise RegistryError(f"key store {store.name!r} registered twice")
+            by_store[store.name] = store
+        return cls(by_name, by_template, by_kind, by_store)
 
     def adapter(self, name: str) -> AdapterInfo | None:
         return self.adapters.get(name)

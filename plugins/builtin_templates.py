@@ -1,11 +1,11 @@
-"""Registers Mixer's built-in templates through the same hook third-party templates use."""
+"""Registers Mixer's built-in templates, and plancheck, through the hook third-party templates use."""
 
 from __future__ import annotations
 
 from mixer import hookimpl
-from mixer.templates import BUILTIN_TEMPLATES, TemplateSpec
+from mixer.templates import BUILTIN_TEMPLATES, PLAN_TEMPLATES, TemplateSpec
 
 
 @hookimpl
 def mixer_register_templates() -> list[TemplateSpec]:
-    return list(BUILTIN_TEMPLATES)
+    return [*BUILTIN_TEMPLATES, *PLAN_TEMPLATES]

@@ -34,6 +34,7 @@ from collections.abc import Awaitable
 import pluggy
 
 from mixer import PROJECT_NAME, AdapterInfo
+from mixer.plans import KeyStoreInfo
 from mixer.registry import Registry
 from mixer.templates import TemplateSpec
 
@@ -73,6 +74,21 @@ def mixer_register_templates() -> list[TemplateSpec]:
     rejected when the registry is built.
 
     :returns: the templates this plugin provides, possibly none.
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def mixer_register_key_stores() -> list[KeyStoreInfo]:
+    """Describe the API key stores this plugin provides, for plan handlers' ``subjects.keys.store``.
+
+    Each :class:`~mixer.plans.KeyStoreInfo` names the store, its pydantic params model (unknown
+    keys forbidden) and a factory ``(params, logger) -> KeyStore`` that builds a store without
+    touching the network (``KeyStore.start`` connects). Leave ``origin`` empty: the plugin
+    manager sets it. Key store names are global: a name registered twice is an error naming both
+    origins.
+
+    :returns: the key stores this plugin provides, possibly none.
     """
     raise NotImplementedError
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pluggy
 
 from mixer import PROJECT_NAME, AdapterInfo, Stability
+from mixer.plans import KeyStoreInfo
 from mixer.registry import Registry, RegistryError
 from mixer.templates import TemplateSpec
 from plugins import hookspecs
@@ -62,6 +63,7 @@ BUILTIN_ADAPTERS: tuple[str, ...] = (
     "adapters.list",
     "adapters.noop",
     "adapters.prometheus",
+    "adapters.memquota",
 )
 
 #: Always loaded and never blocked: without them no config can be validated.
@@ -162,7 +164,7 @@ class MixerPluginManager(pluggy.PluginManager):
     # -- registration hooks ---------------------------------------------------------------------
 
     def registry(self) -> Registry:
-        """Ask every plugin for its adapters and templates and build the typed registry.
+        """Ask every plugin for its adapters, templates and key stores and build the typed registry.
 
         Call it at start-up and on each reload, never per request. Each adapter's ``origin`` is
         set to its plugin's origin; adapters named in the block list are dropped.
@@ -202,8 +204,23 @@ class MixerPluginManager(pluggy.PluginManager):
                     plugin_name,
                 )
 
+        key_stores: dict[str, tuple[KeyStoreInfo, str]] = {}
+        for plugin_name, result in self._collect("mixer_register_key_stores"):
+            for store in self._expect_list(result, KeyStoreInfo, plugin_name, "mixer_register_key_stores"):
+                if store.name in key_stores:
+                    raise RegistryError(
+                        f"key store {store.name!r} registered twice: by "
+                        f"{self._who(key_stores[store.name][1])} and by {self._who(plugin_name)}"
+                    )
+                key_stores[store.name] = (
+                    dataclasses.replace(store, origin=self.origin_of(plugin_name)),
+                    plugin_name,
+                )
+
         return Registry.build(
-            (info for info, _ in adapters.values()), (spec for spec, _ in templates.values())
+            (info for info, _ in adapters.values()),
+            (spec for spec, _ in templates.values()),
+            (store for store, _ in key_stores.values()),
         )
 
     # -- lifecycle hooks ------------------------------------------------------------------------

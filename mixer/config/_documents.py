@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from mixer.attributes import ValueType
 from mixer.params import Duration
 
-API_VERSIONS = ("config.istio.io/v1alpha2", "policy.istio.io/v1beta1")
+API_VERSIONS = ("config.istio.io/v1alpha2", "policy.istio.io/v1beta1", "mixer.mesh/v1alpha1")
 
 
 class _Strict(BaseModel):
@@ -40,7 +40,8 @@ class Metadata(_Strict):
 
 
 class Envelope(_Strict):
-    apiVersion: Literal["config.istio.io/v1alpha2", "policy.istio.io/v1beta1"]
+    # mixer.mesh/v1alpha1 is this project's own group, for kinds Istio never had (plan).
+    apiVersion: Literal["config.istio.io/v1alpha2", "policy.istio.io/v1beta1", "mixer.mesh/v1alpha1"]
     kind: str
     metadata: Metadata
     spec: Any = None
@@ -141,3 +142,23 @@ class RuleSpec(_Strict):
     requestHeaderOperations: list[HeaderOperationSpec] = []
     responseHeaderOperations: list[HeaderOperationSpec] = []
     sampling: SamplingSpec | None = None
+
+
+class LimitSpec(_Strict):
+    """One limit of a plan, as written; meaning and cross-field rules are checked when compiled."""
+
+    name: str = Field(min_length=1)
+    max: int = Field(ge=1)
+    per: Any = None
+    algorithm: Literal["fixed_window", "rolling_window", "gcra"] = "fixed_window"
+    burst: int | None = Field(default=None, ge=1)
+    buckets: int | None = Field(default=None, ge=1, le=1000)
+    time_zone: str | None = None
+    cost: str | int | None = None
+    dimensions: list[str | dict[str, Any]] | None = None
+    overage: Literal["reject", "shadow"] = "reject"
+
+
+class PlanSpec(_Strict):
+    description: str = ""
+    limits: list[LimitSpec] = []

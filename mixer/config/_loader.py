@@ -22,6 +22,7 @@ from mixer.config._documents import (
     HandlerSpec,
     HeaderOperationSpec,
     InstanceSpec,
+    PlanSpec,
     RuleSpec,
     SamplingSpec,
 )
@@ -38,25 +39,28 @@ from mixer.config._model import (
     SourceRef,
     ValidatedConfig,
 )
+from mixer.config._plans import compile_plan, valid_name
 from mixer.config._source import RawDocument
 from mixer.decision import HeaderOperationKind
 from mixer.expr import CompiledExpression, ExpressionError
 from mixer.expr import compile as compile_expression
+from mixer.plans import PlanConfig
 from mixer.registry import Registry
 from mixer.templates import TemplateSpec
 
-CORE_KINDS = ("attributemanifest", "handler", "instance", "rule")
+CORE_KINDS = ("attributemanifest", "handler", "instance", "rule", "plan")
 #: Kinds Istio's proxies (through Pilot) consume, not Mixer; accepted in a config bundle and ignored.
 PROXY_SIDE_KINDS = frozenset({"QuotaSpec", "QuotaSpecBinding", "HTTPAPISpec", "HTTPAPISpecBinding"})
 _OUT_OF_PROCESS_KINDS = ("adapter", "template")
 _HANDLER, _INSTANCE, _RULE, _MANIFEST = "handler", "instance", "rule", "attributemanifest"
+_PLAN = "plan"
 
 
 @dataclass(slots=True)
 class _Object:
     """One config object as declared, before its spec is validated."""
 
-    role: str  # handler, instance, rule or attributemanifest
+    role: str  # handler, instance, rule, attributemanifest or plan
     kind: str  # the document's kind as written (``handler``, ``prometheus``, ``metric``, ...)
     name: str
     namespace: str
@@ -108,7 +112,13 @@ class ConfigCompiler:
         self.base_manifest = base_manifest
         self.issues = issues
         self.default_namespace = default_namespace
-        self.objects: dict[str, dict[str, _Object]] = {_MANIFEST: {}, _HANDLER: {}, _INSTANCE: {}, _RULE: {}}
+        self.objects: dict[str, dict[str, _Object]] = {
+            _MANIFEST: {},
+            _HANDLER: {},
+            _INSTANCE: {},
+            _RULE: {},
+            _PLAN: {},
+        }
 
     def compile(self, documents: Iterable[RawDocument]) -> ValidatedConfig | None:
         for document in documents:
@@ -117,6 +127,7 @@ class ConfigCompiler:
         handlers = self._handlers()
         instances = self._instances(manifest)
         rules = self._rules(manifest)
+        plans = self._plans(manifest)
         if self.issues:
             return None
         return ValidatedConfig(
@@ -125,6 +136,7 @@ class ConfigCompiler:
             instances=instances,
             rules=tuple(rules),
             default_namespace=self.default_namespace,
+            plans=plans,
         )
 
     # -- problems ---------------------------------------------------------------------------
@@ -383,6 +395,37 @@ class ConfigCompiler:
             if rule is not None:
                 rules.append(rule)
         return rules
+
+    # -- phase 6: plans ---------------------------------------------------------------------
+
+    def _plans(self, manifest: AttributeManifest) -> dict[str, PlanConfig]:
+        plans: dict[str, PlanConfig] = {}
+        for obj in self.objects[_PLAN].values():
+            if obj.namespace != self.default_namespace:
+                # Key stores and claims name plans alone, so plan names are global.
+                self._error(
+                    obj,
+                    join_path(obj.source.path, "metadata.namespace"),
+                    f"plans are global: leave the namespace out or use {self.default_namespace}",
+                )
+                continue
+            if not valid_name(obj.name):
+                self._error(
+                    obj,
+                    join_path(obj.source.path, "metadata.name"),
+                    f"{obj.name!r} is not a valid plan name (letters, digits, '_', '-', '.')",
+                )
+            spec: PlanSpec | None = self._spec(obj, PlanSpec)
+            if spec is None:
+                continue
+
+            def report(path: str, message: str, obj: _Object = obj) -> None:
+                self._error(obj, join_path(obj.spec_path, path), message)
+
+            plan = compile_plan(obj.name, spec, manifest, report, str(obj.source))
+            if plan is not None and valid_name(obj.name):
+                plans[obj.name] = plan
+        return plans
 
     def resolve(self, role: str, ref: str, namespace: str) -> tuple[_Object | None, str]:
         """The object ``ref`` names, or None and why not.

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from mixer.attributes import AttributeBag, AttributeManifest
 from mixer.decision import HeaderOperationKind
 from mixer.expr import CompiledExpression
+from mixer.plans import PlanConfig
 from mixer.templates import Instance, TemplateSpec
 
 DEFAULT_CONFIG_NAMESPACE = "istio-system"
@@ -114,3 +115,5 @@ class ValidatedConfig:
     instances: Mapping[str, InstanceConfig] = field(default_factory=dict)
     rules: tuple[RuleConfig, ...] = ()
     default_namespace: str = DEFAULT_CONFIG_NAMESPACE
+    #: Plan tiers (``kind: plan`` documents) by plan name; plans are global.
+    plans: Mapping[str, PlanConfig] = field(default_factory=dict)

@@ -1,4 +1,5 @@
-"""Quota: rate-limit algorithms (pure, clock-injected) shared by every quota store."""
+"""Quota: rate-limit algorithms (pure, clock-injected) shared by every quota store, the
+:class:`CounterStore` contract and the in-process :class:`MemoryCounterStore`."""
 
 from mixer.quota._algorithms import (
     Algorithm,
@@ -14,15 +15,22 @@ from mixer.quota._algorithms import (
     gcra,
     rolling_window,
 )
+from mixer.quota._memory import MemoryCounterStore, MemoryStoreStats
+from mixer.quota._store import Allocation, CounterRequest, CounterStore
 
 __all__ = [
     "Algorithm",
+    "Allocation",
     "CalendarUnit",
     "CalendarWindow",
+    "CounterRequest",
+    "CounterStore",
     "Decision",
     "EpochWindow",
     "FixedWindowState",
     "GcraState",
+    "MemoryCounterStore",
+    "MemoryStoreStats",
     "RollingWindowState",
     "Window",
     "fixed_window",

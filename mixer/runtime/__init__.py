@@ -37,6 +37,12 @@ Check (:meth:`Runtime.check`), as Mixer answered it
       check handlers returned (``CheckResult.headers``, e.g. the caller's plan) are merged in rule
       order into ``CheckOutcome.headers`` and also lead the request header operations as REPLACE,
       ahead of the configured operations so that operators' rules have the last word.
+    - Rate limits check handlers report (``CheckResult.rate_limits``, OK or not) are collected in
+      rule order into ``CheckOutcome.rate_limits``; their ``RateLimit-Policy``, ``RateLimit`` and
+      ``Retry-After`` headers lead the response header operations as REPLACE.
+    - Instances of ``request_context`` templates (plancheck) get the tracking bag as
+      ``attributes`` and the Check's ``deduplication_id`` before dispatch, so what a handler's own
+      expressions read is referenced and a retried Check is recognised.
     - Quotas are dispatched only when the precondition is OK. A requested quota name selects the
       quota rules with an instance named ``name.namespace``, ``name`` or ``name.quota.namespace``
       (compared case-insensitively, as Mixer did); the handler gets
@@ -58,9 +64,11 @@ Report (:meth:`Runtime.report`)
 
 Lifecycle and reload
     ``build_runtime(config, registry, previous=current)`` reuses the handlers whose name, adapter
-    and params did not change. Then ``await new.start()`` starts only the new handlers and takes
-    over the reused ones, the server swaps ``new`` in, and ``await current.shutdown(timeout)``
-    stops only the handlers ``new`` retired. ``Runtime.delta`` names the new, reused and retired
+    and params did not change (and, for adapters with ``uses_plans``, the plans neither); a
+    handler built anew gets the one it replaces as ``HandlerEnv.previous``. Then
+    ``await new.start()`` starts only the new handlers and takes over the reused ones, the server
+    swaps ``new`` in, and ``await current.shutdown(timeout)`` stops only the handlers ``new``
+    retired. ``Runtime.delta`` names the new, reused and retired
     handlers. If ``new.start()`` fails, it stops what it started and the current runtime stays
     whole.
 """

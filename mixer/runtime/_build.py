@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import random
@@ -46,6 +47,7 @@ class _Target:
     handler: str
     instance: InstanceConfig
     variety: Variety
+    request_context: bool = False
 
 
 def build_runtime(
@@ -95,7 +97,7 @@ def build_runtime(
                         f"rule {rule.name} ({rule.source}): unknown instance {instance_name!r}"
                     )
                 spec = registry.template(instance.template) or instance.builder.template
-                targets.append(_Target(action.handler, instance, spec.variety))
+                targets.append(_Target(action.handler, instance, spec.variety, spec.request_context))
         resolved.append((rule, targets))
 
     slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, log)
@@ -117,7 +119,11 @@ def build_runtime(
 
         check_actions = tuple(
             CheckAction(
-                t.handler, _as(CheckHandler, handlers[t.handler]), t.instance.name, t.instance.builder.build
+                t.handler,
+                _as(CheckHandler, handlers[t.handler]),
+                t.instance.name,
+                t.instance.builder.build,
+                t.request_context,
             )
             for t in targets
             if t.variety is Variety.CHECK
@@ -185,14 +191,19 @@ def _build_handlers(
     slots: list[HandlerSlot] = []
     new: list[str] = []
     reused: list[str] = []
+    plans = _plans_fingerprint(config)
     for name in names:
         handler_config = config.handlers[name]
         handler_dir = data_dir / name if data_dir is not None else None
+        info = registry.adapter(handler_config.adapter)
+        # Handlers that read plans are as stale as their plans: the plans take part in reuse.
+        fingerprint = plans if info is not None and info.uses_plans else ""
         slot = next(
             (
                 s
                 for s in reusable
                 if s.same_config(name, handler_config.adapter, handler_config.params, handler_dir)
+                and s.plans_fingerprint == fingerprint
             ),
             None,
         )
@@ -200,12 +211,21 @@ def _build_handlers(
             slots.append(slot)
             reused.append(name)
             continue
-        info = registry.adapter(handler_config.adapter)
         if info is None:
             raise RuntimeBuildError(
                 f"handler {name} ({handler_config.source}): unknown adapter {handler_config.adapter!r}"
             )
-        env = HandlerEnv(handler_name=name, logger=log.getChild(name), data_dir=handler_dir)
+        replaced = next(
+            (s.handler for s in reusable if s.name == name and s.adapter == handler_config.adapter), None
+        )
+        env = HandlerEnv(
+            handler_name=name,
+            logger=log.getChild(name),
+            data_dir=handler_dir,
+            plans=config.plans,
+            key_stores=registry.key_stores,
+            previous=replaced,
+        )
         try:
             handler = info.factory(handler_config.params, env)
         except Exception as exc:
@@ -216,11 +236,27 @@ def _build_handlers(
             raise RuntimeBuildError(
                 f"handler {name}: adapter {info.name!r} built a {type(handler).__name__}, not a Handler"
             )
-        slots.append(HandlerSlot(name, handler_config.adapter, handler_config.params, handler_dir, handler))
+        slots.append(
+            HandlerSlot(
+                name,
+                handler_config.adapter,
+                handler_config.params,
+                handler_dir,
+                handler,
+                plans_fingerprint=fingerprint,
+            )
+        )
         new.append(name)
     kept = {id(s) for s in slots}
     retired = [] if previous is None else [s.name for s in previous._slots if id(s) not in kept]
     return slots, RuntimeDelta(tuple(new), tuple(reused), tuple(retired))
+
+
+def _plans_fingerprint(config: ValidatedConfig) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(config.plans):
+        digest.update(f"{name}\0{config.plans[name].fingerprint}\0".encode())
+    return digest.hexdigest()
 
 
 def _check_interface(

@@ -40,6 +40,8 @@ class CheckAction:
     handler: CheckHandler
     instance_name: str
     build: Build
+    #: The template wants the request's bag and the Check's deduplication id on each instance.
+    request_context: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from mixer.decision import (
     HeaderOperationResult,
     QuotaOutcome,
     QuotaRequest,
+    rate_limit_headers,
 )
 from mixer.runtime._index import (
     CheckRule,
@@ -50,7 +51,7 @@ from mixer.runtime._outcomes import (
     RuntimeStats,
 )
 from mixer.status import Code, Status
-from mixer.templates import Instance, QuotaInstance
+from mixer.templates import Instance, QuotaInstance, RequestContext
 
 if TYPE_CHECKING:
     from mixer.config import ValidatedConfig
@@ -81,6 +82,8 @@ class HandlerSlot:
     owner: object | None = None
     started: bool = False
     stopped: bool = False
+    #: The plans the handler was built with, for adapters that read plans (else empty).
+    plans_fingerprint: str = ""
 
     def same_config(self, name: str, adapter: str, params: BaseModel, data_dir: Path | None) -> bool:
         return (
@@ -194,6 +197,12 @@ class Runtime:
                     self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
                     results.append(_failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}"))
                     continue
+                if action.request_context:
+                    # What the handler reads from the tracking bag counts as referenced, since
+                    # references are collected only after every handler has answered.
+                    scoped = cast(RequestContext, instance)
+                    scoped.attributes = tracking
+                    scoped.deduplication_id = deduplication_id
                 pending.append((len(results), action.handler, instance))
                 results.append(None)
 
@@ -213,6 +222,13 @@ class Runtime:
             request_ops[:0] = [
                 HeaderOperationResult(name, value, _REPLACE) for name, value in headers.items()
             ]
+        rate_limits = tuple(rl for result in results if result is not None for rl in result.rate_limits)
+        if rate_limits:
+            # Ahead of the configured operations, so that operators' rules have the last word.
+            response_ops[:0] = [
+                HeaderOperationResult(name, value, _REPLACE)
+                for name, value in rate_limit_headers(rate_limits).items()
+            ]
 
         quota_outcomes: dict[str, QuotaOutcome] = {}
         if quotas and status.code is Code.OK:
@@ -227,6 +243,7 @@ class Runtime:
             response_header_operations=response_ops,
             quotas=quota_outcomes,
             headers=headers,
+            rate_limits=rate_limits,
         )
 
     def _matches(self, match: Evaluate, bag: AttributeBag, rule: str) -> bool:

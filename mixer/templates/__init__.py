@@ -14,15 +14,25 @@ from mixer.templates._instances import (
     ListEntryInstance,
     LogEntryInstance,
     MetricInstance,
+    PlanCheckInstance,
     QuotaInstance,
     ReportNothingInstance,
+    RequestContext,
     Subject,
     TraceSpanInstance,
 )
-from mixer.templates._spec import BUILTIN_TEMPLATES, FieldKind, FieldSpec, TemplateSpec, Variety
+from mixer.templates._spec import (
+    BUILTIN_TEMPLATES,
+    PLAN_TEMPLATES,
+    FieldKind,
+    FieldSpec,
+    TemplateSpec,
+    Variety,
+)
 
 __all__ = [
     "BUILTIN_TEMPLATES",
+    "PLAN_TEMPLATES",
     "Action",
     "ApiKeyInstance",
     "AuthorizationInstance",
@@ -33,8 +43,10 @@ __all__ = [
     "ListEntryInstance",
     "LogEntryInstance",
     "MetricInstance",
+    "PlanCheckInstance",
     "QuotaInstance",
     "ReportNothingInstance",
+    "RequestContext",
     "Subject",
     "TemplateSpec",
     "TraceSpanInstance",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from mixer.attributes import IPAddress
+from mixer.attributes import AttributeBag, IPAddress
 
 
 @dataclass(slots=True)
@@ -15,6 +15,13 @@ class Instance:
 
     template: ClassVar[str] = ""
     name: str
+
+
+class RequestContext(Protocol):
+    """The two fields the runtime sets on instances of ``request_context`` templates."""
+
+    attributes: AttributeBag | None
+    deduplication_id: str
 
 
 @dataclass(slots=True)
@@ -113,3 +120,23 @@ class ApiKeyInstance(Instance):
 @dataclass(slots=True)
 class CheckNothingInstance(Instance):
     template: ClassVar[str] = "checknothing"
+
+
+@dataclass(slots=True)
+class PlanCheckInstance(Instance):
+    """Who calls (an API key, a principal, a plan claim) and what for (api, operation).
+
+    ``attributes`` and ``deduplication_id`` are not template fields: the runtime sets them on
+    every instance of a ``request_context`` template before the handler sees it, so that cost and
+    dimension expressions can read the request (its reads are recorded as referenced attributes)
+    and a retried Check is recognised.
+    """
+
+    template: ClassVar[str] = "plancheck"
+    api_key: str | None = None
+    principal: str | None = None
+    plan: str | None = None
+    api: str | None = None
+    operation: str | None = None
+    attributes: AttributeBag | None = None
+    deduplication_id: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -40,13 +41,28 @@ class FieldSpec:
 
 @dataclass(frozen=True, slots=True)
 class TemplateSpec:
-    """A template: its name, variety, fields and the instance class the runtime builds."""
+    """A template: its name, variety, fields and the instance class the runtime builds.
+
+    ``request_context``: the runtime sets ``attributes`` (the request's bag, which records what is
+    read from it) and ``deduplication_id`` (the Check's) on each instance before dispatch, for
+    handlers that evaluate expressions of their own per request; the instance type must have both.
+    """
 
     name: str
     variety: Variety
     fields: tuple[FieldSpec, ...]
     instance_type: type[inst.Instance]
     description: str = ""
+    request_context: bool = False
+
+    def __post_init__(self) -> None:
+        if self.request_context:
+            names = {f.name for f in dataclasses.fields(self.instance_type)}
+            missing = {"attributes", "deduplication_id"} - names
+            if missing:
+                raise TypeError(
+                    f"template {self.name}: a request_context instance type needs {sorted(missing)}"
+                )
 
     def field(self, name: str) -> FieldSpec | None:
         for spec in self.fields:
@@ -157,4 +173,16 @@ BUILTIN_TEMPLATES: tuple[TemplateSpec, ...] = (
         "An API key to validate.",
     ),
     TemplateSpec("checknothing", Variety.CHECK, (), inst.CheckNothingInstance, "An empty check."),
+)
+
+#: Templates beyond Mixer's own, registered next to them.
+PLAN_TEMPLATES: tuple[TemplateSpec, ...] = (
+    TemplateSpec(
+        "plancheck",
+        Variety.CHECK,
+        (_v("api_key", _S), _v("principal", _S), _v("plan", _S), _v("api", _S), _v("operation", _S)),
+        inst.PlanCheckInstance,
+        "A caller to put on its plan tier and the request to count against the plan's limits.",
+        request_context=True,
+    ),
 )

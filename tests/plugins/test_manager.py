@@ -13,7 +13,7 @@ import pytest
 import mixer
 from mixer import AdapterInfo, Stability, hookimpl
 from mixer.registry import Registry, RegistryError
-from mixer.templates import BUILTIN_TEMPLATES, TemplateSpec
+from mixer.templates import BUILTIN_TEMPLATES, PLAN_TEMPLATES, TemplateSpec
 from plugins import manager as manager_module
 from plugins.manager import (
     BLOCK_ENV_VAR,
@@ -72,7 +72,7 @@ def test_builtins_are_registered_through_the_hook() -> None:
 def test_registry_contents() -> None:
     registry = create_plugin_manager(load_entry_points=False).registry()
     assert isinstance(registry, Registry)
-    assert set(registry.templates) == {spec.name for spec in BUILTIN_TEMPLATES}
+    assert set(registry.templates) == {spec.name for spec in (*BUILTIN_TEMPLATES, *PLAN_TEMPLATES)}
     assert registry.adapter_for_kind("listchecker") is registry.adapters["list"]
     assert registry.adapter_for_kind("stdio") is registry.adapters["stdio"]
     assert registry.adapters["stdio"].templates == {"logentry", "metric"}

@@ -1,0 +1,221 @@
+"""The memquota handler: Mixer quotas and plan checks against one in-memory counter store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+from adapters.memquota._config import MemquotaConfig, OverrideParams, QuotaParams, RateLimitAlgorithm
+from mixer import CheckHandler, CheckResult, HandlerEnv, QuotaArgs, QuotaHandler, QuotaResult, Status
+from mixer.plans import PlanConfig, PlanEnforcer, SubjectResolver
+from mixer.quota import Algorithm, CounterRequest, EpochWindow, MemoryCounterStore
+from mixer.status import Code
+from mixer.templates import Instance, PlanCheckInstance, QuotaInstance
+
+#: A plan answer must not be cached by the proxy: a cached OK would let requests by uncounted.
+#: (Mixer's own quotas were allocated on every Check, apart from the precondition cache.)
+PLAN_VALID_DURATION = timedelta(0)
+PLAN_VALID_USE_COUNT = 1
+#: Quota instance names resolved to their configured quota, kept at most (names come from config).
+MAX_RESOLVED_NAMES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    """A quota's effective limit for one instance: after overrides."""
+
+    max_amount: int
+    valid_duration: timedelta
+
+
+class MemquotaHandler(CheckHandler, QuotaHandler):
+    """Quota (Mixer semantics) and plancheck (plan tiers), sharing one :class:`MemoryCounterStore`.
+
+    The store is taken over from the handler a reload replaces, so counters survive config
+    changes; only a restart of the process starts them afresh.
+    """
+
+    def __init__(
+        self,
+        config: MemquotaConfig,
+        env: HandlerEnv,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.plans: Mapping[str, PlanConfig] = env.plans
+        previous = env.previous
+        self.store: MemoryCounterStore
+        if isinstance(previous, MemquotaHandler):
+            self.store = previous.store
+            self.store.max_keys = config.max_counters
+            self.store.max_dedup_entries = config.max_deduplication_entries
+        else:
+            self.store = MemoryCounterStore(
+                max_keys=config.max_counters, max_dedup_entries=config.max_deduplication_entries, clock=clock
+            )
+        dedup_seconds = config.min_deduplication_duration.total_seconds()
+        self.dedup_seconds = dedup_seconds
+        self.enforcer = PlanEnforcer(self.store, dedup_seconds=dedup_seconds, key_prefix="plan/", clock=clock)
+        _check_plans(config, env.plans)
+        try:
+            self.resolver = SubjectResolver.build(config.subjects, env.logger, env.key_stores)
+        except ValueError as exc:
+            raise ValueError(f"subjects.keys: {exc}") from exc
+        self._quotas = {quota.name.lower(): quota for quota in config.quotas}
+        self._resolved: dict[str, QuotaParams | None] = {}
+        self.resolved_drops = 0
+        self.unknown_plans = 0
+        self._started = False
+        self._stopped = False
+
+    async def start(self) -> None:
+        await self.resolver.start()
+        self._started = True
+
+    async def shutdown(self, timeout: float) -> None:
+        # The store stays as it is: the handler that replaced this one on reload uses it.
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.resolver.shutdown(timeout)
+
+    # -- plancheck ------------------------------------------------------------------------------
+
+    async def handle_check(self, instance: Instance) -> CheckResult:
+        if not isinstance(instance, PlanCheckInstance):
+            return _check(Status(Code.INTERNAL, f"memquota cannot check a {instance.template} instance"))
+        try:
+            who = await self.resolver.resolve(
+                instance.api_key or "", instance.plan or "", instance.principal or ""
+            )
+        except Exception as exc:
+            self.env.logger.warning("key store failed: %r", exc)
+            return _check(Status(Code.UNAVAILABLE, f"key store unavailable: {exc}"))
+        if not who.ok:
+            return _check(who.status)
+        plan = self.plans.get(who.plan)
+        if plan is None:
+            self.unknown_plans += 1
+            return _check(Status(Code.PERMISSION_DENIED, f'plan "{who.plan}" is not configured'))
+        dedup = instance.deduplication_id + instance.name if instance.deduplication_id else ""
+        verdict = await self.enforcer.enforce(
+            plan,
+            who.subject,
+            api=instance.api or "",
+            operation=instance.operation or "",
+            bag=instance.attributes,
+            deduplication_id=dedup,
+        )
+        return CheckResult(
+            verdict.status, PLAN_VALID_DURATION, PLAN_VALID_USE_COUNT, verdict.headers, verdict.rate_limits
+        )
+
+    # -- quota ----------------------------------------------------------------------------------
+
+    async def handle_quota(self, instance: QuotaInstance, args: QuotaArgs) -> QuotaResult:
+        quota = self._quota(instance.name)
+        if quota is None:
+            return QuotaResult(
+                0, timedelta(0), Status(Code.INTERNAL, f"quota {instance.name} is not configured in memquota")
+            )
+        if args.amount < 0:
+            return QuotaResult(0, timedelta(0), Status(Code.INVALID_ARGUMENT, "negative quota amount"))
+        limit = _effective(quota, instance.dimensions)
+        seconds = limit.valid_duration.total_seconds()
+        if quota.rate_limit_algorithm is RateLimitAlgorithm.ROLLING_WINDOW:
+            bucket = quota.bucket_duration.total_seconds() or seconds / 10
+            request = CounterRequest(
+                _quota_key(quota.name, instance.dimensions),
+                args.amount,
+                limit.max_amount,
+                Algorithm.ROLLING_WINDOW,
+                period=seconds,
+                bucket_seconds=min(bucket, seconds),
+                best_effort=args.best_effort,
+            )
+        else:
+            request = CounterRequest(
+                _quota_key(quota.name, instance.dimensions),
+                args.amount,
+                limit.max_amount,
+                Algorithm.FIXED_WINDOW,
+                window=EpochWindow(seconds),
+                best_effort=args.best_effort,
+            )
+        allocation = await self.store.allocate(
+            [request], deduplication_id=args.deduplication_id, dedup_seconds=self.dedup_seconds
+        )
+        # As Mixer's memquota: OK with what was granted (nothing, when exhausted), valid for the window.
+        return QuotaResult(allocation.decisions[0].granted, limit.valid_duration)
+
+    def _quota(self, instance_name: str) -> QuotaParams | None:
+        if instance_name in self._resolved:
+            return self._resolved[instance_name]
+        found = next(
+            (self._quotas[alias] for alias in _aliases(instance_name) if alias in self._quotas), None
+        )
+        if len(self._resolved) < MAX_RESOLVED_NAMES:
+            self._resolved[instance_name] = found
+        else:
+            self.resolved_drops += 1
+        return found
+
+
+def _check(status: Status) -> CheckResult:
+    return CheckResult(status, PLAN_VALID_DURATION, PLAN_VALID_USE_COUNT)
+
+
+def _check_plans(config: MemquotaConfig, plans: Mapping[str, PlanConfig]) -> None:
+    missing = [
+        f"subjects.{where}: {plan!r}" for where, plan in config.subjects.plan_names() if plan not in plans
+    ]
+    if missing:
+        known = ", ".join(sorted(plans)) or "none"
+        raise ValueError(f"unknown plan(s) {'; '.join(missing)} (configured plans: {known})")
+
+
+def _aliases(instance_name: str) -> list[str]:
+    """The names a quota may be configured under for an instance: Istio wrote ``name``,
+    ``name.namespace``, ``name.instance.namespace`` (1.1+) and ``name.quota.namespace`` (1.0)."""
+    fq = instance_name.lower()
+    base, _, namespace = fq.rpartition(".")
+    if not base:
+        return [fq]
+    base = base.removesuffix(".quota")
+    return list(
+        dict.fromkeys(
+            [fq, base, f"{base}.{namespace}", f"{base}.instance.{namespace}", f"{base}.quota.{namespace}"]
+        )
+    )
+
+
+def _effective(quota: QuotaParams, dimensions: Mapping[str, Any]) -> _Limit:
+    for override in quota.overrides:
+        if _matches(override, dimensions):
+            return _Limit(override.max_amount, override.valid_duration or quota.valid_duration)
+    return _Limit(quota.max_amount, quota.valid_duration)
+
+
+def _matches(override: OverrideParams, dimensions: Mapping[str, Any]) -> bool:
+    for key, wanted in override.dimensions.items():
+        if key not in dimensions or _text(dimensions[key]) != wanted:
+            return False
+    return True
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _quota_key(name: str, dimensions: Mapping[str, Any]) -> str:
+    parts = [f"quota/{quote(name.lower(), safe='')}"]
+    parts.extend(f"{quote(k, safe='')}={quote(_text(v), safe='')}" for k, v in sorted(dimensions.items()))
+    return "/".join(parts)

@@ -1,0 +1,197 @@
+"""Who is calling and on which plan: API keys, trusted plan claims, principals, anonymous callers.
+
+:class:`SubjectsParams` is the ``subjects:`` section of a plan handler's params (shared by every
+quota store); :class:`SubjectResolver` applies it to one check.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic.alias_generators import to_camel
+
+from mixer.params import NonNegativeDuration, PositiveDuration
+from mixer.plans._keys import (
+    CachedKeyStore,
+    FileKeyStore,
+    InlineKeyStore,
+    KeyRecord,
+    KeyRecordModel,
+    KeyStore,
+    KeyStoreInfo,
+    file_key_store,
+)
+from mixer.status import Code, Status
+
+#: The subject of callers on the default plan who carry no principal.
+ANONYMOUS = "anonymous"
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class UnknownKey(enum.Enum):
+    """The answer for an unknown API key, or for a caller with no identity and no default plan."""
+
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+
+    @property
+    def code(self) -> Code:
+        return Code[self.value]
+
+
+class KeyCacheParams(_Params):
+    """The bounded cache in front of a plugin key store (inline and file keys need none)."""
+
+    max_entries: int = Field(default=10_000, ge=0)
+    ttl: NonNegativeDuration = timedelta(seconds=30)
+    #: How long an unknown key is remembered; short, so that a newly issued key works soon.
+    negative_ttl: NonNegativeDuration = timedelta(seconds=5)
+
+
+class KeyStorePluginParams(_Params):
+    """A key store registered by a plugin: its name and its own params."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = {}
+
+
+class KeysParams(_Params):
+    """Where API keys are looked up, in this order: ``inline``, ``file``, then ``store``."""
+
+    inline: dict[str, KeyRecordModel] = {}
+    file: str = ""
+    reload_interval: PositiveDuration = timedelta(seconds=5)
+    store: KeyStorePluginParams | None = None
+    cache: KeyCacheParams = KeyCacheParams()
+
+    @field_serializer("inline")
+    def _hide_keys(self, inline: dict[str, KeyRecordModel]) -> dict[str, Any]:
+        # API keys are secrets: the effective config shows who has a key, never the key.
+        return {f"***{i}": record.model_dump() for i, record in enumerate(inline.values(), start=1)}
+
+
+class SubjectsParams(_Params):
+    """How a check's caller becomes a subject on a plan."""
+
+    keys: KeysParams = KeysParams()
+    #: Take the instance's ``plan`` field (e.g. a verified JWT claim) as the caller's plan.
+    trust_plan_claim: bool = False
+    #: Plans of callers identified by principal (mTLS identity, JWT principal): principal -> plan.
+    principals: dict[str, str] = {}
+    #: The plan of callers with no API key and no other identity; empty: such callers are denied.
+    default_plan: str = ""
+    unknown_key: UnknownKey = UnknownKey.UNAUTHENTICATED
+
+    def plan_names(self) -> list[tuple[str, str]]:
+        """Every plan these params name, with where (for build-time checks)."""
+        named = [(f"keys.inline[***{i}].plan", r.plan) for i, r in enumerate(self.keys.inline.values(), 1)]
+        named += [(f"principals[{p!r}]", plan) for p, plan in self.principals.items()]
+        if self.default_plan:
+            named.append(("default_plan", self.default_plan))
+        return named
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A resolved caller (``status`` OK), or why not."""
+
+    subject: str = ""
+    plan: str = ""
+    status: Status = field(default_factory=Status)
+
+    @property
+    def ok(self) -> bool:
+        return self.status.code is Code.OK
+
+
+class SubjectResolver:
+    """Applies :class:`SubjectsParams` to one check's ``api_key``, ``plan`` claim and ``principal``.
+
+    Order: an API key decides alone (an unknown key is denied, never downgraded to the default
+    plan); without one, a trusted plan claim with a principal, then the ``principals`` map, then
+    ``default_plan``; otherwise the caller is denied as for an unknown key.
+    """
+
+    def __init__(self, params: SubjectsParams, stores: list[KeyStore]) -> None:
+        self.params = params
+        self.stores = stores
+        self._denied = params.unknown_key.code
+
+    @classmethod
+    def build(
+        cls,
+        params: SubjectsParams,
+        logger: logging.Logger,
+        key_stores: Mapping[str, KeyStoreInfo],
+    ) -> SubjectResolver:
+        """Builds the key stores without touching disk or network (``start`` does that).
+
+        :raises ValueError: an unknown plugin key store, or params its model rejects.
+        """
+        keys = params.keys
+        stores: list[KeyStore] = []
+        if keys.inline:
+            stores.append(InlineKeyStore({k: r.record() for k, r in keys.inline.items()}))
+        if keys.file:
+            stores.append(file_key_store(keys.file, logger, keys.reload_interval.total_seconds()))
+        if keys.store is not None:
+            info = key_stores.get(keys.store.name)
+            if info is None:
+                known = ", ".join(sorted(key_stores)) or "none"
+                raise ValueError(f'unknown key store "{keys.store.name}" (installed: {known})')
+            try:
+                store_params = info.config_model.model_validate(keys.store.params)
+            except ValidationError as exc:
+                raise ValueError(f'key store "{info.name}" params: {exc}') from exc
+            cache = keys.cache
+            stores.append(
+                CachedKeyStore(
+                    info.factory(store_params, logger),
+                    max_entries=cache.max_entries,
+                    ttl=cache.ttl.total_seconds(),
+                    negative_ttl=cache.negative_ttl.total_seconds(),
+                )
+            )
+        return cls(params, stores)
+
+    @property
+    def file_stores(self) -> list[FileKeyStore]:
+        return [store for store in self.stores if isinstance(store, FileKeyStore)]
+
+    async def resolve(self, api_key: str, plan_claim: str, principal: str) -> Resolution:
+        """:raises Exception: a key store could not answer."""
+        params = self.params
+        if api_key:
+            for store in self.stores:
+                record: KeyRecord | None = await store.lookup(api_key)
+                if record is not None:
+                    return Resolution(record.subject, record.plan)
+            return Resolution(status=Status(self._denied, "unknown API key"))
+        if params.trust_plan_claim and plan_claim and principal:
+            return Resolution(principal, plan_claim)
+        if principal:
+            plan = params.principals.get(principal)
+            if plan is not None:
+                return Resolution(principal, plan)
+        if params.default_plan:
+            return Resolution(principal or ANONYMOUS, params.default_plan)
+        return Resolution(status=Status(self._denied, "no API key or known identity"))
+
+    async def start(self) -> None:
+        for store in self.stores:
+            await store.start()
+
+    async def shutdown(self, timeout: float) -> None:
+        for store in self.stores:
+            await store.shutdown(timeout)

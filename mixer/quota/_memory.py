@@ -1,0 +1,197 @@
+"""The in-process counter store: the embedded default's quota store, for one process only."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from mixer.quota._algorithms import (
+    Algorithm,
+    Decision,
+    FixedWindowState,
+    GcraState,
+    RollingWindowState,
+    fixed_window,
+    gcra,
+    rolling_window,
+)
+from mixer.quota._store import Allocation, CounterRequest
+
+State: TypeAlias = FixedWindowState | RollingWindowState | GcraState
+
+DEFAULT_MAX_KEYS = 100_000
+DEFAULT_MAX_DEDUP_ENTRIES = 100_000
+#: Seconds between sweeps that drop expired counters nobody asked for again.
+DEFAULT_SWEEP_INTERVAL = 60.0
+
+
+@dataclass(slots=True)
+class MemoryStoreStats:
+    """Counters for self-metrics. ``evictions`` are live counters dropped to stay within
+    ``max_keys`` (their subjects start afresh: raise ``max_keys`` if it grows)."""
+
+    allocations: int = 0
+    denials: int = 0
+    evictions: int = 0
+    expired: int = 0
+    dedup_hits: int = 0
+    dedup_evictions: int = 0
+
+
+@dataclass(slots=True)
+class _Entry:
+    shape: tuple[object, ...]
+    state: State
+    #: After this time the state is as good as none (the window ended, the GCRA drained).
+    expires_at: float
+
+
+def transition(request: CounterRequest, state: Any, now: float, amount: int) -> tuple[State, Decision]:
+    """One algorithm step for ``request`` from ``state`` (None: a fresh counter)."""
+    if request.algorithm is Algorithm.FIXED_WINDOW:
+        assert request.window is not None
+        return fixed_window(state, now, amount, request.limit, request.window, request.best_effort)
+    if request.algorithm is Algorithm.ROLLING_WINDOW:
+        return rolling_window(
+            state, now, amount, request.limit, request.period, request.bucket_seconds, request.best_effort
+        )
+    return gcra(state, now, amount, request.limit, request.period, request.burst, request.best_effort)
+
+
+class MemoryCounterStore:
+    """Counters in a dict, bounded to ``max_keys`` with least-recently-used eviction.
+
+    Safe on one event loop without locks: ``allocate`` never awaits, so one call is atomic.
+    Expired counters are dropped when next touched and by a sweep every ``sweep_interval``
+    seconds; deduplication records are bounded to ``max_dedup_entries`` the same way. ``clock``
+    gives wall-clock seconds (calendar windows need the real date); tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        max_dedup_entries: int = DEFAULT_MAX_DEDUP_ENTRIES,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self.max_keys = max_keys
+        self.max_dedup_entries = max_dedup_entries
+        self.sweep_interval = sweep_interval
+        self.clock = clock
+        self.stats = MemoryStoreStats()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._dedup: OrderedDict[str, tuple[float, Allocation]] = OrderedDict()
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def allocate(
+        self,
+        requests: Sequence[CounterRequest],
+        *,
+        deduplication_id: str = "",
+        dedup_seconds: float = 0.0,
+    ) -> Allocation:
+        return self.allocate_now(requests, deduplication_id=deduplication_id, dedup_seconds=dedup_seconds)
+
+    def allocate_now(
+        self,
+        requests: Sequence[CounterRequest],
+        *,
+        deduplication_id: str = "",
+        dedup_seconds: float = 0.0,
+    ) -> Allocation:
+        """:meth:`allocate` without the coroutine, for synchronous callers and tests."""
+        now = self.clock()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.sweep_interval
+            self.sweep(now)
+        dedup = bool(deduplication_id) and dedup_seconds > 0
+        if dedup:
+            recorded = self._dedup.get(deduplication_id)
+            if recorded is not None and recorded[0] > now:
+                self.stats.dedup_hits += 1
+                return Allocation(recorded[1].decisions, recorded[1].allowed, replayed=True)
+
+        self.stats.allocations += 1
+        # Transitions are computed against a scratch copy so a denial leaves every counter as it was.
+        scratch: dict[str, State | None] = {}
+        outcomes: list[tuple[CounterRequest, State | None, State, Decision]] = []
+        for request in requests:
+            before = scratch[request.key] if request.key in scratch else self._state(request, now)
+            after, decision = transition(request, before, now, request.amount)
+            scratch[request.key] = after if decision.granted else before
+            outcomes.append((request, before, after, decision))
+
+        allowed = all(decision.allowed or not request.enforce for request, _, _, decision in outcomes)
+        decisions: list[Decision] = []
+        if allowed:
+            for request, _, after, decision in outcomes:
+                if decision.granted:
+                    self._store(request, after, now, decision.reset_after)
+                decisions.append(decision)
+        else:
+            self.stats.denials += 1
+            for request, before, _, decision in outcomes:
+                # What was granted is not spent after all: report such a counter as it stands.
+                spent = decision.allowed and decision.granted
+                decisions.append(transition(request, before, now, 0)[1] if spent else decision)
+        allocation = Allocation(tuple(decisions), allowed)
+        if dedup:
+            self._remember(deduplication_id, now + dedup_seconds, allocation)
+        return allocation
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop every expired counter and deduplication record; returns the counters dropped."""
+        now = self.clock() if now is None else now
+        expired = [key for key, entry in self._entries.items() if entry.expires_at <= now]
+        for key in expired:
+            del self._entries[key]
+        self.stats.expired += len(expired)
+        for key in [key for key, (expires, _) in self._dedup.items() if expires <= now]:
+            del self._dedup[key]
+        return len(expired)
+
+    def _state(self, request: CounterRequest, now: float) -> State | None:
+        entry = self._entries.get(request.key)
+        if entry is None:
+            return None
+        if entry.expires_at <= now or entry.shape != request.shape:
+            # Lazily pruned; a limit whose window changed on reload starts afresh.
+            del self._entries[request.key]
+            if entry.expires_at <= now:
+                self.stats.expired += 1
+            return None
+        self._entries.move_to_end(request.key)
+        return entry.state
+
+    def _store(self, request: CounterRequest, state: State, now: float, reset_after: float) -> None:
+        key = request.key
+        entries = self._entries
+        if key in entries:
+            entry = entries[key]
+            entry.shape, entry.state, entry.expires_at = request.shape, state, now + reset_after
+            entries.move_to_end(key)
+            return
+        while len(entries) >= self.max_keys:
+            _, oldest = entries.popitem(last=False)
+            if oldest.expires_at <= now:
+                self.stats.expired += 1
+            else:
+                self.stats.evictions += 1
+        entries[key] = _Entry(request.shape, state, now + reset_after)
+
+    def _remember(self, deduplication_id: str, expires_at: float, allocation: Allocation) -> None:
+        records = self._dedup
+        records[deduplication_id] = (expires_at, allocation)
+        records.move_to_end(deduplication_id)
+        while len(records) > self.max_dedup_entries:
+            records.popitem(last=False)
+            self.stats.dedup_evictions += 1
