@@ -177,6 +177,7 @@ class Runtime:
         names: list[str] = []
         results: list[CheckResult | None] = []
         pending: list[tuple[int, CheckHandler, Instance]] = []
+        spenders: set[int] = set()
         request_ops: list[HeaderOperationResult] = []
         response_ops: list[HeaderOperationResult] = []
         for rule in rules:
@@ -203,18 +204,23 @@ class Runtime:
                     scoped = cast(RequestContext, instance)
                     scoped.attributes = tracking
                     scoped.deduplication_id = deduplication_id
+                    spenders.add(len(results))
                 pending.append((len(results), action.handler, instance))
                 results.append(None)
 
-        if len(pending) == 1:
-            index, handler, instance = pending[0]
-            results[index] = await self._call_check(names[index], handler, instance, deadline)
-        elif pending:
-            answers = await asyncio.gather(
-                *(self._call_check(names[i], handler, inst, deadline) for i, handler, inst in pending)
-            )
-            for (index, _, _), answer in zip(pending, answers, strict=True):
-                results[index] = answer
+        # Plan checks spend quota, so like Mixer's quotas they run only once every other
+        # precondition has passed: a request that a deny list refuses must not use up a plan.
+        spending = [p for p in pending if p[0] in spenders]
+        if spending:
+            pending = [p for p in pending if p[0] not in spenders]
+        await self._run_checks(pending, names, results, deadline)
+        if spending:
+            if all(r is None or r.status.code is Code.OK for r in results):
+                await self._run_checks(spending, names, results, deadline)
+            else:
+                skipped = {index for index, _, _ in spending}
+                names = [n for i, n in enumerate(names) if i not in skipped]
+                results = [r for i, r in enumerate(results) if i not in skipped]
 
         status, valid_duration, valid_use_count, headers = _combine_check(names, results)
         referenced = tracking.referenced()
@@ -245,6 +251,23 @@ class Runtime:
             headers=headers,
             rate_limits=rate_limits,
         )
+
+    async def _run_checks(
+        self,
+        pending: list[tuple[int, CheckHandler, Instance]],
+        names: list[str],
+        results: list[CheckResult | None],
+        deadline: float | None,
+    ) -> None:
+        if len(pending) == 1:
+            index, handler, instance = pending[0]
+            results[index] = await self._call_check(names[index], handler, instance, deadline)
+        elif pending:
+            answers = await asyncio.gather(
+                *(self._call_check(names[i], handler, inst, deadline) for i, handler, inst in pending)
+            )
+            for (index, _, _), answer in zip(pending, answers, strict=True):
+                results[index] = answer
 
     def _matches(self, match: Evaluate, bag: AttributeBag, rule: str) -> bool:
         try:

@@ -502,3 +502,49 @@ def test_request_context_templates_need_the_two_fields() -> None:
 
     with pytest.raises(TypeError, match="attributes"):
         TemplateSpec("broken", Variety.CHECK, (), ListEntryInstance, request_context=True)
+
+
+DENY_BLOCKED = """
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: blocked, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params: {status: {code: 7, message: blocked path}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: nothing, namespace: istio-system}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: blocked, namespace: istio-system}
+spec:
+  match: request.path == "/blocked"
+  actions: [{handler: blocked, instances: [nothing]}]
+"""
+
+
+async def test_a_request_another_precondition_refuses_spends_no_plan_quota(
+    real_registry: Registry, clock: FakeClock
+) -> None:
+    config = load_config_text(embedded_config_text() + DENY_BLOCKED, real_registry, source_name="<test>")
+    runtime = build_runtime(config, real_registry)
+    use_clock(runtime, clock)
+    await runtime.start()
+    try:
+        blocked = AttributeBag(
+            {"context.protocol": "http", "request.path": "/blocked", "request.api_key": "demo-free-key"}
+        )
+        for _ in range(15):
+            outcome = await runtime.check(blocked)
+            assert outcome.status.code is Code.PERMISSION_DENIED
+            assert "blocked path" in outcome.status.message
+            assert not outcome.rate_limits
+        # The free plan's 10 per minute are all still there.
+        codes = [(await runtime.check(keyed("demo-free-key"))).status.code for _ in range(11)]
+        assert codes == [Code.OK] * 10 + [Code.RESOURCE_EXHAUSTED]
+    finally:
+        await runtime.shutdown(1.0)
