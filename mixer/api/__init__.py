@@ -6,6 +6,7 @@ the codec, the runtime's outcome back to wire bytes, failures to status codes (a
 
 - :mod:`mixer.api.mixer_v1`: istio.mixer.v1 ``Mixer`` (Check, Report) over gRPC.
 
+Protocols plug in through :mod:`mixer.api._registry` (one tuple of modules per transport).
 Servicers share one :class:`Admission` (the process-wide limit on requests in flight) and one
 :class:`ServiceLimits` (decoding bounds and the Check time budget).
 """
@@ -13,6 +14,17 @@ Servicers share one :class:`Admission` (the process-wide limit on requests in fl
 from __future__ import annotations
 
 from mixer.api._common import Admission, ServiceLimits
+from mixer.api._registry import GRPC_PROTOCOLS, HTTP_PROTOCOLS, ServiceContext, grpc_services, http_routes
 from mixer.api._status import decode_failure, grpc_code
 
-__all__ = ["Admission", "ServiceLimits", "decode_failure", "grpc_code"]
+__all__ = [
+    "GRPC_PROTOCOLS",
+    "HTTP_PROTOCOLS",
+    "Admission",
+    "ServiceContext",
+    "ServiceLimits",
+    "decode_failure",
+    "grpc_code",
+    "grpc_services",
+    "http_routes",
+]

@@ -36,9 +36,10 @@ from mixer.wire import (
 )
 
 if TYPE_CHECKING:
+    from mixer.api._registry import ServiceContext
     from mixer.server import RuntimeHolder, ServerMetrics
 
-__all__ = ["API", "CHECK_METHOD", "REPORT_METHOD", "SERVICE_NAME", "MixerV1Service"]
+__all__ = ["API", "CHECK_METHOD", "REPORT_METHOD", "SERVICE_NAME", "MixerV1Service", "grpc_service"]
 
 SERVICE_NAME: Final = "istio.mixer.v1.Mixer"
 CHECK_METHOD: Final = f"/{SERVICE_NAME}/Check"
@@ -188,3 +189,14 @@ class MixerV1Service:
 def _expired(context: Any) -> bool:
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
+
+
+def grpc_service(context: ServiceContext) -> grpc.GenericRpcHandler:
+    """The istio.mixer.v1 service for a server (see :mod:`mixer.api._registry`)."""
+    holder = context.runtime_holder()
+    if holder is None:
+        raise RuntimeError("the Mixer service needs a runtime")
+    service = MixerV1Service(
+        holder, context.metrics, context.admission, context.limits, logger=context.logger
+    )
+    return service.rpc_handler()

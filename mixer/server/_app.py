@@ -16,8 +16,8 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
-from mixer.api import Admission, ServiceLimits
-from mixer.api.mixer_v1 import SERVICE_NAME, MixerV1Service
+from mixer.api import Admission, ServiceContext, ServiceLimits, grpc_services, http_routes
+from mixer.api.mixer_v1 import SERVICE_NAME
 from mixer.config import ConfigError
 from mixer.runtime import Runtime, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
@@ -64,6 +64,14 @@ class MixerServer:
             self._stats, worker_index=options.worker_index, worker_restarts=options.worker_restarts
         )
         self.admin = AdminState(self.metrics, worker_index=options.worker_index)
+        # One admission count and one set of limits for every protocol on both ports.
+        self._admission = Admission(options.max_concurrent_requests)
+        self._limits = ServiceLimits(
+            max_attributes=options.max_attributes,
+            max_string_length=options.max_string_length,
+            max_map_entries=options.max_map_entries,
+            check_timeout=options.check_timeout,
+        )
         self.grpc_address: ListenAddress | None = None
         self.http_address: ListenAddress | None = None
         self._grpc_server: Any = None
@@ -181,7 +189,9 @@ class MixerServer:
         }
 
     async def _start_http(self, address: ListenAddress) -> None:
-        runner = web.AppRunner(build_admin_app(self.admin), access_log=None, handle_signals=False)
+        routes = http_routes(self._service_context())
+        app = build_admin_app(self.admin, routes, client_max_size=self.options.max_message_size)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._http_runner = runner
         site = web.TCPSite(
@@ -193,16 +203,17 @@ class MixerServer:
             raise StartupError(f"cannot listen for HTTP on {address}: {exc.strerror or exc}") from exc
         self.http_address = address.with_port(int(runner.addresses[0][1]))
 
+    def _service_context(self) -> ServiceContext:
+        return ServiceContext(
+            lambda: self._holder,
+            self.metrics,
+            self._admission,
+            self._limits,
+            logging.getLogger("mixer.api"),
+        )
+
     async def _start_grpc(self, address: ListenAddress, holder: RuntimeHolder) -> None:
         options = self.options
-        admission = Admission(options.max_concurrent_requests)
-        limits = ServiceLimits(
-            max_attributes=options.max_attributes,
-            max_string_length=options.max_string_length,
-            max_map_entries=options.max_map_entries,
-            check_timeout=options.check_timeout,
-        )
-        service = MixerV1Service(holder, self.metrics, admission, limits)
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", options.max_message_size),
@@ -212,7 +223,7 @@ class MixerServer:
                 ("grpc.so_reuseport", 1 if options.worker_index is not None else 0),
             ]
         )
-        server.add_generic_rpc_handlers((service.rpc_handler(),))
+        server.add_generic_rpc_handlers(tuple(grpc_services(self._service_context())))
         self._grpc_server = server
         try:
             port = server.add_insecure_port(str(address))

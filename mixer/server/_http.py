@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -46,9 +46,13 @@ class AdminState:
         return info
 
 
-def build_admin_app(state: AdminState) -> web.Application:
-    """``/healthz``, ``/readyz``, ``/metrics`` and ``/config`` (see docs/serving.md)."""
-    app = web.Application(client_max_size=64 * 1024)
+def build_admin_app(
+    state: AdminState, routes: Iterable[web.AbstractRouteDef] = (), *, client_max_size: int = 64 * 1024
+) -> web.Application:
+    """``/healthz``, ``/readyz``, ``/metrics`` and ``/config`` (see docs/serving.md), plus ``routes``
+    of the HTTP protocols (see :mod:`mixer.api._registry`)."""
+    app = web.Application(client_max_size=client_max_size)
+    app.router.add_routes(list(routes))
     app.router.add_get("/healthz", _handler(state, _healthz))
     app.router.add_get("/readyz", _handler(state, _readyz))
     app.router.add_get("/metrics", _handler(state, _metrics))
