@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Real backends the tests start and stop themselves (Debian packages; CI runs as root).
-SYSTEM_TOOLS := promtool
+# tool=Debian package
+SYSTEM_TOOLS := promtool=prometheus prometheus=prometheus redis-server=redis-server nginx=nginx
 system-deps:
-	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%=*}; pkg=$${pair#*=}; \
+		command -v $$tool >/dev/null || PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing backends for:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+		echo "installing backends:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 run: $(STAMP)
