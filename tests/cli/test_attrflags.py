@@ -55,3 +55,25 @@ def test_every_flag_type() -> None:
 def test_bad_flag_values(argv: tuple[str, str], message: str) -> None:
     with pytest.raises(AttributeFlagError, match=message):
         _parse(*argv)
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mixer", "adapters", "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
+    assert "Traceback" not in proc.stderr
