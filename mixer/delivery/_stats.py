@@ -1,0 +1,41 @@
+"""A snapshot of one Delivery's counters and gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["SEND_DURATION_BUCKETS", "DeliveryStats"]
+
+#: Upper bounds (seconds) of the send latency histogram; the last bucket is +Inf.
+SEND_DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.025, 0.1, 0.5, 2.5, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """Counters are in records and only grow; gauges are the state when the snapshot was taken.
+
+    ``failed`` counts records in send attempts that failed (a whole-batch retryable error, a
+    timeout, or an item the backend asked to retry), once per attempt; ``retried`` the records
+    sent again after such a failure. ``dropped`` is by reason: ``spool_full`` (drop_oldest),
+    ``queue_full`` (no spool, drop policy), ``dead_letter_full`` (rotated away),
+    ``spool_error`` (the spool could not be written and memory was full).
+    ``send_duration_buckets`` are cumulative counts for :data:`SEND_DURATION_BUCKETS` then +Inf.
+    """
+
+    queued_records: int = 0
+    queued_bytes: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    spool_records: int = 0
+    spool_bytes: int = 0
+    in_flight: int = 0
+    circuit_open: bool = False
+    send_duration_count: int = 0
+    send_duration_sum: float = 0.0
+    send_duration_buckets: tuple[int, ...] = ()
