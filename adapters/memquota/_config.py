@@ -1,5 +1,7 @@
 """memquota's params: Mixer's (``quotas``, ``min_deduplication_duration``) plus plan subjects.
 
+:class:`QuotaHandlerParams` is what every counter-store quota adapter shares; redisquota extends it.
+
 snake_case and camelCase keys are both accepted, as Istio's samples use camelCase.
 """
 
@@ -25,6 +27,15 @@ class _Params(BaseModel):
 class RateLimitAlgorithm(enum.Enum):
     FIXED_WINDOW = "FIXED_WINDOW"
     ROLLING_WINDOW = "ROLLING_WINDOW"
+
+
+class FailurePolicy(enum.Enum):
+    """What a quota handler answers when its counter store cannot."""
+
+    #: Grant the request (uncounted) and count it in ``fail_open_grants``.
+    FAIL_OPEN = "fail_open"
+    #: Refuse it: UNAVAILABLE "quota store unavailable".
+    FAIL_CLOSED = "fail_closed"
 
 
 class OverrideParams(_Params):
@@ -64,8 +75,8 @@ class QuotaParams(_Params):
         return self
 
 
-class MemquotaConfig(_Params):
-    """Params of a ``memquota`` handler."""
+class QuotaHandlerParams(_Params):
+    """The params every counter-store quota adapter shares (memquota, redisquota)."""
 
     #: Mixer quotas, for the quota template.
     quotas: list[QuotaParams] = []
@@ -73,19 +84,24 @@ class MemquotaConfig(_Params):
     min_deduplication_duration: NonNegativeDuration = timedelta(seconds=1)
     #: How plancheck callers map to plans.
     subjects: SubjectsParams = SubjectsParams()
-    #: Counters kept at most; the least recently used go first (counted as evictions).
-    max_counters: int = Field(default=100_000, ge=1)
-    #: Deduplication records kept at most; the oldest go first.
-    max_deduplication_entries: int = Field(default=100_000, ge=0)
 
     @model_validator(mode="after")
-    def _unique_quota_names(self) -> MemquotaConfig:
+    def _unique_quota_names(self) -> QuotaHandlerParams:
         seen: set[str] = set()
         for quota in self.quotas:
             if quota.name.lower() in seen:
                 raise ValueError(f'quota "{quota.name}" is configured twice')
             seen.add(quota.name.lower())
         return self
+
+
+class MemquotaConfig(QuotaHandlerParams):
+    """Params of a ``memquota`` handler."""
+
+    #: Counters kept at most; the least recently used go first (counted as evictions).
+    max_counters: int = Field(default=100_000, ge=1)
+    #: Deduplication records kept at most; the oldest go first.
+    max_deduplication_entries: int = Field(default=100_000, ge=0)
 
 
 def _text(value: Any) -> Any:

@@ -1,4 +1,7 @@
-"""The memquota handler: Mixer quotas and plan checks against one in-memory counter store."""
+"""The memquota handler: Mixer quotas and plan checks against one in-memory counter store.
+
+:class:`CounterStoreHandler` holds everything but the store; redisquota builds on it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,24 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-from adapters.memquota._config import MemquotaConfig, OverrideParams, QuotaParams, RateLimitAlgorithm
+from adapters.memquota._config import (
+    FailurePolicy,
+    MemquotaConfig,
+    OverrideParams,
+    QuotaHandlerParams,
+    QuotaParams,
+    RateLimitAlgorithm,
+)
 from mixer import CheckHandler, CheckResult, HandlerEnv, QuotaArgs, QuotaHandler, QuotaResult, Status
-from mixer.plans import PlanConfig, PlanEnforcer, SubjectResolver
-from mixer.quota import Algorithm, CounterRequest, EpochWindow, MemoryCounterStore
+from mixer.plans import (
+    PLAN_HEADER,
+    SUBJECT_HEADER,
+    CachedKeyStore,
+    PlanConfig,
+    PlanEnforcer,
+    SubjectResolver,
+)
+from mixer.quota import Algorithm, CounterRequest, CounterStore, EpochWindow, MemoryCounterStore
 from mixer.status import Code
 from mixer.templates import Instance, PlanCheckInstance, QuotaInstance
 
@@ -22,6 +39,8 @@ PLAN_VALID_DURATION = timedelta(0)
 PLAN_VALID_USE_COUNT = 1
 #: Quota instance names resolved to their configured quota, kept at most (names come from config).
 MAX_RESOLVED_NAMES = 4096
+#: The message of a check or quota refused because the counter store could not answer.
+STORE_UNAVAILABLE = "quota store unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,45 +51,47 @@ class _Limit:
     valid_duration: timedelta
 
 
-class MemquotaHandler(CheckHandler, QuotaHandler):
-    """Quota (Mixer semantics) and plancheck (plan tiers), sharing one :class:`MemoryCounterStore`.
+class CounterStoreHandler(CheckHandler, QuotaHandler):
+    """Quota (Mixer semantics) and plancheck (plan tiers) against one :class:`CounterStore`.
 
-    The store is taken over from the handler a reload replaces, so counters survive config
-    changes; only a restart of the process starts them afresh.
+    Shared by the counter-store adapters: memquota hands it a :class:`MemoryCounterStore`,
+    redisquota a Redis store. ``failure_policy`` None lets a store error propagate (the runtime
+    answers INTERNAL); a store that can fail sets it, and a failed allocation is then granted
+    (``FAIL_OPEN``) or answered UNAVAILABLE (``FAIL_CLOSED``), counted in ``store_failures`` and
+    ``fail_open_grants``.
     """
+
+    failure_policy: FailurePolicy | None = None
 
     def __init__(
         self,
-        config: MemquotaConfig,
+        config: QuotaHandlerParams,
         env: HandlerEnv,
+        store: CounterStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.env = env
         self.plans: Mapping[str, PlanConfig] = env.plans
-        previous = env.previous
-        self.store: MemoryCounterStore
-        if isinstance(previous, MemquotaHandler):
-            self.store = previous.store
-            self.store.max_keys = config.max_counters
-            self.store.max_dedup_entries = config.max_deduplication_entries
-        else:
-            self.store = MemoryCounterStore(
-                max_keys=config.max_counters, max_dedup_entries=config.max_deduplication_entries, clock=clock
-            )
+        self.store = store
         dedup_seconds = config.min_deduplication_duration.total_seconds()
         self.dedup_seconds = dedup_seconds
-        self.enforcer = PlanEnforcer(self.store, dedup_seconds=dedup_seconds, key_prefix="plan/", clock=clock)
+        self.enforcer = PlanEnforcer(store, dedup_seconds=dedup_seconds, key_prefix="plan/", clock=clock)
         _check_plans(config, env.plans)
         try:
             self.resolver = SubjectResolver.build(config.subjects, env.logger, env.key_stores)
         except ValueError as exc:
             raise ValueError(f"subjects.keys: {exc}") from exc
+        _bound_key_caches(self.resolver)
         self._quotas = {quota.name.lower(): quota for quota in config.quotas}
         self._resolved: dict[str, QuotaParams | None] = {}
         self.resolved_drops = 0
         self.unknown_plans = 0
+        self.store_failures = 0
+        self.fail_open_grants = 0
+        # Logged once per outage (and once on recovery), not once per refused request.
+        self._store_down = False
         self._started = False
         self._stopped = False
 
@@ -79,17 +100,45 @@ class MemquotaHandler(CheckHandler, QuotaHandler):
         self._started = True
 
     async def shutdown(self, timeout: float) -> None:
-        # The store stays as it is: the handler that replaced this one on reload uses it.
         if self._stopped:
             return
         self._stopped = True
         await self.resolver.shutdown(timeout)
 
+    def _store_failed(self, exc: Exception) -> bool:
+        """Count a failed allocation; True to grant (fail open). Re-raises without a policy."""
+        if self.failure_policy is None:
+            raise exc
+        self.store_failures += 1
+        if not self._store_down:
+            self._store_down = True
+            self.env.logger.warning(
+                "%s: quota store unavailable, %s until it answers again: %r",
+                self.env.handler_name,
+                "granting uncounted" if self.failure_policy is FailurePolicy.FAIL_OPEN else "refusing",
+                exc,
+            )
+        if self.failure_policy is FailurePolicy.FAIL_OPEN:
+            self.fail_open_grants += 1
+            return True
+        return False
+
+    def _store_answered(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            self.env.logger.warning(
+                "%s: quota store answers again (%d failed allocations in all)",
+                self.env.handler_name,
+                self.store_failures,
+            )
+
     # -- plancheck ------------------------------------------------------------------------------
 
     async def handle_check(self, instance: Instance) -> CheckResult:
         if not isinstance(instance, PlanCheckInstance):
-            return _check(Status(Code.INTERNAL, f"memquota cannot check a {instance.template} instance"))
+            return _check(
+                Status(Code.INTERNAL, f"{self.env.handler_name} cannot check a {instance.template} instance")
+            )
         try:
             who = await self.resolver.resolve(
                 instance.api_key or "", instance.plan or "", instance.principal or ""
@@ -104,14 +153,21 @@ class MemquotaHandler(CheckHandler, QuotaHandler):
             self.unknown_plans += 1
             return _check(Status(Code.PERMISSION_DENIED, f'plan "{who.plan}" is not configured'))
         dedup = instance.deduplication_id + instance.name if instance.deduplication_id else ""
-        verdict = await self.enforcer.enforce(
-            plan,
-            who.subject,
-            api=instance.api or "",
-            operation=instance.operation or "",
-            bag=instance.attributes,
-            deduplication_id=dedup,
-        )
+        try:
+            verdict = await self.enforcer.enforce(
+                plan,
+                who.subject,
+                api=instance.api or "",
+                operation=instance.operation or "",
+                bag=instance.attributes,
+                deduplication_id=dedup,
+            )
+        except Exception as exc:
+            if self._store_failed(exc):
+                headers = {PLAN_HEADER: plan.name, SUBJECT_HEADER: who.subject}
+                return CheckResult(Status(), PLAN_VALID_DURATION, PLAN_VALID_USE_COUNT, headers)
+            return _check(Status(Code.UNAVAILABLE, STORE_UNAVAILABLE))
+        self._store_answered()
         return CheckResult(
             verdict.status, PLAN_VALID_DURATION, PLAN_VALID_USE_COUNT, verdict.headers, verdict.rate_limits
         )
@@ -122,7 +178,9 @@ class MemquotaHandler(CheckHandler, QuotaHandler):
         quota = self._quota(instance.name)
         if quota is None:
             return QuotaResult(
-                0, timedelta(0), Status(Code.INTERNAL, f"quota {instance.name} is not configured in memquota")
+                0,
+                timedelta(0),
+                Status(Code.INTERNAL, f"quota {instance.name} is not configured in {self.env.handler_name}"),
             )
         if args.amount < 0:
             return QuotaResult(0, timedelta(0), Status(Code.INVALID_ARGUMENT, "negative quota amount"))
@@ -148,9 +206,15 @@ class MemquotaHandler(CheckHandler, QuotaHandler):
                 window=EpochWindow(seconds),
                 best_effort=args.best_effort,
             )
-        allocation = await self.store.allocate(
-            [request], deduplication_id=args.deduplication_id, dedup_seconds=self.dedup_seconds
-        )
+        try:
+            allocation = await self.store.allocate(
+                [request], deduplication_id=args.deduplication_id, dedup_seconds=self.dedup_seconds
+            )
+        except Exception as exc:
+            if self._store_failed(exc):
+                return QuotaResult(args.amount, limit.valid_duration)
+            return QuotaResult(0, timedelta(0), Status(Code.UNAVAILABLE, STORE_UNAVAILABLE))
+        self._store_answered()
         # As Mixer's memquota: OK with what was granted (nothing, when exhausted), valid for the window.
         return QuotaResult(allocation.decisions[0].granted, limit.valid_duration)
 
@@ -167,11 +231,49 @@ class MemquotaHandler(CheckHandler, QuotaHandler):
         return found
 
 
+class MemquotaHandler(CounterStoreHandler):
+    """Counters in one :class:`MemoryCounterStore`, taken over from the handler a reload replaces,
+    so counters survive config changes; only a restart of the process starts them afresh."""
+
+    config: MemquotaConfig
+    store: MemoryCounterStore
+
+    def __init__(
+        self,
+        config: MemquotaConfig,
+        env: HandlerEnv,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        previous = env.previous
+        store: MemoryCounterStore
+        if isinstance(previous, MemquotaHandler):
+            store = previous.store
+            store.max_keys = config.max_counters
+            store.max_dedup_entries = config.max_deduplication_entries
+        else:
+            store = MemoryCounterStore(
+                max_keys=config.max_counters, max_dedup_entries=config.max_deduplication_entries, clock=clock
+            )
+        super().__init__(config, env, store, clock=clock)
+
+
+def _bound_key_caches(resolver: SubjectResolver) -> None:
+    """Keep the key cache in front of a store within what the store allows (``max_cache_seconds``):
+    a key revoked in a shared store must stop working everywhere within that time."""
+    for store in resolver.stores:
+        if isinstance(store, CachedKeyStore):
+            ceiling = getattr(store.inner, "max_cache_seconds", None)
+            if isinstance(ceiling, int | float):
+                store.ttl = min(store.ttl, float(ceiling))
+                store.negative_ttl = min(store.negative_ttl, float(ceiling))
+
+
 def _check(status: Status) -> CheckResult:
     return CheckResult(status, PLAN_VALID_DURATION, PLAN_VALID_USE_COUNT)
 
 
-def _check_plans(config: MemquotaConfig, plans: Mapping[str, PlanConfig]) -> None:
+def _check_plans(config: QuotaHandlerParams, plans: Mapping[str, PlanConfig]) -> None:
     missing = [
         f"subjects.{where}: {plan!r}" for where, plan in config.subjects.plan_names() if plan not in plans
     ]

@@ -17,6 +17,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mixer import __version__
+from mixer.delivery import DeliveryCollector
+from mixer.quota._redis_metrics import RedisQuotaCollector
 from mixer.runtime import RuntimeStats
 
 #: From well under a millisecond (a Check answered from compiled rules) to the proxy's 5 s timeout.
@@ -140,6 +142,8 @@ class ServerMetrics:
             )
             restarts.labels(str(worker_index)).set(worker_restarts)
         registry.register(RuntimeStatsCollector(stats))
+        registry.register(DeliveryCollector())
+        registry.register(RedisQuotaCollector())
 
     def method(self, api: str, method: str) -> MethodMetrics:
         return MethodMetrics(self, api, method)

@@ -26,6 +26,8 @@ from plugins.manager import create_plugin_manager
 from tests.quota.support import FakeClock, plans
 
 LOG = logging.getLogger("test.memquota")
+#: The embedded default's Prometheus listener on a free port, never the conventional 42422.
+EPHEMERAL_PORTS = {"MIXER_PROMETHEUS_LISTEN": "127.0.0.1:0"}
 NS = "istio-system"
 
 
@@ -312,7 +314,9 @@ def use_clock(runtime: Runtime, clock: FakeClock, name: str = f"plans.{NS}") -> 
 
 @pytest.fixture
 async def embedded(real_registry: Registry, clock: FakeClock) -> AsyncIterator[Runtime]:
-    config = load_config_text(embedded_config_text(), real_registry, source_name="<embedded default>")
+    config = load_config_text(
+        embedded_config_text(), real_registry, source_name="<embedded default>", environ=EPHEMERAL_PORTS
+    )
     runtime = build_runtime(config, real_registry)
     use_clock(runtime, clock)
     await runtime.start()
@@ -530,7 +534,9 @@ spec:
 async def test_a_request_another_precondition_refuses_spends_no_plan_quota(
     real_registry: Registry, clock: FakeClock
 ) -> None:
-    config = load_config_text(embedded_config_text() + DENY_BLOCKED, real_registry, source_name="<test>")
+    config = load_config_text(
+        embedded_config_text() + DENY_BLOCKED, real_registry, source_name="<test>", environ=EPHEMERAL_PORTS
+    )
     runtime = build_runtime(config, real_registry)
     use_clock(runtime, clock)
     await runtime.start()

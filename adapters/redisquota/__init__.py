@@ -1,0 +1,62 @@
+"""``redisquota``: quotas and plan tiers counted in Redis, shared by every replica.
+
+Mixer's ``redisquota`` adapter (legacy kind ``redisquota``) for the quota template, and the plan
+enforcer for the plancheck template: memquota's handler over a Redis counter store (one Lua
+round trip per Check). Also registers the ``redis`` API key store. See README.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from adapters.redisquota._config import RedisquotaConfig
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer.plans import KeyStoreInfo
+from mixer.plans._redis_keys import RedisKeyStoreParams, build_redis_key_store
+
+__all__ = [
+    "ADAPTER",
+    "KEY_STORE",
+    "RedisquotaConfig",
+    "build_handler",
+    "mixer_register_adapters",
+    "mixer_register_key_stores",
+]
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    from adapters.redisquota._handler import RedisquotaHandler
+
+    if not isinstance(config, RedisquotaConfig):
+        raise TypeError(f"redisquota needs a RedisquotaConfig, got {type(config).__name__}")
+    return RedisquotaHandler(config, env)
+
+
+ADAPTER = AdapterInfo(
+    name="redisquota",
+    description="Quotas and plan-tier limits counted in Redis (shared by every replica)",
+    templates=frozenset({"quota", "plancheck"}),
+    config_model=RedisquotaConfig,
+    factory=build_handler,
+    stability=Stability.BETA,
+    version=__version__,
+    legacy_kinds=("redisquota",),
+    uses_plans=True,
+)
+
+KEY_STORE = KeyStoreInfo(
+    name="redis",
+    description="API keys in a Redis hash: {subject, plan} JSON per key, revocations seen within `refresh`",
+    config_model=RedisKeyStoreParams,
+    factory=build_redis_key_store,
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER]
+
+
+@hookimpl
+def mixer_register_key_stores() -> list[KeyStoreInfo]:
+    return [KEY_STORE]

@@ -1,0 +1,317 @@
+"""The Redis counter store: counters shared by every process and host that uses one Redis.
+
+One allocation is one round trip: every counter of a Check goes to one Lua script
+(``lua/allocate.lua.txt``), which applies the same transitions as :mod:`mixer.quota._algorithms`
+atomically, all or nothing, and records the answer under the deduplication id in the same step.
+
+Time comes from the caller's clock (``clock``, epoch seconds), not from Redis's ``TIME``:
+calendar windows are placed in a time zone on the client (the script gets the window's bounds),
+and tests inject a fake clock. Processes that share counters must therefore keep their clocks in
+step (NTP): a process whose clock is off by *d* seconds moves its window edges by *d*. Keys expire
+``expiry_slack`` after the state they hold stops mattering, which also covers that skew.
+
+The script is called by ``EVALSHA`` with the SHA1 computed locally; after ``SCRIPT FLUSH`` or a
+Redis restart (``NOSCRIPT``) it is loaded with ``SCRIPT LOAD`` and the call is retried once. Every
+round trip is bounded by ``timeout``. Nothing is retried after a connection or timeout error:
+the script may have run, and running it again could spend twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from mixer.quota import _redis_metrics
+from mixer.quota._algorithms import Algorithm, Decision
+from mixer.quota._store import Allocation, CounterRequest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "DEFAULT_POOL_SIZE",
+    "DEFAULT_TIMEOUT",
+    "RedisCounterStore",
+    "RedisStoreStats",
+    "allocate_script",
+    "check_redis_url",
+    "normalize_redis_url",
+    "redact_redis_url",
+    "redis_client",
+]
+
+DEFAULT_KEY_PREFIX = "mixer:quota:"
+DEFAULT_POOL_SIZE = 10
+#: Seconds one round trip may take before the store counts it failed.
+DEFAULT_TIMEOUT = 0.05
+#: Seconds every key outlives the state it holds (clock skew between processes, slow clients).
+DEFAULT_EXPIRY_SLACK = 2.0
+
+_ALGORITHM_CODES = {Algorithm.FIXED_WINDOW: "f", Algorithm.ROLLING_WINDOW: "r", Algorithm.GCRA: "g"}
+
+
+def allocate_script() -> str:
+    """The Lua text of the allocation script."""
+    return resources.files("mixer.quota.lua").joinpath("allocate.lua.txt").read_text("utf-8")
+
+
+def normalize_redis_url(url: str) -> str:
+    """``host:port`` (how Istio's redisquota wrote it) becomes ``redis://host:port``."""
+    url = url.strip()
+    return url if "://" in url else f"redis://{url}"
+
+
+def check_redis_url(url: str) -> str:
+    """``url`` as given when it names a Redis server (``redis``, ``rediss``, ``unix`` or ``host:port``).
+
+    :raises ValueError: another scheme, or no host.
+    """
+    parts = urlsplit(normalize_redis_url(url))
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(
+            f"a Redis URL starts with redis://, rediss:// or unix://, got scheme {parts.scheme!r}"
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("a Redis URL needs a host")
+    return url
+
+
+def redact_redis_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for the effective config and logs)."""
+    parts = urlsplit(normalize_redis_url(url))
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def redis_client(url: str, *, pool_size: int, timeout: float) -> Redis:
+    """A client over its own blocking pool of at most ``pool_size`` connections.
+
+    Waiting for a free connection is bounded by ``timeout`` too. The client retries nothing:
+    callers decide what may be sent again.
+    """
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    pool = BlockingConnectionPool.from_url(
+        normalize_redis_url(url),
+        max_connections=pool_size,
+        timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        # The caller bounds each round trip; these only keep a forgotten socket from hanging.
+        socket_timeout=max(timeout, 5.0),
+        socket_connect_timeout=max(timeout, 5.0),
+    )
+    return Redis.from_pool(pool)
+
+
+@dataclass(slots=True)
+class RedisStoreStats:
+    """Counters for self-metrics (``mixer_redisquota_*``). ``failures`` counts allocations that
+    raised (``timeouts`` of them ran out of time); ``script_loads`` counts ``SCRIPT LOAD`` after
+    ``NOSCRIPT``; ``fail_open_grants`` is kept by the handler that let failed allocations pass."""
+
+    allocations: int = 0
+    denials: int = 0
+    dedup_hits: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    script_loads: int = 0
+    fail_open_grants: int = 0
+
+
+class RedisCounterStore:
+    """A :class:`~mixer.quota.CounterStore` in Redis, the same semantics as the memory store.
+
+    Keys are ``key_prefix`` + the counter key; deduplication records are ``key_prefix`` +
+    ``dedup/`` + the id (``dedup/<dedup_scope>/`` + the id with a scope). Every key carries an
+    expiry. Pass ``client`` to share a connection (tests); otherwise one is made from ``url`` on
+    first use and closed by :meth:`close`.
+
+    Its counters are exported by :class:`~mixer.quota._redis_metrics.RedisQuotaCollector` under
+    the ``dedup_scope`` (the handler's name).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        client: Redis | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        dedup_scope: str = "",
+        pool_size: int = DEFAULT_POOL_SIZE,
+        timeout: float = DEFAULT_TIMEOUT,
+        expiry_slack: float = DEFAULT_EXPIRY_SLACK,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        if not timeout > 0:
+            raise ValueError("timeout must be positive")
+        self.url = url
+        self.key_prefix = key_prefix
+        self.dedup_scope = dedup_scope
+        self.pool_size = pool_size
+        self.timeout = timeout
+        self.expiry_slack = expiry_slack
+        self.clock = clock
+        self.stats = RedisStoreStats()
+        self._client = client
+        self._owns_client = client is None
+        self._script = allocate_script()
+        self.script_sha = hashlib.sha1(self._script.encode("utf-8"), usedforsecurity=False).hexdigest()
+        self._closed = False
+        _redis_metrics.track(self)
+
+    @property
+    def client(self) -> Redis:
+        if self._closed:
+            raise RuntimeError("the Redis counter store is closed")
+        if self._client is None:
+            self._client = redis_client(self.url, pool_size=self.pool_size, timeout=self.timeout)
+        return self._client
+
+    async def allocate(
+        self,
+        requests: Sequence[CounterRequest],
+        *,
+        deduplication_id: str = "",
+        dedup_seconds: float = 0.0,
+    ) -> Allocation:
+        now = self.clock()
+        keys, args = self._arguments(requests, now, deduplication_id, dedup_seconds)
+        try:
+            reply = await self._run(keys, args)
+        except Exception as exc:
+            self.stats.failures += 1
+            if isinstance(exc, TimeoutError):
+                self.stats.timeouts += 1
+            raise
+        replayed, answer = _parse_reply(reply)
+        if replayed:
+            self.stats.dedup_hits += 1
+        allocation = _decode(answer, replayed)
+        if not replayed:
+            self.stats.allocations += 1
+            if not allocation.allowed:
+                self.stats.denials += 1
+        return allocation
+
+    async def close(self) -> None:
+        """Close the connections this store opened. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _redis_metrics.retire(self)
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+
+    def _arguments(
+        self, requests: Sequence[CounterRequest], now: float, deduplication_id: str, dedup_seconds: float
+    ) -> tuple[list[str], list[str]]:
+        prefix = self.key_prefix
+        slack_ms = max(math.ceil(self.expiry_slack * 1000), 1)
+        dedup = bool(deduplication_id) and dedup_seconds > 0
+        keys = [prefix + request.key for request in requests]
+        args = [
+            repr(now),
+            str(len(requests)),
+            repr(now + dedup_seconds) if dedup else "",
+            str(math.ceil(dedup_seconds * 1000) + slack_ms) if dedup else "0",
+            str(slack_ms),
+        ]
+        for request in requests:
+            args.extend(_request_args(request, now))
+        if dedup:
+            scope = f"{self.dedup_scope}/" if self.dedup_scope else ""
+            keys.append(f"{prefix}dedup/{scope}{deduplication_id}")
+        return keys, args
+
+    async def _run(self, keys: list[str], args: list[str]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        client = self.client
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Not run at all: safe to load the script and send the call again, once.
+            pass
+        async with asyncio.timeout(self.timeout):
+            sha = await client.script_load(self._script)
+        self.stats.script_loads += 1
+        if sha != self.script_sha:
+            raise RuntimeError(
+                f"Redis answered SHA1 {sha} for the allocation script, expected {self.script_sha}"
+            )
+        async with asyncio.timeout(self.timeout):
+            return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+
+
+def _request_args(request: CounterRequest, now: float) -> list[str]:
+    if request.algorithm is Algorithm.FIXED_WINDOW:
+        if request.window is None:
+            raise ValueError(f"counter {request.key}: a fixed window needs a window")
+        start, end = request.window.bounds(now)
+        params = (repr(float(start)), repr(float(end)))
+    elif request.algorithm is Algorithm.ROLLING_WINDOW:
+        if not 0 < request.bucket_seconds <= request.period:
+            raise ValueError("bucket length must be positive and at most the window length")
+        params = (repr(float(request.period)), repr(float(request.bucket_seconds)))
+    else:
+        if request.limit <= 0 or request.period <= 0 or request.burst <= 0:
+            raise ValueError("limit, period and burst must be positive")
+        params = (repr(float(request.period)), str(request.burst))
+    if request.amount < 0:
+        raise ValueError(f"counter {request.key}: negative amount {request.amount}")
+    return [
+        _ALGORITHM_CODES[request.algorithm],
+        _shape_text(request),
+        str(request.amount),
+        str(request.limit),
+        "1" if request.best_effort else "0",
+        "1" if request.enforce else "0",
+        *params,
+    ]
+
+
+def _shape_text(request: CounterRequest) -> str:
+    # Short and the same in every process (reprs of the windows and enums carry no addresses).
+    digest = hashlib.blake2b(repr(request.shape).encode("utf-8"), digest_size=8).hexdigest()
+    return digest
+
+
+def _parse_reply(reply: Any) -> tuple[bool, str]:
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise RuntimeError(f"unexpected reply from the allocation script: {reply!r}")
+    answer = reply[1]
+    text = answer.decode("utf-8") if isinstance(answer, bytes) else str(answer)
+    return int(reply[0]) == 1, text
+
+
+def _decode(answer: str, replayed: bool) -> Allocation:
+    allowed, *parts = answer.split(";")
+    decisions = []
+    for part in parts:
+        granted, limit, remaining, reset_after, retry_after = part.split(",")
+        decisions.append(
+            Decision(
+                int(granted),
+                int(limit),
+                int(remaining),
+                float(reset_after),
+                float(retry_after) if retry_after else None,
+            )
+        )
+    return Allocation(tuple(decisions), allowed == "1", replayed)

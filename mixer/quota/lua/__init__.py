@@ -1,0 +1,1 @@
+"""Lua scripts the Redis counter store runs, shipped as package data (``*.txt``)."""
