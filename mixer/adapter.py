@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from mixer.attributes import AttributeValue
 from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT, RateLimitInfo
 from mixer.plans import KeyStoreInfo, PlanConfig
 from mixer.status import OK, Status
@@ -68,6 +69,12 @@ class CheckResult:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: The rate limits this answer applied, for the RateLimit response headers (also on a denial).
     rate_limits: tuple[RateLimitInfo, ...] = ()
+    #: Attributes this answer establishes for the request (for example the claims of a verified
+    #: token). Only read from handlers whose adapter declares ``AdapterInfo.produces_attributes``
+    #: and only when the status is OK: the runtime layers them over the request's bag before it
+    #: evaluates the other check rules and the quotas (see :mod:`mixer.runtime`). Values must have
+    #: the types the attribute manifest declares; others are dropped and counted as handler errors.
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,9 @@ class AdapterInfo:
     origin: str = ""
     #: Its handlers read ``HandlerEnv.plans``: a reload that changes any plan rebuilds them.
     uses_plans: bool = False
+    #: Its check handlers return ``CheckResult.attributes``: the rules sending to them run first,
+    #: and the attributes they produce are seen by every other check rule and quota of the Check.
+    produces_attributes: bool = False
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.legacy_kinds) or (self.name,)

@@ -52,6 +52,23 @@ Check (:meth:`Runtime.check`), as Mixer answered it
       status the first failing one (messages joined as for Check).
     - Rule sampling does not apply to Check or quota: a policy decision is never sampled.
 
+Attributes produced by check handlers (Mixer's attribute-producing adapters, e.g. ``jwt``)
+    - Check actions whose handler's adapter declares ``AdapterInfo.produces_attributes`` run in a
+      first phase, before every other check rule whatever the configured order (a rule with both
+      kinds of actions is split; its match is evaluated in each phase, its header operations only
+      in the second). They run concurrently like other check handlers.
+    - If any of them answers other than OK, that decides the Check: no other check rule, plan
+      check or quota runs, and the referenced attributes are what the first phase read.
+    - Otherwise the ``CheckResult.attributes`` of their OK answers are layered, in rule order (a
+      later producer wins), over the request's bag, without copying it. Values that do not have
+      their manifest type are dropped, logged and counted as that handler's error
+      (``RuntimeStats.handler_errors``). Every other check rule, instance, header operation, plan
+      check and quota of the Check then reads the layered bag.
+    - Referenced attributes: reading a produced attribute records what the first phase read
+      (the token header, say) instead of the attribute, since a proxy caches an answer only
+      under attributes it sent. Producers bound the answer's validity themselves (``jwt`` never
+      lets an OK outlive the token's expiry).
+
 Report (:meth:`Runtime.report`)
     Synchronous and never waiting on a backend: each bag is matched against the report rules (no
     reference tracking), rule sampling honoured (Istio's random and rate-limit sampling; random

@@ -110,6 +110,7 @@ def build_runtime(
     report_handler_index: dict[str, int] = {}
     report_handlers: list[tuple[str, ReportHandler]] = []
     check_rules: list[tuple[str | None, CheckRule]] = []
+    produce_rules: list[tuple[str | None, CheckRule]] = []
     quota_rules: dict[str, list[tuple[str | None, QuotaRule]]] = {}
     report_rules: list[tuple[str | None, ReportRule]] = []
 
@@ -117,16 +118,16 @@ def build_runtime(
         namespace = None if rule.namespace == default_namespace else rule.namespace
         match = rule.match.evaluate if rule.match is not None else None
 
+        check_targets = [t for t in targets if t.variety is Variety.CHECK]
+        # Actions to attribute-producing handlers run in a first phase of their own; the rule's
+        # other actions and its header operations see what they produced.
+        producing = tuple(
+            _check_action(t, handlers) for t in check_targets if _produces(config, registry, t.handler)
+        )
+        if producing:
+            produce_rules.append((namespace, CheckRule(rule.name, match, producing)))
         check_actions = tuple(
-            CheckAction(
-                t.handler,
-                _as(CheckHandler, handlers[t.handler]),
-                t.instance.name,
-                t.instance.builder.build,
-                t.request_context,
-            )
-            for t in targets
-            if t.variety is Variety.CHECK
+            _check_action(t, handlers) for t in check_targets if not _produces(config, registry, t.handler)
         )
         request_headers = tuple(_header_op(op) for op in rule.request_header_operations)
         response_headers = tuple(_header_op(op) for op in rule.response_header_operations)
@@ -165,6 +166,7 @@ def build_runtime(
         generation=next(_generations),
         slots=slots,
         check=Scoped.of(check_rules),
+        produce=Scoped.of(produce_rules),
         quota={alias: Scoped.of(rules) for alias, rules in quota_rules.items()},
         report=Scoped.of(report_rules),
         report_handlers=report_handlers,
@@ -279,6 +281,21 @@ def _check_interface(
             f"support template {target.instance.template!r} of instance {target.instance.name} "
             f"(supported: {supported})"
         )
+
+
+def _check_action(target: _Target, handlers: dict[str, Handler]) -> CheckAction:
+    return CheckAction(
+        target.handler,
+        _as(CheckHandler, handlers[target.handler]),
+        target.instance.name,
+        target.instance.builder.build,
+        target.request_context,
+    )
+
+
+def _produces(config: ValidatedConfig, registry: Registry, handler: str) -> bool:
+    info = registry.adapter(config.handlers[handler].adapter)
+    return info is not None and info.produces_attributes
 
 
 def _as(kind: type[_H], handler: Handler) -> _H:

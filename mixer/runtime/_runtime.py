@@ -24,7 +24,7 @@ from mixer.adapter import (
     ReportBatch,
     ReportHandler,
 )
-from mixer.attributes import AttributeBag, AttributeMatch, TrackingBag
+from mixer.attributes import AttributeBag, AttributeMatch, AttributeValue, TrackingBag
 from mixer.decision import (
     DEFAULT_VALID_DURATION,
     DEFAULT_VALID_USE_COUNT,
@@ -50,6 +50,7 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
+from mixer.runtime._produced import ProducedBag, conforming
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
@@ -105,6 +106,7 @@ class Runtime:
         "_check",
         "_closed",
         "_logger",
+        "_produce",
         "_quota",
         "_report",
         "_report_handlers",
@@ -128,6 +130,7 @@ class Runtime:
         stats: RuntimeStats,
         delta: RuntimeDelta,
         logger: logging.Logger,
+        produce: Scoped[CheckRule] | None = None,
     ) -> None:
         self.config = config
         self.generation = generation
@@ -135,6 +138,7 @@ class Runtime:
         self.delta = delta
         self._slots = tuple(slots)
         self._check = check
+        self._produce = produce if produce is not None else Scoped()
         self._quota = quota
         self._report = report
         self._report_handlers = tuple(report_handlers)
@@ -169,58 +173,18 @@ class Runtime:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         tracking = bag.tracking()
 
-        check = self._check
-        rules = check.default
-        if check.needs_namespace:
-            rules = check.select(identity_namespace(tracking))
-
         names: list[str] = []
         results: list[CheckResult | None] = []
-        pending: list[tuple[int, CheckHandler, Instance]] = []
-        spenders: set[int] = set()
         request_ops: list[HeaderOperationResult] = []
         response_ops: list[HeaderOperationResult] = []
-        for rule in rules:
-            if rule.match is not None and not self._matches(rule.match, tracking, rule.name):
-                continue
-            if rule.request_headers:
-                self._header_operations(rule.request_headers, tracking, rule.name, request_ops)
-            if rule.response_headers:
-                self._header_operations(rule.response_headers, tracking, rule.name, response_ops)
-            for action in rule.actions:
-                names.append(action.handler_name)
-                try:
-                    instance = action.build(tracking)
-                except Exception as exc:
-                    # Mixer failed the Check when an instance could not be built; the failure is
-                    # attributed to the handler that would have received it.
-                    stats.instance_errors += 1
-                    self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
-                    results.append(_failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}"))
-                    continue
-                if action.request_context:
-                    # What the handler reads from the tracking bag counts as referenced, since
-                    # references are collected only after every handler has answered.
-                    scoped = cast(RequestContext, instance)
-                    scoped.attributes = tracking
-                    scoped.deduplication_id = deduplication_id
-                    spenders.add(len(results))
-                pending.append((len(results), action.handler, instance))
-                results.append(None)
-
-        # Plan checks spend quota, so like Mixer's quotas they run only once every other
-        # precondition has passed: a request that a deny list refuses must not use up a plan.
-        spending = [p for p in pending if p[0] in spenders]
-        if spending:
-            pending = [p for p in pending if p[0] not in spenders]
-        await self._run_checks(pending, names, results, deadline)
-        if spending:
-            if all(r is None or r.status.code is Code.OK for r in results):
-                await self._run_checks(spending, names, results, deadline)
-            else:
-                skipped = {index for index, _, _ in spending}
-                names = [n for i, n in enumerate(names) if i not in skipped]
-                results = [r for i, r in enumerate(results) if i not in skipped]
+        produce = self._produce
+        if produce.default or produce.needs_namespace:
+            tracking = await self._produce_attributes(tracking, deduplication_id, names, results, deadline)
+        # A producer that refused the request (an invalid token) decides the Check alone.
+        if not results or all(r is not None and r.status.code is Code.OK for r in results):
+            await self._preconditions(
+                tracking, deduplication_id, names, results, request_ops, response_ops, deadline
+            )
 
         status, valid_duration, valid_use_count, headers = _combine_check(names, results)
         referenced = tracking.referenced()
@@ -251,6 +215,119 @@ class Runtime:
             headers=headers,
             rate_limits=rate_limits,
         )
+
+    async def _produce_attributes(
+        self,
+        tracking: TrackingBag,
+        deduplication_id: str,
+        names: list[str],
+        results: list[CheckResult | None],
+        deadline: float | None,
+    ) -> TrackingBag:
+        """Run the rules of attribute-producing handlers; the bag the rest of the Check reads."""
+        rules = self._produce.default
+        if self._produce.needs_namespace:
+            rules = self._produce.select(identity_namespace(tracking))
+        pending: list[tuple[int, CheckHandler, Instance]] = []
+        self._select(rules, tracking, deduplication_id, names, results, pending, None, None, None)
+        await self._run_checks(pending, names, results, deadline)
+        produced: dict[str, AttributeValue] = {}
+        for index, _, _ in pending:
+            result = results[index]
+            if result is None or result.status.code is not Code.OK or not result.attributes:
+                continue
+            kept, dropped = conforming(result.attributes, self.config.manifest)
+            if dropped:
+                self.stats.count_handler_error(names[index])
+                self._logger.warning(
+                    "check handler %s produced attributes of the wrong type, dropped: %s",
+                    names[index],
+                    ", ".join(sorted(dropped)),
+                )
+            # In rule order: a later producer's value for the same attribute wins.
+            produced.update(kept)
+        if not produced:
+            return tracking
+        return ProducedBag(tracking, produced)
+
+    async def _preconditions(
+        self,
+        tracking: TrackingBag,
+        deduplication_id: str,
+        names: list[str],
+        results: list[CheckResult | None],
+        request_ops: list[HeaderOperationResult],
+        response_ops: list[HeaderOperationResult],
+        deadline: float | None,
+    ) -> None:
+        check = self._check
+        rules = check.default
+        if check.needs_namespace:
+            rules = check.select(identity_namespace(tracking))
+        pending: list[tuple[int, CheckHandler, Instance]] = []
+        spenders: set[int] = set()
+        self._select(
+            rules, tracking, deduplication_id, names, results, pending, spenders, request_ops, response_ops
+        )
+
+        # Plan checks spend quota, so like Mixer's quotas they run only once every other
+        # precondition has passed: a request that a deny list refuses must not use up a plan.
+        spending = [p for p in pending if p[0] in spenders]
+        if spending:
+            pending = [p for p in pending if p[0] not in spenders]
+        await self._run_checks(pending, names, results, deadline)
+        if spending:
+            if all(r is None or r.status.code is Code.OK for r in results):
+                await self._run_checks(spending, names, results, deadline)
+            else:
+                skipped = {index for index, _, _ in spending}
+                # In place: the caller owns the lists.
+                names[:] = [n for i, n in enumerate(names) if i not in skipped]
+                results[:] = [r for i, r in enumerate(results) if i not in skipped]
+
+    def _select(
+        self,
+        rules: tuple[CheckRule, ...],
+        tracking: TrackingBag,
+        deduplication_id: str,
+        names: list[str],
+        results: list[CheckResult | None],
+        pending: list[tuple[int, CheckHandler, Instance]],
+        spenders: set[int] | None,
+        request_ops: list[HeaderOperationResult] | None,
+        response_ops: list[HeaderOperationResult] | None,
+    ) -> None:
+        """Match ``rules``, evaluate header operations and build instances: ``names`` and
+        ``results`` get one slot per action (None until answered), ``pending`` what to call."""
+        stats = self.stats
+        for rule in rules:
+            if rule.match is not None and not self._matches(rule.match, tracking, rule.name):
+                continue
+            if rule.request_headers and request_ops is not None:
+                self._header_operations(rule.request_headers, tracking, rule.name, request_ops)
+            if rule.response_headers and response_ops is not None:
+                self._header_operations(rule.response_headers, tracking, rule.name, response_ops)
+            for action in rule.actions:
+                names.append(action.handler_name)
+                try:
+                    instance = action.build(tracking)
+                except Exception as exc:
+                    # Mixer failed the Check when an instance could not be built; the failure is
+                    # attributed to the handler that would have received it.
+                    stats.instance_errors += 1
+                    self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
+                    results.append(_failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}"))
+                    continue
+                if action.request_context:
+                    # What the handler reads from the tracking bag counts as referenced, since
+                    # references are collected only after every handler has answered.
+                    scoped = cast(RequestContext, instance)
+                    scoped.attributes = tracking
+                    scoped.deduplication_id = deduplication_id
+                    if spenders is not None:
+                        spenders.add(len(results))
+                pending.append((len(results), action.handler, instance))
+                results.append(None)
 
     async def _run_checks(
         self,
