@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -238,29 +238,79 @@ class MetricSeries:
         self._budget.count -= len(stale)
         return len(stale)
 
-    def family(self) -> Metric:
+    def snapshot(self) -> FamilySnapshot:
+        """The metric's series as plain values (safe to call from a scrape's worker thread)."""
         # list() copies the dict in one step under the GIL, so a scrape running in a worker
         # thread never sees the dict change size while the event loop records or expires.
         snapshot = list(self._by_labels.values())
+        series: dict[tuple[str, ...], tuple[float, ...]] = {}
         if self.kind is MetricKind.DISTRIBUTION:
-            histogram = HistogramMetricFamily(self.name, self.description, labels=self.label_names)
-            les = self._les
-            for series in snapshot:
-                running = 0
+            for histogram in snapshot:
+                series[histogram.labels] = (*map(float, list(histogram.counts)), histogram.sum)
+            kind = HISTOGRAM
+        elif self.kind is MetricKind.COUNTER:
+            for scalar in snapshot:
+                series[scalar.labels] = (scalar.value,)
+            kind = COUNTER
+        else:
+            for scalar in snapshot:
+                series[scalar.labels] = (scalar.value, scalar.updated)
+            kind = GAUGE
+        return FamilySnapshot(self.name, kind, self.description, self.label_names, series, self.bounds)
+
+
+#: Family kinds of a :class:`FamilySnapshot`.
+COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+#: How gauges of several processes combine: the most recently set value, or the sum.
+LATEST, SUM = "latest", "sum"
+
+
+@dataclass(slots=True)
+class FamilySnapshot:
+    """One metric family's series as plain values: what is exposed, and what workers exchange.
+
+    Values per label tuple: a counter ``(value,)``; a gauge ``(value, updated)`` with ``updated``
+    on the system's monotonic clock; a histogram the per-bucket counts (not cumulative, one per
+    bound plus +Inf) followed by the sum.
+    """
+
+    name: str
+    kind: str
+    help: str
+    label_names: tuple[str, ...]
+    series: dict[tuple[str, ...], tuple[float, ...]]
+    bounds: tuple[float, ...] = ()
+    gauge_merge: str = LATEST
+
+    @property
+    def identity(self) -> tuple[str, str, tuple[str, ...], tuple[float, ...]]:
+        """What must agree for two processes' series of this family to be combined."""
+        return (self.name, self.kind, self.label_names, self.bounds)
+
+
+def render(families: Iterable[FamilySnapshot]) -> Iterator[Metric]:
+    """prometheus_client families for snapshots (histogram buckets cumulated, ``le`` as Go prints it)."""
+    for family in families:
+        if family.kind == HISTOGRAM:
+            histogram = HistogramMetricFamily(family.name, family.help, labels=family.label_names)
+            les = (*(go_float(b) for b in family.bounds), "+Inf")
+            for labels, values in family.series.items():
+                running = 0.0
                 buckets: list[tuple[str, float]] = []
-                for le, count in zip(les, list(series.counts), strict=True):
+                for le, count in zip(les, values[:-1], strict=True):
                     running += count
                     buckets.append((le, running))
-                histogram.add_metric(series.labels, buckets, series.sum)
-            return histogram
+                histogram.add_metric(labels, buckets, values[-1])
+            yield histogram
+            continue
         scalar: CounterMetricFamily | GaugeMetricFamily
-        if self.kind is MetricKind.COUNTER:
-            scalar = CounterMetricFamily(self.name, self.description, labels=self.label_names)
+        if family.kind == COUNTER:
+            scalar = CounterMetricFamily(family.name, family.help, labels=family.label_names)
         else:
-            scalar = GaugeMetricFamily(self.name, self.description, labels=self.label_names)
-        for series in snapshot:
-            scalar.add_metric(series.labels, series.value)
-        return scalar
+            scalar = GaugeMetricFamily(family.name, family.help, labels=family.label_names)
+        for labels, values in family.series.items():
+            scalar.add_metric(labels, values[0])
+        yield scalar
 
 
 class SeriesCollector:
@@ -275,33 +325,44 @@ class SeriesCollector:
         self._handler = handler
 
     def collect(self) -> Iterator[Metric]:
-        for metric in self._metrics:
-            yield metric.family()
-        yield from self._self_metrics()
+        return render(self.snapshot())
 
-    def _self_metrics(self) -> Iterator[Metric]:
-        handler = [self._handler]
-        series = GaugeMetricFamily(
-            f"{SELF_METRIC_PREFIX}series", "Label sets held by the handler.", labels=["handler"]
+    def snapshot(self) -> list[FamilySnapshot]:
+        """Every family the handler exposes: the configured metrics, then the self metrics."""
+        families = [metric.snapshot() for metric in self._metrics]
+        handler: tuple[str, ...] = (self._handler,)
+        families.append(
+            FamilySnapshot(
+                f"{SELF_METRIC_PREFIX}series",
+                GAUGE,
+                "Label sets held by the handler.",
+                ("handler",),
+                {handler: (float(self._budget.count), 0.0)},
+                gauge_merge=SUM,
+            )
         )
-        series.add_metric(handler, self._budget.count)
-        yield series
+        stats = self._stats
         for name, help_text, value in (
-            ("series_dropped", "Updates dropped: max_series label sets held.", self._stats.series_dropped),
-            ("series_expired", "Label sets removed by the expiration policy.", self._stats.series_expired),
-            ("instances_unmatched", "Instances no configured metric names.", self._stats.instances_unmatched),
+            ("series_dropped", "Updates dropped: max_series label sets held.", stats.series_dropped),
+            ("series_expired", "Label sets removed by the expiration policy.", stats.series_expired),
+            ("instances_unmatched", "Instances no configured metric names.", stats.instances_unmatched),
         ):
-            counter = CounterMetricFamily(f"{SELF_METRIC_PREFIX}{name}", help_text, labels=["handler"])
-            counter.add_metric(handler, value)
-            yield counter
-        rejected = CounterMetricFamily(
-            f"{SELF_METRIC_PREFIX}values_rejected",
-            "Metric values not recorded, by metric and reason.",
-            labels=["handler", "metric", "reason"],
+            full_name = f"{SELF_METRIC_PREFIX}{name}"
+            counts: dict[tuple[str, ...], tuple[float, ...]] = {handler: (float(value),)}
+            families.append(FamilySnapshot(full_name, COUNTER, help_text, ("handler",), counts))
+        families.append(
+            FamilySnapshot(
+                f"{SELF_METRIC_PREFIX}values_rejected",
+                COUNTER,
+                "Metric values not recorded, by metric and reason.",
+                ("handler", "metric", "reason"),
+                {
+                    (self._handler, metric, reason): (float(count),)
+                    for (metric, reason), count in list(stats.values_rejected.items())
+                },
+            )
         )
-        for (metric, reason), count in list(self._stats.values_rejected.items()):
-            rejected.add_metric([self._handler, metric, reason], count)
-        yield rejected
+        return families
 
 
 def as_number(value: object) -> float | None:
