@@ -5,7 +5,8 @@ Requests arrive as raw bytes (no deserializer is registered) and are decoded onc
 Every call ends in exactly one of these (see docs/serving.md for the table):
 
 - Check: the CheckResponse of :meth:`Runtime.check <mixer.runtime.Runtime.check>`, a denial being
-  an OK call whose precondition carries the handler's status.
+  an OK call whose precondition carries the handler's status (with ``google.rpc.RetryInfo`` and
+  ``QuotaFailure`` details when rate limits refused it).
 - Report: an empty ReportResponse once every bag is in its handlers' queues; the runtime's
   :attr:`ReportOutcome.status <mixer.runtime.ReportOutcome.status>` otherwise (UNAVAILABLE when a
   handler is overloaded, UNKNOWN with the reasons when instances or handlers failed).
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 
 from mixer.api._common import Admission, ServiceLimits
+from mixer.api._details import rate_limit_details
 from mixer.api._status import DEADLINE_EXCEEDED, INTERNAL, OVERLOADED, decode_failure, grpc_code
 from mixer.status import Code
 from mixer.wire import (
@@ -123,7 +125,9 @@ class MixerV1Service:
                         # The caller has stopped listening; say why rather than send a decision.
                         failure = DEADLINE_EXCEEDED
                     else:
-                        answer: bytes = build_check_response(outcome).SerializeToString()
+                        answer: bytes = build_check_response(
+                            outcome, details=rate_limit_details(outcome)
+                        ).SerializeToString()
                         return answer
         except asyncio.CancelledError:
             # grpc cancels the handler when the caller cancels or its deadline passes.
