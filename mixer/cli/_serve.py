@@ -77,6 +77,13 @@ def register(sub: Any) -> None:
         help=f"/healthz /readyz /metrics /config address (default {DEFAULT_HTTP_LISTEN})",
     )
     p.add_argument(
+        "--syslog-listen",
+        type=_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="UDP address for nginx access logs over syslog, reported as telemetry (default: off)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -188,6 +195,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         config_paths=tuple(args.config_paths),
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
+        syslog_listen=args.syslog_listen,
         workers=args.workers,
         data_dir=args.data_dir,
         ready_file=args.ready_file,

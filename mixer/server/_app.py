@@ -18,6 +18,7 @@ from aiohttp import web
 
 from mixer.api import Admission, ServiceContext, ServiceLimits, grpc_services, http_routes
 from mixer.api.mixer_v1 import SERVICE_NAME
+from mixer.api.syslog import SyslogReceiver
 from mixer.config import ConfigError
 from mixer.runtime import Runtime, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
@@ -50,8 +51,9 @@ class MixerServer:
     """A Mesh Mixer server: runtime, gRPC API and HTTP endpoints, started and stopped in order.
 
     Start order: the HTTP endpoints (so ``/healthz`` answers and ``/readyz`` says 503 while
-    starting), plugin start-up hooks, the config and its runtime with its handlers started, and
-    the gRPC server last. Stop order: ``/readyz`` 503, the gRPC server stops taking calls and
+    starting), plugin start-up hooks, the config and its runtime with its handlers started, the
+    gRPC server, and the syslog input when asked for. Stop order: ``/readyz`` 503, the syslog input
+    closes and reports what it holds, the gRPC server stops taking calls and
     finishes those in flight, the runtime's handlers drain and close, plugin shut-down hooks,
     the HTTP endpoints. Both take one :class:`ServeOptions`; :meth:`run` adds signal handling.
     """
@@ -74,6 +76,8 @@ class MixerServer:
         )
         self.grpc_address: ListenAddress | None = None
         self.http_address: ListenAddress | None = None
+        self.syslog_address: ListenAddress | None = None
+        self._syslog: SyslogReceiver | None = None
         self._grpc_server: Any = None
         self._http_runner: web.AppRunner | None = None
         self._reloader: Reloader | None = None
@@ -139,6 +143,8 @@ class MixerServer:
             self._reloader = reloader
 
             await self._start_grpc(ListenAddress.parse(options.grpc_listen), holder)
+            if options.syslog_listen is not None:
+                await self._start_syslog(ListenAddress.parse(options.syslog_listen))
         except StartupError:
             await self._stop_started(self.options.shutdown_timeout)
             raise
@@ -184,6 +190,7 @@ class MixerServer:
             "pid": os.getpid(),
             "grpc": str(self.grpc_address),
             "http": str(self.http_address),
+            **({"syslog": str(self.syslog_address)} if self.syslog_address is not None else {}),
             "worker": self.options.worker_index,
             "generation": holder.current.generation if holder is not None else None,
         }
@@ -211,6 +218,19 @@ class MixerServer:
             self._limits,
             logging.getLogger("mixer.api"),
         )
+
+    async def _start_syslog(self, address: ListenAddress) -> None:
+        receiver = SyslogReceiver(
+            lambda: self._holder, self.metrics, self._limits, logger=logging.getLogger("mixer.api.syslog")
+        )
+        self._syslog = receiver
+        try:
+            self.syslog_address = await receiver.start(
+                address, reuse_port=self.options.worker_index is not None
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot listen for syslog on {address}: {exc.strerror or exc}") from exc
+        logger.info("receiving nginx access logs over syslog on udp %s", self.syslog_address)
 
     async def _start_grpc(self, address: ListenAddress, holder: RuntimeHolder) -> None:
         options = self.options
@@ -251,6 +271,9 @@ class MixerServer:
             return max(0.0, (deadline - loop.time()) * share)
 
         self.admin.phase = Phase.DRAINING
+        if self._syslog is not None:
+            # First: what it still holds goes to the runtime before the handlers drain.
+            await self._syslog.stop()
         ready_file = self.options.ready_file
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):

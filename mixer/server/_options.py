@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mixer.server._net import ListenAddress
 from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
 
 #: istio.mixer.v1's conventional port, on loopback unless told otherwise.
@@ -29,13 +30,15 @@ class ServeOptions:
     """The settings of one ``mixer serve`` process (or, with ``workers`` > 1, of its supervisor).
 
     ``config_paths`` empty means the embedded default. ``reload_interval`` 0 turns the file
-    watcher off (SIGHUP still reloads). ``worker_index``, ``worker_restarts`` and ``parent_pid``
+    watcher off (SIGHUP still reloads). ``syslog_listen`` set starts the syslog UDP input for
+    nginx access logs (:mod:`mixer.api.syslog`). ``worker_index``, ``worker_restarts`` and ``parent_pid``
     are set only on the worker processes a supervisor starts.
     """
 
     config_paths: tuple[str, ...] = ()
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
+    syslog_listen: str | None = None
     workers: int = 1
     data_dir: Path | None = None
     ready_file: Path | None = None
@@ -74,6 +77,15 @@ class ServeOptions:
         ):
             if value < 1:
                 problems.append(f"{flag} must be at least 1")
+        if self.syslog_listen is not None:
+            try:
+                syslog = ListenAddress.parse(self.syslog_listen)
+            except ValueError as exc:
+                problems.append(f"--syslog-listen: {exc}")
+            else:
+                # Workers share a fixed port; port 0 would give each worker a port nobody knows.
+                if syslog.port == 0 and self.workers > 1:
+                    problems.append("--syslog-listen needs a fixed port with --workers")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -119,6 +131,8 @@ class ServeOptions:
             "--max-map-entries",
             str(self.max_map_entries),
         ]
+        if self.syslog_listen is not None:
+            argv += ["--syslog-listen", self.syslog_listen]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:
