@@ -1,7 +1,8 @@
 """Report dispatch throughput of the runtime, on Istio 1.4's stock telemetry configuration.
 
-The configuration is deploy/config/istio-1.4/v1.1 (6 rules, 10 instances: 8 metrics with up to
-19 dimensions, 2 access-log entries), loaded with the real config loader and expression compiler.
+The configuration is deploy/config/istio-1.4/v1.1 (7 rules, 11 instances: 8 metrics with up to
+19 dimensions, 2 access-log entries, a trace span), loaded with the real config loader and
+expression compiler.
 Handlers are no-op report handlers, so the number measures dispatch alone: rule matching,
 instance building and batching. Bags are HTTP requests as an Istio 1.4 sidecar reports them,
 dispatched 100 per call (the proxy's Report batch size). A second figure replaces instance
@@ -54,7 +55,7 @@ def bench_registry() -> Registry:
     templates = frozenset(spec.name for spec in BUILTIN_TEMPLATES)
     return Registry.build(
         AdapterInfo(name, "no-op bench handler", templates, AnyParams, CountingHandler)
-        for name in ("prometheus", "stdio")
+        for name in ("prometheus", "stdio", "otlp")
     )
 
 

@@ -68,12 +68,13 @@ def test_loads(configs: dict[str, ValidatedConfig], form: str) -> None:
         [
             "requestcount", "requestduration", "requestsize", "responsesize",
             "tcpbytesent", "tcpbytereceived", "tcpconnectionsopened", "tcpconnectionsclosed",
-            "accesslog", "tcpaccesslog",
+            "accesslog", "tcpaccesslog", "tracespan",
         ]
     )  # fmt: skip
-    assert sorted(h.adapter for h in config.handlers.values()) == ["prometheus", "stdio"]
+    assert sorted(h.adapter for h in config.handlers.values()) == ["otlp", "prometheus", "stdio"]
     assert sorted(short(r.name) for r in config.rules) == [
         "promhttp", "promtcp", "promtcpconnectionclosed", "promtcpconnectionopen", "stdio", "stdiotcp",
+        "tracing",
     ]  # fmt: skip
     for name, inst in config.instances.items():
         if short(name) in ("requestcount", "requestduration", "requestsize", "responsesize"):

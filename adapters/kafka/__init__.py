@@ -1,0 +1,96 @@
+"""``kafka``: logentry, metric and tracespan instances as Kafka records, in JSON or OTLP protobuf.
+
+Topic and key are formats over the instance's fields; queueing, batching, retry and the spool are
+the shared Delivery helper's. See README.md for the params, the encodings and the error classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from adapters.kafka._config import (
+    DEFAULT_TOPIC,
+    Compression,
+    Encoding,
+    KafkaConfig,
+    SaslConfig,
+    SaslMechanism,
+    TlsConfig,
+    is_valid_topic,
+)
+from adapters.kafka._format import FormatError, InstanceFormat
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+
+if TYPE_CHECKING:
+    from adapters.kafka._encoding import EncodeError, JsonEncoder, OtlpEncoder
+    from adapters.kafka._handler import KafkaHandler
+    from adapters.kafka._sender import KafkaSender
+
+# Registration needs only the params model; aiokafka and the OTLP protos load with the first handler.
+_LAZY = {
+    "EncodeError": "adapters.kafka._encoding",
+    "JsonEncoder": "adapters.kafka._encoding",
+    "OtlpEncoder": "adapters.kafka._encoding",
+    "KafkaHandler": "adapters.kafka._handler",
+    "KafkaSender": "adapters.kafka._sender",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    """A handler from validated params; nothing connects until the first batch is sent.
+
+    :raises TypeError: ``config`` is not a :class:`KafkaConfig`.
+    """
+    from adapters.kafka._handler import KafkaHandler
+
+    if not isinstance(config, KafkaConfig):
+        raise TypeError(f"kafka needs a KafkaConfig, got {type(config).__name__}")
+    return KafkaHandler(config, env)
+
+
+ADAPTER = AdapterInfo(
+    name="kafka",
+    description="Sends logs, metrics and spans to Kafka topics as JSON or OTLP protobuf records",
+    templates=frozenset({"logentry", "metric", "tracespan"}),
+    config_model=KafkaConfig,
+    factory=build_handler,
+    stability=Stability.BETA,
+    version=__version__,
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER]
+
+
+__all__ = [
+    "ADAPTER",
+    "DEFAULT_TOPIC",
+    "Compression",
+    "EncodeError",
+    "Encoding",
+    "FormatError",
+    "InstanceFormat",
+    "JsonEncoder",
+    "KafkaConfig",
+    "KafkaHandler",
+    "KafkaSender",
+    "OtlpEncoder",
+    "SaslConfig",
+    "SaslMechanism",
+    "TlsConfig",
+    "build_handler",
+    "is_valid_topic",
+    "mixer_register_adapters",
+]

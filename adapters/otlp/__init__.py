@@ -1,0 +1,132 @@
+"""The ``otlp`` adapter: tracespan instances exported as OpenTelemetry spans over OTLP/gRPC.
+
+Spans go to ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` through the shared
+delivery helper (queue, batches, retry, spool). :func:`span_from_instance` and :class:`SpanData`
+are the backend-neutral reading of a tracespan instance that the zipkin adapter shares. See
+README.md in this folder for the params and the span mapping.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+import mixer
+from adapters.otlp._config import DEFAULT_ENDPOINT, OtlpConfig, TlsOptions, parse_endpoint
+from adapters.otlp._spans import (
+    TRACEPARENT_TAG,
+    TRACESTATE_TAG,
+    InvalidSpan,
+    InvalidSpanLog,
+    SpanData,
+    TraceParent,
+    is_error_status,
+    parse_span_id,
+    parse_trace_id,
+    parse_traceparent,
+    rewrite_span_id,
+    span_from_instance,
+    unix_nanos,
+)
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+
+if TYPE_CHECKING:
+    from adapters.otlp._encode import (
+        LEGACY_TAG_NAMES,
+        any_value,
+        encode_instance,
+        encode_span,
+        export_request,
+        resource_key,
+        span_attributes,
+    )
+    from adapters.otlp._handler import EXPORT_METHOD, OtlpHandler, OtlpSender, OtlpStats, classify_rpc_error
+
+# Registration needs only the params model; grpc and the OTLP protos load with the first handler.
+_LAZY = {
+    "LEGACY_TAG_NAMES": "adapters.otlp._encode",
+    "any_value": "adapters.otlp._encode",
+    "encode_instance": "adapters.otlp._encode",
+    "encode_span": "adapters.otlp._encode",
+    "export_request": "adapters.otlp._encode",
+    "resource_key": "adapters.otlp._encode",
+    "span_attributes": "adapters.otlp._encode",
+    "EXPORT_METHOD": "adapters.otlp._handler",
+    "OtlpHandler": "adapters.otlp._handler",
+    "OtlpSender": "adapters.otlp._handler",
+    "OtlpStats": "adapters.otlp._handler",
+    "classify_rpc_error": "adapters.otlp._handler",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+    """The adapter's factory: a handler from validated params; nothing connects until ``start()``.
+
+    :raises TypeError: ``config`` is not an :class:`OtlpConfig`.
+    """
+    from adapters.otlp._handler import OtlpHandler
+
+    if not isinstance(config, OtlpConfig):
+        raise TypeError(f"otlp handler needs OtlpConfig params, got {type(config).__name__}")
+    return OtlpHandler(config, env)
+
+
+ADAPTER_INFO = AdapterInfo(
+    name="otlp",
+    description="Exports tracespan instances as OpenTelemetry spans over OTLP/gRPC.",
+    templates=frozenset({"tracespan"}),
+    config_model=OtlpConfig,
+    factory=build_handler,
+    stability=Stability.BETA,
+    version=mixer.__version__,
+)
+
+
+@hookimpl
+def mixer_register_adapters() -> list[AdapterInfo]:
+    return [ADAPTER_INFO]
+
+
+__all__ = [
+    "ADAPTER_INFO",
+    "DEFAULT_ENDPOINT",
+    "EXPORT_METHOD",
+    "LEGACY_TAG_NAMES",
+    "TRACEPARENT_TAG",
+    "TRACESTATE_TAG",
+    "InvalidSpan",
+    "InvalidSpanLog",
+    "OtlpConfig",
+    "OtlpHandler",
+    "OtlpSender",
+    "OtlpStats",
+    "SpanData",
+    "TlsOptions",
+    "TraceParent",
+    "any_value",
+    "build_handler",
+    "classify_rpc_error",
+    "encode_instance",
+    "encode_span",
+    "export_request",
+    "is_error_status",
+    "mixer_register_adapters",
+    "parse_endpoint",
+    "parse_span_id",
+    "parse_trace_id",
+    "parse_traceparent",
+    "resource_key",
+    "rewrite_span_id",
+    "span_attributes",
+    "span_from_instance",
+    "unix_nanos",
+]

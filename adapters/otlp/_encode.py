@@ -1,0 +1,282 @@
+"""OTLP encoding: one :class:`SpanData` to one serialized ``Span`` and its resource key.
+
+A record's payload is a serialized ``opentelemetry.proto.trace.v1.Span``; its route is the
+resource it belongs to, as compact JSON of string attributes (``{"service.name":"reviews"}``).
+:func:`export_request` groups a batch of such records into one serialized
+``ExportTraceServiceRequest`` by concatenating wire-format fields, so spans are not parsed again
+on the way out (protobuf defines a message as the concatenation of its fields).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+    KeyValueList,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from adapters.otlp._spans import SpanData, span_from_instance
+from mixer import __version__
+from mixer.attributes import IPAddress, to_jsonable
+from mixer.delivery import Record
+from mixer.templates import TraceSpanInstance
+
+__all__ = [
+    "LEGACY_TAG_NAMES",
+    "SCOPE_NAME",
+    "UNKNOWN_SERVICE",
+    "any_value",
+    "encode_instance",
+    "encode_span",
+    "export_request",
+    "resource_key",
+    "span_attributes",
+]
+
+#: The instrumentation scope every exported span is grouped under.
+SCOPE_NAME = "mesh-mixer"
+#: OpenTelemetry's ``service.name`` when the reporting side has no name.
+UNKNOWN_SERVICE = "unknown_service"
+
+#: Mixer-era (OpenTracing style) span tag names and their OpenTelemetry semantic convention names.
+LEGACY_TAG_NAMES: Mapping[str, str] = {
+    "http.method": "http.request.method",
+    "http.status_code": "http.response.status_code",
+    "http.path": "url.path",
+    "http.host": "server.address",
+    "http.user_agent": "user_agent.original",
+    "user_agent": "user_agent.original",
+    "http.protocol": "network.protocol.name",
+}
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Span flag bits (opentelemetry.proto.trace.v1.SpanFlags): the parent's remoteness is known, and it is remote.
+_CONTEXT_HAS_IS_REMOTE = 0x100
+_CONTEXT_IS_REMOTE = 0x200
+
+
+def _text(value: str) -> str:
+    # Protobuf strings must be UTF-8; a lone surrogate would make serialization raise (it becomes "?").
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+
+
+def any_value(value: Any) -> AnyValue:
+    """A typed OTLP attribute value: bool, int64, double, string, bytes, arrays and maps.
+
+    Timestamps, durations and IP addresses become text (RFC 3339, Go duration, dotted address);
+    integers outside int64 become text rather than being cut.
+    """
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return AnyValue(int_value=value)
+        return AnyValue(string_value=str(value))
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=_text(value))
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, Mapping):
+        return AnyValue(
+            kvlist_value=KeyValueList(
+                values=[KeyValue(key=_text(str(k)), value=any_value(v)) for k, v in value.items()]
+            )
+        )
+    if isinstance(value, list | tuple):
+        return AnyValue(array_value=ArrayValue(values=[any_value(v) for v in value]))
+    if isinstance(value, datetime | timedelta):
+        return AnyValue(string_value=str(to_jsonable(value)))
+    return AnyValue(string_value=_text(str(value)))
+
+
+def _any_value_bytes(value: Any) -> bytes:
+    """``any_value(value).SerializeToString()``, written directly for the scalar types.
+
+    Building protobuf messages from Python costs microseconds per attribute; the scalar
+    encodings are short enough to write by hand (AnyValue fields: string 1, bool 2, int 3,
+    double 4, bytes 7).
+    """
+    if isinstance(value, bool):
+        return b"\x10\x01" if value else b"\x10\x00"
+    if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
+        return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
+    if isinstance(value, float):
+        return b"\x21" + struct.pack("<d", value)
+    if isinstance(value, str):
+        return _field(1, _text(value).encode())
+    if isinstance(value, bytes):
+        return _field(7, value)
+    return any_value(value).SerializeToString()
+
+
+def _key_value_bytes(key: str, value: Any) -> bytes:
+    # Proto3 leaves an empty string out, as the library would.
+    name = _field(1, _text(key).encode()) if key else b""
+    return name + _field(2, _any_value_bytes(value))
+
+
+def _tag_name(key: str, value: Any) -> str:
+    if key == "http.url":
+        # Istio's example config puts the path in http.url; a full URL has a scheme.
+        return "url.full" if isinstance(value, str) and "://" in value else "url.path"
+    return LEGACY_TAG_NAMES.get(key, key)
+
+
+def _tag_value(name: str, value: Any) -> Any:
+    # The status code is an int in the conventions; Mixer configs sometimes build it as text.
+    if name == "http.response.status_code" and isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_text(value: IPAddress) -> str:
+    # A mesh has few addresses, and formatting one is slower than the rest of a span's attributes.
+    return str(value)
+
+
+def _ip(value: IPAddress | None) -> str | None:
+    return _ip_text(value) if value is not None else None
+
+
+def span_attributes(span: SpanData) -> dict[str, Any]:
+    """The span's attributes: derived from the instance's fields first, then its tags (tags win)."""
+    derived: dict[str, Any] = {
+        "http.response.status_code": span.http_status_code,
+        "http.request.body.size": span.request_size,
+        "http.request.size": span.request_total_size,
+        "http.response.body.size": span.response_size,
+        "http.response.size": span.response_total_size,
+        "network.peer.address": _ip(span.peer_ip),
+        "network.local.address": _ip(span.local_ip),
+        "peer.service": span.peer_service or None,
+    }
+    if not span.client:
+        derived["client.address"] = _ip(span.peer_ip)
+    if span.api_protocol == "grpc":
+        derived["rpc.system"] = "grpc"
+    elif span.api_protocol:
+        derived["network.protocol.name"] = span.api_protocol
+    attributes = {k: v for k, v in derived.items() if v is not None}
+    for key, value in span.tags.items():
+        name = _tag_name(key, value)
+        attributes[name] = _tag_value(name, value)
+    return attributes
+
+
+def encode_span(span: SpanData) -> bytes:
+    """The serialized OTLP ``Span``.
+
+    Fields go out in field-number order, as protobuf writes them: the scalars (1-8), the
+    attributes (9, written by hand), then status (15) and flags (16).
+    """
+    flags = span.trace_flags & 0xFF
+    if span.parent_span_id:
+        # A proxy never created its span's parent: that span lives in another process.
+        flags |= _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
+    head = Span(
+        trace_id=span.trace_id_128,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        trace_state=_text(span.trace_state),
+        name=_text(span.name),
+        kind=Span.SPAN_KIND_CLIENT if span.client else Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=span.start_ns,
+        end_time_unix_nano=span.end_ns,
+    ).SerializeToString()
+    attributes = b"".join(
+        _field(9, _key_value_bytes(key, value)) for key, value in span_attributes(span).items()
+    )
+    tail = Span(flags=flags)
+    if span.is_error:
+        tail.status.code = Status.STATUS_CODE_ERROR
+        tail.status.message = f"HTTP status {span.http_status_code}"
+    return head + attributes + tail.SerializeToString()
+
+
+def resource_key(span: SpanData) -> str:
+    """The route of a span's record: its resource attributes as compact, sorted JSON."""
+    return _service_resource_key(span.local_service or UNKNOWN_SERVICE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _service_resource_key(service: str) -> str:
+    return json.dumps({"service.name": service}, separators=(",", ":"))
+
+
+def encode_instance(instance: TraceSpanInstance) -> Record:
+    """One tracespan instance as a delivery record.
+
+    :raises InvalidSpan: the instance cannot become a span.
+    """
+    span = span_from_instance(instance)
+    return Record(encode_span(span), route=resource_key(span))
+
+
+_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
+
+
+def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# Tags of length-delimited fields (wire type 2), by field number.
+_LEN_TAGS = tuple(_varint(number << 3 | 2) for number in range(16))
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    # A length-delimited field: tag, length, bytes.
+    return _LEN_TAGS[number] + _varint(len(payload)) + payload
+
+
+def _resource(route: str) -> bytes:
+    try:
+        attributes = json.loads(route) if route else {}
+    except ValueError:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        attributes = {}
+    attributes.setdefault("service.name", UNKNOWN_SERVICE)
+    return Resource(
+        attributes=[KeyValue(key=str(k), value=any_value(v)) for k, v in attributes.items()]
+    ).SerializeToString()
+
+
+_SCOPE = InstrumentationScope(name=SCOPE_NAME, version=__version__).SerializeToString()
+
+
+def export_request(records: Iterable[Record]) -> bytes:
+    """A serialized ``ExportTraceServiceRequest``: one ``ResourceSpans`` per distinct route.
+
+    Field numbers: ExportTraceServiceRequest.resource_spans = 1; ResourceSpans.resource = 1,
+    scope_spans = 2; ScopeSpans.scope = 1, spans = 2.
+    """
+    by_route: dict[str, list[bytes]] = {}
+    for record in records:
+        by_route.setdefault(record.route, []).append(record.payload)
+    out = bytearray()
+    for route, payloads in by_route.items():
+        scope_spans = _field(1, _SCOPE) + b"".join(_field(2, payload) for payload in payloads)
+        resource_spans = _field(1, _resource(route)) + _field(2, scope_spans)
+        out += _field(1, resource_spans)
+    return bytes(out)
