@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint typecheck format proto clean
+.PHONY: install system-deps run test soak bench lint typecheck format proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The long no-loss runs (20 s backend outages); `make test` runs their short forms.
+soak: $(STAMP) system-deps
+	MIXER_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e tests/adapters/test_kafka.py tests/adapters/test_elasticsearch.py
+
+# Benchmarks; results are quoted in docs/performance.md.
+bench: $(STAMP) system-deps
+	$(PY) bench/wire_decode.py
+	$(PY) bench/runtime_dispatch.py
+	$(PY) bench/check_throughput.py
+	$(PY) bench/report_fanout.py
 
 proto: $(STAMP)
 	$(PY) -m mixer.proto.build

@@ -64,6 +64,13 @@ BUILTIN_ADAPTERS: tuple[str, ...] = (
     "adapters.noop",
     "adapters.prometheus",
     "adapters.memquota",
+    "adapters.redisquota",
+    "adapters.jwt",
+    "adapters.rbac",
+    "adapters.otlp",
+    "adapters.zipkin",
+    "adapters.elasticsearch",
+    "adapters.kafka",
 )
 
 #: Always loaded and never blocked: without them no config can be validated.

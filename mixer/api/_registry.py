@@ -22,9 +22,14 @@ if TYPE_CHECKING:
     from mixer.server import RuntimeHolder, ServerMetrics
 
 #: Modules with a ``grpc_service(context)`` function, registered on the gRPC port in this order.
-GRPC_PROTOCOLS: Final[tuple[str, ...]] = ("mixer.api.mixer_v1",)
+GRPC_PROTOCOLS: Final[tuple[str, ...]] = (
+    "mixer.api.mixer_v1",
+    "mixer.api.envoy_authz",
+    "mixer.api.envoy_ratelimit",
+    "mixer.api.envoy_accesslog",
+)
 #: Modules with an ``http_routes(context)`` function, added to the HTTP port.
-HTTP_PROTOCOLS: Final[tuple[str, ...]] = ()
+HTTP_PROTOCOLS: Final[tuple[str, ...]] = ("mixer.api.http_check",)
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,16 @@ def check_config_model(info: AdapterInfo) -> None:
 
 def build_default_handler(info: AdapterInfo, workdir: Path) -> Handler:
     """Default config and factory, asserting neither writes files nor starts threads."""
-    threads_before = threading.active_count()
+    # Compare thread objects, not counts: threads left by earlier tests may end meanwhile.
+    threads_before = set(threading.enumerate())
     entries_before = sorted(workdir.iterdir())
     info.config_model()  # the defaults alone must validate
     config: BaseModel = info.config_model.model_validate(EPHEMERAL_PARAMS.get(info.name, {}))
     handler = info.factory(config, handler_env(info, workdir))
     assert isinstance(handler, Handler)
     assert sorted(workdir.iterdir()) == entries_before, f"{info.name}: building a handler touched the disk"
-    assert threading.active_count() == threads_before, f"{info.name}: building a handler started a thread"
+    started = set(threading.enumerate()) - threads_before
+    assert not started, f"{info.name}: building a handler started threads {started}"
     return handler
 
 
