@@ -42,11 +42,11 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
 # The long no-loss runs (20 s backend outages); `make test` runs their short forms.
 soak: $(STAMP) system-deps
-	MIXER_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e tests/adapters/test_kafka.py tests/adapters/test_elasticsearch.py
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 # Benchmarks; results are quoted in docs/performance.md.
 bench: $(STAMP) system-deps

@@ -12,7 +12,6 @@ import datetime as dt
 import ipaddress
 import json
 import logging
-import os
 import socket
 import ssl
 import time
@@ -759,7 +758,6 @@ async def test_short_503_outage_then_every_record_arrives(es: FakeElasticsearch,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MIXER_SOAK") != "1", reason="soak test: set MIXER_SOAK=1")
 async def test_20s_503_outage_then_every_record_arrives(es: FakeElasticsearch, tmp_path: Path) -> None:
     await _outage_then_recovery(es, tmp_path, _SOAK_OUTAGE)
 

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -1020,7 +1019,6 @@ async def test_short_outage_loses_nothing(tansu: TansuBroker, tmp_path: Path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MIXER_SOAK") != "1", reason="soak test: set MIXER_SOAK=1")
 async def test_long_outage_loses_nothing(tansu: TansuBroker, tmp_path: Path) -> None:
     await _outage_then_recovery(tansu, tmp_path, _SOAK_OUTAGE)
 
