@@ -13,6 +13,7 @@ queue or raises :class:`HandlerOverloaded`.
 
 from __future__ import annotations
 
+import abc
 import enum
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -110,25 +111,25 @@ class Handler:
         """Stop intake, flush within ``timeout`` seconds, release everything. Idempotent."""
 
 
-class CheckHandler(Handler):
+class CheckHandler(Handler, abc.ABC):
+    @abc.abstractmethod
     async def handle_check(self, instance: Instance) -> CheckResult:
         """Decide on one instance of a check template (listentry, authorization, apikey, ...)."""
-        raise NotImplementedError
 
 
-class QuotaHandler(Handler):
+class QuotaHandler(Handler, abc.ABC):
+    @abc.abstractmethod
     async def handle_quota(self, instance: QuotaInstance, args: QuotaArgs) -> QuotaResult:
         """Allocate ``args.amount`` (or what is left when ``args.best_effort``)."""
-        raise NotImplementedError
 
 
-class ReportHandler(Handler):
+class ReportHandler(Handler, abc.ABC):
+    @abc.abstractmethod
     def handle_report(self, batch: ReportBatch) -> None:
         """Accept a batch into the handler's queue without waiting on a backend.
 
         :raises HandlerOverloaded: the queue is full and the batch was not accepted.
         """
-        raise NotImplementedError
 
 
 HandlerFactory = Callable[[BaseModel, HandlerEnv], Handler]

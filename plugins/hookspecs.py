@@ -61,7 +61,7 @@ def mixer_register_adapters() -> list[AdapterInfo]:
 
     :returns: the adapters this plugin provides, possibly none.
     """
-    raise NotImplementedError
+    return []
 
 
 @hookspec
@@ -75,7 +75,7 @@ def mixer_register_templates() -> list[TemplateSpec]:
 
     :returns: the templates this plugin provides, possibly none.
     """
-    raise NotImplementedError
+    return []
 
 
 @hookspec
@@ -90,7 +90,7 @@ def mixer_register_key_stores() -> list[KeyStoreInfo]:
 
     :returns: the key stores this plugin provides, possibly none.
     """
-    raise NotImplementedError
+    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +109,6 @@ def mixer_startup(registry: Registry) -> Awaitable[None] | None:
     :param registry: the registry the running config was validated against.
     :returns: ``None``, or an awaitable to wait for.
     """
-    raise NotImplementedError
 
 
 @hookspec
@@ -123,4 +122,3 @@ def mixer_shutdown(timeout: float) -> Awaitable[None] | None:
     :param timeout: seconds left for every plugin's shutdown together.
     :returns: ``None``, or an awaitable to wait for.
     """
-    raise NotImplementedError

@@ -7,6 +7,7 @@ each described by a :class:`KeyStoreInfo`.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -44,21 +45,23 @@ class KeyRecordModel(BaseModel):
         return KeyRecord(self.subject, self.plan)
 
 
-class KeyStore:
+class KeyStore(abc.ABC):
     """Looks API keys up. ``start`` and ``shutdown`` follow the handler lifecycle contract.
 
     ``lookup`` answers None for an unknown key and raises for a store that cannot answer (the
     check then fails closed with UNAVAILABLE).
     """
 
-    async def start(self) -> None:
+    # Optional lifecycle hooks: stores that hold no resources keep these no-ops.
+    async def start(self) -> None:  # noqa: B027
         """Begin work; errors fail the start of the handler that owns the store."""
 
-    async def shutdown(self, timeout: float) -> None:
+    async def shutdown(self, timeout: float) -> None:  # noqa: B027
         """Release everything within ``timeout`` seconds. Idempotent."""
 
+    @abc.abstractmethod
     async def lookup(self, api_key: str) -> KeyRecord | None:
-        raise NotImplementedError
+        """The record of ``api_key``, or None when the store does not know it."""
 
 
 #: Builds a store from its validated params and the owning handler's logger.

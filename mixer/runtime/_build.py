@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from mixer.adapter import CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
 from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
@@ -31,7 +30,6 @@ from mixer.runtime._runtime import HandlerSlot, Runtime
 from mixer.templates import Variety
 
 _generations = itertools.count(1)
-_H = TypeVar("_H", bound=Handler)
 
 _INTERFACES: dict[Variety, type[Handler]] = {
     Variety.CHECK: CheckHandler,
@@ -141,7 +139,7 @@ def build_runtime(
             if t.variety is not Variety.QUOTA:
                 continue
             quota_action = QuotaAction(
-                t.handler, _as(QuotaHandler, handlers[t.handler]), t.instance.name, t.instance.builder.build
+                t.handler, _as_quota(handlers[t.handler]), t.instance.name, t.instance.builder.build
             )
             for alias in _quota_aliases(t.instance):
                 by_alias.setdefault(alias, []).append(quota_action)
@@ -155,7 +153,7 @@ def build_runtime(
             index = report_handler_index.get(t.handler)
             if index is None:
                 index = report_handler_index[t.handler] = len(report_handlers)
-                report_handlers.append((t.handler, _as(ReportHandler, handlers[t.handler])))
+                report_handlers.append((t.handler, _as_report(handlers[t.handler])))
             report_actions.append((index, t.instance.builder.build, t.instance.name))
         if report_actions:
             sampler = make_sampler(rule.sampling, draw, now)
@@ -286,7 +284,7 @@ def _check_interface(
 def _check_action(target: _Target, handlers: dict[str, Handler]) -> CheckAction:
     return CheckAction(
         target.handler,
-        _as(CheckHandler, handlers[target.handler]),
+        _as_check(handlers[target.handler]),
         target.instance.name,
         target.instance.builder.build,
         target.request_context,
@@ -298,8 +296,18 @@ def _produces(config: ValidatedConfig, registry: Registry, handler: str) -> bool
     return info is not None and info.produces_attributes
 
 
-def _as(kind: type[_H], handler: Handler) -> _H:
-    assert isinstance(handler, kind)
+def _as_quota(handler: Handler) -> QuotaHandler:
+    assert isinstance(handler, QuotaHandler)
+    return handler
+
+
+def _as_report(handler: Handler) -> ReportHandler:
+    assert isinstance(handler, ReportHandler)
+    return handler
+
+
+def _as_check(handler: Handler) -> CheckHandler:
+    assert isinstance(handler, CheckHandler)
     return handler
 
 
