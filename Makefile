@@ -44,9 +44,10 @@ typecheck: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
 
-# The long no-loss runs (20 s backend outages); `make test` runs their short forms.
+# The long no-loss runs (20 s backend outages); `make test` runs their short forms (3 s).
 soak: $(STAMP) system-deps
 	$(PY) -m pytest -q -p no:cacheprovider -m slow
+	MIXER_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_no_loss.py
 
 # Benchmarks; results are quoted in docs/performance.md.
 bench: $(STAMP) system-deps
