@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from adapters.stdio._config import Level, LogStream, StdioConfig
 from adapters.stdio._sinks import RotatingFileSink, Sink, StreamSink
 from mixer import HandlerOverloaded, ReportBatch, ReportHandler
-from mixer.attributes import to_jsonable
+from mixer.attributes import format_duration, to_jsonable
 from mixer.templates import Instance, LogEntryInstance, MetricInstance
 
 #: Lines waiting to be written; past this, report batches are refused and counted as dropped.
@@ -29,17 +30,39 @@ def format_time(value: datetime) -> str:
     """Mixer's stdio time: RFC 3339 in UTC with microseconds (``2019-01-02T15:04:05.000000Z``)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    elif value.utcoffset():
+        value = value.astimezone(UTC)
+    # isoformat is several times faster than strftime; every access log line has two times.
+    return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _ip_text(value: Any) -> str:
+    return str(value)
+
+
+# By exact type first: the common attribute types skip to_jsonable's chain of isinstance checks.
+_JSON_FORMS: dict[type, Callable[[Any], Any]] = {
+    datetime: format_time,
+    timedelta: format_duration,
+    ipaddress.IPv4Address: _ip_text,
+    ipaddress.IPv6Address: _ip_text,
+}
 
 
 def _json_default(value: Any) -> Any:
+    form = _JSON_FORMS.get(type(value))
+    if form is not None:
+        return form(value)
     if isinstance(value, datetime):
         return format_time(value)
     return to_jsonable(value)
 
 
+_ENCODE = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODE(value)
 
 
 class LineEncoder:
