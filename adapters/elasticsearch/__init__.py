@@ -7,8 +7,7 @@ the shared :mod:`mixer.delivery` helper. See README.md for the params and the er
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -23,6 +22,7 @@ from adapters.elasticsearch._config import (
     TlsOptions,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.elasticsearch._encoding import DocumentEncoder
@@ -38,11 +38,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:

@@ -6,8 +6,7 @@ the shared Delivery helper's. See README.md for the params, the encodings and th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -23,6 +22,7 @@ from adapters.kafka._config import (
 )
 from adapters.kafka._format import FormatError, InstanceFormat
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.kafka._encoding import EncodeError, JsonEncoder, OtlpEncoder
@@ -39,11 +39,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:

@@ -8,8 +8,7 @@ README.md in this folder for the params and the span mapping.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -31,6 +30,7 @@ from adapters.otlp._spans import (
     unix_nanos,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.otlp._encode import (
@@ -61,11 +61,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:

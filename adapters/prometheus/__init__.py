@@ -6,8 +6,7 @@ the params, name matching, label and value rules, expiry and the listener.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -25,6 +24,7 @@ from adapters.prometheus._config import (
     PrometheusConfig,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.prometheus._handler import ListenError, PrometheusHandler, instance_keys
@@ -41,11 +41,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:

@@ -7,14 +7,14 @@ the params and the span mapping.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 import mixer
 from adapters.zipkin._config import DEFAULT_URL, ZipkinConfig, ZipkinTls
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.zipkin._encode import encode_instance, span_json, spans_body, tag_text
@@ -32,11 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:

@@ -15,16 +15,28 @@ import asyncio
 import contextlib
 import importlib.util
 import os
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.backends._process import ManagedProcess, free_port
+
+__all__ = [
+    "FAST_GROUP",
+    "READY_TIMEOUT",
+    "STOP_GRACE",
+    "TansuBroker",
+    "consume",
+    "free_port",
+    "running_tansu",
+    "tansu",
+    "tansu_binary",
+    "tansu_module",
+    "unique_topic",
+]
 
 READY_TIMEOUT = 10.0
 #: Tansu drains open client connections for about 5 s on SIGTERM; with memory storage there is
@@ -41,50 +53,22 @@ def tansu_binary() -> str:
     return os.path.join(os.path.dirname(spec.origin), "bin", "tansu")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class TansuBroker:
+class TansuBroker(ManagedProcess):
     """One ``tansu broker`` process. :meth:`stop` and :meth:`start` keep the port, so clients
     configured with :attr:`bootstrap` reconnect to the restarted broker (which starts empty)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+    name = "tansu"
+    log_stem = "tansu"
+    ready_timeout = READY_TIMEOUT
+    stop_timeout = STOP_GRACE
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "the broker is not running"
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> TansuBroker:
-        if self.running:
-            return self
-        self.starts += 1
-        log = self.directory / f"tansu-{self.port}-{self.starts}.log"
+    def argv(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        argv = [
+        return [
             tansu_binary(),
             "broker",
             "--listener-url",
@@ -94,52 +78,10 @@ class TansuBroker:
             "--storage-engine",
             "memory://tansu/",
         ]
+
+    def environ(self) -> dict[str, str]:
         # With this set Tansu tries to export its own telemetry and logs errors about it.
-        env = {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not _accepts(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.process.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"tansu on port {self.port} not ready after {READY_TIMEOUT}s")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL after :data:`STOP_GRACE` seconds. Idempotent."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        self.resume()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL by PID: a crash, with no chance to close connections cleanly."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: the port stays open but nothing answers (a hung broker, for timeouts)."""
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
+        return {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
 
 @contextlib.contextmanager

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.backends._process import accepts, stop_process, wait_ready
 
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin:/usr/local/sbin") or "/usr/sbin/nginx"
 READY_TIMEOUT = 10.0
@@ -43,23 +43,7 @@ class NginxProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGQUIT (finish requests in flight, then exit); SIGKILL if that takes too long."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+        return stop_process(self.process, timeout, signal.SIGQUIT)
 
 
 def start_nginx(conf_text: str, prefix: Path, ports: Iterable[int]) -> NginxProcess:
@@ -78,19 +62,20 @@ def start_nginx(conf_text: str, prefix: Path, ports: Iterable[int]) -> NginxProc
         )
     started = NginxProcess(process, prefix, conf)
     waiting = list(ports)
-    deadline = time.monotonic() + READY_TIMEOUT
-    while waiting:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"nginx exited with {process.returncode}:\n{started.output()}\n{started.error_log()}"
-            )
-        if time.monotonic() > deadline:
-            started.stop()
-            raise RuntimeError(f"nginx did not listen on {waiting} within {READY_TIMEOUT}s")
-        if _accepts(waiting[0]):
+
+    def listening() -> bool:
+        while waiting and accepts(waiting[0]):
             waiting.pop(0)
-        else:
-            time.sleep(0.02)
+        return not waiting
+
+    wait_ready(
+        process,
+        listening,
+        name=f"nginx on ports {waiting}",
+        log=lambda: f"{started.output()}\n{started.error_log()}",
+        timeout=READY_TIMEOUT,
+        give_up=started.stop,
+    )
     return started
 
 

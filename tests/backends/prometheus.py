@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -27,18 +25,14 @@ from typing import Any
 
 import pytest
 
+from tests.backends._process import free_port, stop_process, wait_ready
+
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 READY_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 #: Prometheus waits up to a scrape interval plus its start-up offset before the first scrape.
 QUERY_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape_config(targets: Sequence[str], *, interval: str = "1s", job: str = "mixer") -> str:
@@ -97,14 +91,15 @@ class PrometheusServer:
         ]
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.directory)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not self._ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.process.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus not ready after {READY_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.05)
+        wait_ready(
+            self.process,
+            self._ready,
+            name="prometheus",
+            log=self.log,
+            timeout=READY_TIMEOUT,
+            give_up=self.stop,
+            interval=0.05,
+        )
         return self
 
     def _ready(self) -> bool:
@@ -116,15 +111,8 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """SIGTERM by PID and wait (SIGKILL if it lingers). Idempotent."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self.process is not None:
+            stop_process(self.process, STOP_TIMEOUT)
 
     def query(self, promql: str) -> list[QueryResult]:
         """An instant query now. :raises AssertionError: Prometheus refused the query."""

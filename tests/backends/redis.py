@@ -8,27 +8,31 @@ Fixtures: ``redis_server`` (one per test: failure tests stop, pause and restart 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.backends._process import ManagedProcess, free_port
+
+__all__ = [
+    "READY_TIMEOUT",
+    "REDIS_SERVER",
+    "STOP_TIMEOUT",
+    "RedisServer",
+    "free_port",
+    "redis_server",
+    "redis_session",
+    "running_redis",
+    "unique_prefix",
+]
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 READY_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -40,35 +44,21 @@ def _ping(port: int) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """One ``redis-server`` process. :meth:`stop` and :meth:`start` keep the port, so clients
     configured with :attr:`url` reconnect to the restarted server (which starts empty)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+    name = "redis-server"
+    log_stem = "redis"
+    ready_timeout = READY_TIMEOUT
+    stop_timeout = STOP_TIMEOUT
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None, "the server is not running"
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> RedisServer:
-        if self.running:
-            return self
-        self.starts += 1
-        log = self.directory / f"redis-{self.port}-{self.starts}.log"
-        argv = [
+    def argv(self) -> list[str]:
+        return [
             REDIS_SERVER,
             "--bind",
             "127.0.0.1",
@@ -83,49 +73,9 @@ class RedisServer:
             "--dir",
             str(self.directory),
         ]
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not _ping(self.port):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log.read_text()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server on port {self.port} not ready after {READY_TIMEOUT}s")
-            time.sleep(0.02)
-        return self
 
-    def stop(self) -> None:
-        """SIGTERM by PID and wait (SIGKILL if it lingers). Idempotent."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        self.resume()
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def kill(self) -> None:
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        """SIGSTOP: the port stays open but nothing answers (a hung server, for timeouts)."""
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
+    def ready(self) -> bool:
+        return _ping(self.port)
 
     def command(self, *args: str) -> object:
         """One command through a short-lived synchronous client (for test set-up and checks)."""
