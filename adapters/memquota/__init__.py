@@ -34,7 +34,7 @@ def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
 ADAPTER = AdapterInfo(
     name="memquota",
     description="Quotas and plan-tier limits counted in process memory (single process)",
-    templates=frozenset({"quota", "plancheck"}),
+    templates=frozenset({"quota", "plancheck", "apikey"}),
     config_model=MemquotaConfig,
     factory=build_handler,
     stability=Stability.BETA,

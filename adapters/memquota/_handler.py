@@ -31,7 +31,7 @@ from mixer.plans import (
 )
 from mixer.quota import Algorithm, CounterRequest, CounterStore, EpochWindow, MemoryCounterStore
 from mixer.status import Code
-from mixer.templates import Instance, PlanCheckInstance, QuotaInstance
+from mixer.templates import ApiKeyInstance, Instance, PlanCheckInstance, QuotaInstance
 
 #: A plan answer must not be cached by the proxy: a cached OK would let requests by uncounted.
 #: (Mixer's own quotas were allocated on every Check, apart from the precondition cache.)
@@ -135,14 +135,19 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
     # -- plancheck ------------------------------------------------------------------------------
 
     async def handle_check(self, instance: Instance) -> CheckResult:
-        if not isinstance(instance, PlanCheckInstance):
+        if isinstance(instance, PlanCheckInstance):
+            api_key, claim, principal = instance.api_key, instance.plan, instance.principal
+            api, operation = instance.api, instance.operation
+        elif isinstance(instance, ApiKeyInstance):
+            # Istio's apikey template names the key and the API; the key alone decides the plan.
+            api_key, claim, principal = instance.api_key, "", ""
+            api, operation = instance.api, instance.api_operation
+        else:
             return _check(
                 Status(Code.INTERNAL, f"{self.env.handler_name} cannot check a {instance.template} instance")
             )
         try:
-            who = await self.resolver.resolve(
-                instance.api_key or "", instance.plan or "", instance.principal or ""
-            )
+            who = await self.resolver.resolve(api_key or "", claim or "", principal or "")
         except Exception as exc:
             self.env.logger.warning("key store failed: %r", exc)
             return _check(Status(Code.UNAVAILABLE, f"key store unavailable: {exc}"))
@@ -157,8 +162,8 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
             verdict = await self.enforcer.enforce(
                 plan,
                 who.subject,
-                api=instance.api or "",
-                operation=instance.operation or "",
+                api=api or "",
+                operation=operation or "",
                 bag=instance.attributes,
                 deduplication_id=dedup,
             )

@@ -35,7 +35,7 @@ def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
 ADAPTER = AdapterInfo(
     name="redisquota",
     description="Quotas and plan-tier limits counted in Redis (shared by every replica)",
-    templates=frozenset({"quota", "plancheck"}),
+    templates=frozenset({"quota", "plancheck", "apikey"}),
     config_model=RedisquotaConfig,
     factory=build_handler,
     stability=Stability.BETA,

@@ -109,12 +109,17 @@ class AuthorizationInstance(Instance):
 
 @dataclass(slots=True)
 class ApiKeyInstance(Instance):
+    """Istio's apikey template; like :class:`PlanCheckInstance`, a request-context template, so a
+    plan handler can enforce the key's plan with cost expressions and deduplication."""
+
     template: ClassVar[str] = "apikey"
     api: str | None = None
     api_version: str | None = None
     api_operation: str | None = None
     api_key: str | None = None
     timestamp: datetime | None = None
+    attributes: AttributeBag | None = None
+    deduplication_id: str = ""
 
 
 @dataclass(slots=True)

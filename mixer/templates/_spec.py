@@ -171,6 +171,7 @@ BUILTIN_TEMPLATES: tuple[TemplateSpec, ...] = (
         ),
         inst.ApiKeyInstance,
         "An API key to validate.",
+        request_context=True,
     ),
     TemplateSpec("checknothing", Variety.CHECK, (), inst.CheckNothingInstance, "An empty check."),
 )

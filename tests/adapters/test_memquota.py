@@ -80,7 +80,7 @@ async def grants(h: MemquotaHandler, instance: QuotaInstance, n: int, amount: in
 
 
 def test_describes_itself() -> None:
-    assert ADAPTER.templates == {"quota", "plancheck"}
+    assert ADAPTER.templates == {"apikey", "plancheck", "quota"}
     assert ADAPTER.kinds() == ("memquota",)
     assert ADAPTER.uses_plans
 
@@ -552,5 +552,71 @@ async def test_a_request_another_precondition_refuses_spends_no_plan_quota(
         # The free plan's 10 per minute are all still there.
         codes = [(await runtime.check(keyed("demo-free-key"))).status.code for _ in range(11)]
         assert codes == [Code.OK] * 10 + [Code.RESOURCE_EXHAUSTED]
+    finally:
+        await runtime.shutdown(1.0)
+
+
+ISTIO_APIKEY_CONFIG = """
+apiVersion: mixer.mesh/v1alpha1
+kind: plan
+metadata: {name: basic}
+spec:
+  limits:
+  - {name: per_minute, max: 3, per: minute, dimensions: [subject, api]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: keys, namespace: istio-system}
+spec:
+  compiledAdapter: memquota
+  params:
+    subjects:
+      keys:
+        inline:
+          k1: {subject: dana, plan: basic}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: apikey, namespace: istio-system}
+spec:
+  compiledTemplate: apikey
+  params:
+    api: api.service | destination.service.name | ""
+    api_version: api.version | "v1"
+    api_operation: api.operation | request.method | ""
+    api_key: request.api_key | request.headers["x-api-key"] | ""
+    timestamp: request.time | context.time | timestamp("2000-01-01T00:00:00Z")
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: keys, namespace: istio-system}
+spec:
+  actions: [{handler: keys, instances: [apikey]}]
+"""
+
+
+async def test_istio_apikey_template_enforces_the_key_plan(real_registry: Registry, clock: FakeClock) -> None:
+    config = load_config_text(ISTIO_APIKEY_CONFIG, real_registry, source_name="<apikey>")
+    runtime = build_runtime(config, real_registry)
+    use_clock(runtime, clock, f"keys.{NS}")
+    await runtime.start()
+    try:
+
+        def call(key: str, service: str) -> AttributeBag:
+            return AttributeBag({"request.api_key": key, "destination.service.name": service})
+
+        codes = [(await runtime.check(call("k1", "orders"))).status.code for _ in range(4)]
+        assert codes == [Code.OK] * 3 + [Code.RESOURCE_EXHAUSTED]
+        # Counted per API: another service has its own three.
+        assert (await runtime.check(call("k1", "billing"))).status.code is Code.OK
+        allowed = await runtime.check(call("k1", "billing"))
+        assert {op.name: op.value for op in allowed.request_header_operations}["x-mixer-plan"] == "basic"
+        assert (await runtime.check(call("nope", "orders"))).status.code is Code.UNAUTHENTICATED
+        # A retried Check (same deduplication id) spends nothing.
+        first = await runtime.check(call("k1", "search"), deduplication_id="retry-1")
+        again = await runtime.check(call("k1", "search"), deduplication_id="retry-1")
+        assert first.status.code is again.status.code is Code.OK
+        remaining = [rl.remaining for rl in again.rate_limits]
+        assert remaining == [2]
     finally:
         await runtime.shutdown(1.0)

@@ -159,7 +159,7 @@ async def codes(h: RedisquotaHandler, n: int, **fields: Any) -> list[Code]:
 
 
 def test_describes_itself() -> None:
-    assert ADAPTER.templates == {"quota", "plancheck"}
+    assert ADAPTER.templates == {"apikey", "plancheck", "quota"}
     assert ADAPTER.kinds() == ("redisquota",)
     assert ADAPTER.uses_plans
     assert KEY_STORE.name == "redis"
