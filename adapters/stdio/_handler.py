@@ -65,6 +65,47 @@ def _dumps(value: dict[str, Any]) -> str:
     return _ENCODE(value)
 
 
+class _SharedLines:
+    """Lines already written for log entries, shared by every encoder in the process.
+
+    One access log entry usually goes to several handlers (stdio, Kafka, Elasticsearch), each of
+    which writes this same line: the second and later encoders of an instance reuse the first's
+    text. Entries hold the instance itself, so its id cannot be reused while cached; the oldest go
+    first past the bound.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._lines: dict[tuple[int, Any], tuple[Instance, str | None]] = {}
+        self.hits = 0
+        self.evicted = 0
+
+    def get(
+        self,
+        instance: LogEntryInstance,
+        settings: Any,
+        encode: Callable[[LogEntryInstance], str | None],
+    ) -> str | None:
+        key = (id(instance), settings)
+        cached = self._lines.get(key)
+        if cached is not None and cached[0] is instance:
+            self.hits += 1
+            return cached[1]
+        line = encode(instance)
+        lines = self._lines
+        lines[key] = (instance, line)
+        if len(lines) > self._limit:
+            # Handlers encode on the event loop thread; a racing writer only costs a cache miss.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del lines[next(iter(lines))]
+                self.evicted += 1
+        return line
+
+
+_shared_lines = _SharedLines()
+_SETTINGS_IDS: dict[tuple[Any, ...], int] = {}
+
+
 class LineEncoder:
     """Turns logentry and metric instances into Mixer's stdio lines (zap's JSON or console form).
 
@@ -79,22 +120,31 @@ class LineEncoder:
         self._metric_level = config.metric_level
         self._min_level = config.output_level
         self._now = now
+        # Encoders with equal settings write equal lines for one timestamped log entry; a small
+        # int stands for the settings so the cache key hashes cheaply.
+        settings = (self._json, tuple(sorted(self._severity.items())), self._min_level)
+        self._settings = _SETTINGS_IDS.setdefault(settings, len(_SETTINGS_IDS))
 
     def encode(self, instance: Instance) -> str | None:
         """The line for ``instance``, or None when it is below ``output_level`` or of no template
         this adapter writes."""
         if isinstance(instance, LogEntryInstance):
-            level = self._severity.get(instance.severity or "", Level.INFO)
-            if level < self._min_level:
-                return None
-            fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
-            return self._line(level, instance.timestamp or self._now(), instance.name, fields)
+            if instance.timestamp is None:
+                return self._log_line(instance, self._now())
+            return _shared_lines.get(instance, self._settings, self._log_line)
         if isinstance(instance, MetricInstance):
             if self._metric_level < self._min_level:
                 return None
             fields = {"value": instance.value, **dict(sorted(instance.dimensions.items()))}
             return self._line(self._metric_level, self._now(), instance.name, fields)
         return None
+
+    def _log_line(self, instance: LogEntryInstance, when: datetime | None = None) -> str | None:
+        level = self._severity.get(instance.severity or "", Level.INFO)
+        if level < self._min_level:
+            return None
+        fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
+        return self._line(level, when or instance.timestamp or self._now(), instance.name, fields)
 
     def _line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
         if self._json:

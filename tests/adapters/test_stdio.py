@@ -340,3 +340,32 @@ def test_old_backups_are_pruned_by_age(tmp_path: Path) -> None:
     assert unrelated.exists()
     assert len(sink.backups()) == 1
     assert path.read_text() == "second line\n"
+
+
+def test_encoders_with_equal_settings_share_a_log_entry_line() -> None:
+    from adapters.stdio._handler import LineEncoder, _shared_lines, _SharedLines
+
+    when = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    entry = LogEntryInstance("accesslog.istio-system", variables={"a": "1"}, timestamp=when, severity="info")
+    first = LineEncoder(StdioConfig(), lambda: when)
+    second = LineEncoder(StdioConfig(), lambda: when)
+    hits = _shared_lines.hits
+    line = first.encode(entry)
+    assert line == second.encode(entry)
+    assert _shared_lines.hits == hits + 1
+    # Other settings, other text: an encoder that filters info lines writes none.
+    quiet = LineEncoder(StdioConfig.model_validate({"outputLevel": "error"}), lambda: when)
+    assert quiet.encode(entry) is None
+    assert second.encode(entry) == line
+    # An entry without a timestamp takes each encoder's own clock and is not shared.
+    later = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
+    untimed = LogEntryInstance("accesslog.istio-system", variables={"a": "1"})
+    assert "10:00:00" in (first.encode(untimed) or "")
+    assert "11:00:00" in (LineEncoder(StdioConfig(), lambda: later).encode(untimed) or "")
+    # The cache is bounded and counts what it evicts.
+    small = _SharedLines(limit=2)
+    entries = [LogEntryInstance(f"e{i}", variables={"i": str(i)}, timestamp=when) for i in range(5)]
+    for e in entries:
+        small.get(e, 0, lambda inst: inst.name)
+    assert small.evicted == 3
+    assert small.get(entries[-1], 0, lambda inst: "recomputed") == "e4"
