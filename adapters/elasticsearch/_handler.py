@@ -10,13 +10,13 @@ from elasticsearch import AsyncElasticsearch
 from adapters.elasticsearch._config import ElasticsearchConfig
 from adapters.elasticsearch._encoding import DocumentEncoder
 from adapters.elasticsearch._sender import BulkSender
-from mixer import HandlerEnv, HandlerOverloaded, ReportBatch, ReportHandler
-from mixer.delivery import Delivery
+from mixer import HandlerEnv, HandlerOverloaded, ReportBatch
+from mixer.delivery import DeliveryReportHandler, Record
 
 __all__ = ["ElasticsearchHandler"]
 
 
-class ElasticsearchHandler(ReportHandler):
+class ElasticsearchHandler(DeliveryReportHandler[BulkSender]):
     """Indexes logentry, metric and tracespan instances into Elasticsearch.
 
     ``handle_report`` encodes each instance into a document (see :class:`DocumentEncoder`) and
@@ -33,22 +33,27 @@ class ElasticsearchHandler(ReportHandler):
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         client_factory: Callable[[], AsyncElasticsearch] | None = None,
     ) -> None:
+        super().__init__(
+            BulkSender(config, env.logger, name=env.handler_name, client_factory=client_factory),
+            config.delivery,
+            env,
+        )
         self.name = env.handler_name
         self.config = config
         self._logger = env.logger
         self._encoder = DocumentEncoder(config, now)
-        self.sender = BulkSender(config, env.logger, name=env.handler_name, client_factory=client_factory)
-        self.delivery = Delivery(
-            env.handler_name, self.sender, config.delivery, data_dir=env.data_dir, logger=env.logger
-        )
         self._started = False
-        self._closed = False
         #: Instances of templates this adapter does not write, ignored.
         self.ignored = 0
 
     def handle_report(self, batch: ReportBatch) -> None:
+        # Refused before encoding, so that a batch arriving after shutdown is not counted in
+        # ``ignored`` and is refused even when none of it would have been sent.
         if self._closed:
             raise HandlerOverloaded(f"{self.name} is shut down")
+        super().handle_report(batch)
+
+    def encode_batch(self, batch: ReportBatch) -> list[Record]:
         records = []
         for instance in batch.instances:
             record = self._encoder.encode(instance)
@@ -56,8 +61,7 @@ class ElasticsearchHandler(ReportHandler):
                 self.ignored += 1
             else:
                 records.append(record)
-        if records:
-            self.delivery.offer(records)
+        return records
 
     async def start(self) -> None:
         if self._started or self._closed:
@@ -68,14 +72,7 @@ class ElasticsearchHandler(ReportHandler):
         if self.config.uses_tls and not self.config.tls.verify:
             self._logger.warning("%s: tls.verify is false: server certificates are not checked", self.name)
         self._started = True
-        await self.delivery.start()
-        self.sender.start()
+        await super().start()
 
-    async def shutdown(self, timeout: float) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            await self.delivery.shutdown(timeout)
-        finally:
-            await self.sender.close()
+    async def start_sender(self) -> None:
+        self.sender.start()

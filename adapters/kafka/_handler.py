@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from adapters.kafka._config import KafkaConfig
 from adapters.kafka._encoding import EncodeError, make_encoder
 from adapters.kafka._sender import KafkaSender
-from mixer import HandlerEnv, ReportBatch, ReportHandler
-from mixer.delivery import Delivery, DeliveryStats, Record
+from mixer import HandlerEnv, ReportBatch
+from mixer.delivery import DeliveryReportHandler, DeliveryStats, Record
 
 __all__ = ["KafkaHandler"]
 
 
-class KafkaHandler(ReportHandler):
+class KafkaHandler(DeliveryReportHandler[KafkaSender]):
     """``handle_report`` encodes each instance and offers the records to Delivery; nothing waits.
 
     An instance that cannot be encoded (a trace id that is not hex, a metric value that is no
@@ -30,21 +30,18 @@ class KafkaHandler(ReportHandler):
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        super().__init__(KafkaSender(config, env.logger), config.delivery, env)
         self.name = env.handler_name
         self._logger = env.logger
         self._topic = config.topic_format
         self._key = config.key_format
         self._encoder = make_encoder(config.encoding, now)
-        self.sender = KafkaSender(config, env.logger)
-        self.delivery = Delivery(
-            env.handler_name, self.sender, config.delivery, data_dir=env.data_dir, logger=env.logger
-        )
         #: Instances skipped because they have no form in the configured encoding.
         self.encode_errors = 0
 
     @property
     def stats(self) -> DeliveryStats:
-        return self.delivery.stats
+        return self.delivery_stats
 
     def encode(self, batch: ReportBatch) -> list[Record]:
         """The records for ``batch``, in order; instances that cannot be encoded are left out."""
@@ -65,14 +62,8 @@ class KafkaHandler(ReportHandler):
             )
         return records
 
-    def handle_report(self, batch: ReportBatch) -> None:
-        records = self.encode(batch)
-        if records:
-            self.delivery.offer(records)
+    def encode_batch(self, batch: ReportBatch) -> list[Record]:
+        return self.encode(batch)
 
-    async def start(self) -> None:
+    async def start_sender(self) -> None:
         self.sender.prepare()
-        await self.delivery.start()
-
-    async def shutdown(self, timeout: float) -> None:
-        await self.delivery.shutdown(timeout)

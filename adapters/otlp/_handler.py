@@ -18,8 +18,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from adapters.otlp._config import OtlpConfig
 from adapters.otlp._encode import encode_instance, export_request
 from adapters.otlp._spans import InvalidSpan, InvalidSpanLog
-from mixer.adapter import HandlerEnv, ReportBatch, ReportHandler
-from mixer.delivery import Delivery, DeliveryStats, PermanentError, Record, RetryableError, SendResult
+from mixer.adapter import HandlerEnv, ReportBatch
+from mixer.delivery import (
+    DeliveryReportHandler,
+    DeliveryStats,
+    PermanentError,
+    Record,
+    RetryableError,
+    SendResult,
+)
 from mixer.templates import TraceSpanInstance
 
 __all__ = ["EXPORT_METHOD", "OtlpHandler", "OtlpSender", "OtlpStats", "classify_rpc_error", "retry_delay"]
@@ -183,19 +190,15 @@ class OtlpStats:
     rejected_spans: int
 
 
-class OtlpHandler(ReportHandler):
+class OtlpHandler(DeliveryReportHandler[OtlpSender]):
     """Exports tracespan instances as OTLP spans; see the package README for the mapping."""
 
     def __init__(self, config: OtlpConfig, env: HandlerEnv) -> None:
+        super().__init__(OtlpSender(config, env.logger, name=env.handler_name), config.delivery, env)
         self.config = config
-        self._sender = OtlpSender(config, env.logger, name=env.handler_name)
-        self._delivery = Delivery(
-            env.handler_name, self._sender, config.delivery, data_dir=env.data_dir, logger=env.logger
-        )
         self._invalid = InvalidSpanLog(env.logger, env.handler_name)
-        self._closed = False
 
-    def handle_report(self, batch: ReportBatch) -> None:
+    def encode_batch(self, batch: ReportBatch) -> list[Record]:
         records = []
         for instance in batch.instances:
             if not isinstance(instance, TraceSpanInstance):
@@ -204,20 +207,11 @@ class OtlpHandler(ReportHandler):
                 records.append(encode_instance(instance))
             except InvalidSpan as exc:
                 self._invalid.record(instance.name, exc)
-        if records:
-            self._delivery.offer(records)
+        return records
 
-    async def start(self) -> None:
-        self._sender.open()
-        await self._delivery.start()
-
-    async def shutdown(self, timeout: float) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._delivery.shutdown(timeout)
-        await self._sender.close()
+    async def start_sender(self) -> None:
+        self.sender.open()
 
     @property
     def stats(self) -> OtlpStats:
-        return OtlpStats(self._delivery.stats, self._invalid.count, self._sender.rejected_spans)
+        return OtlpStats(self.delivery_stats, self._invalid.count, self.sender.rejected_spans)

@@ -16,8 +16,15 @@ import aiohttp
 from adapters.otlp import InvalidSpan, InvalidSpanLog
 from adapters.zipkin._config import ZipkinConfig
 from adapters.zipkin._encode import encode_instance, spans_body
-from mixer.adapter import HandlerEnv, ReportBatch, ReportHandler
-from mixer.delivery import Delivery, DeliveryStats, PermanentError, Record, RetryableError, SendResult
+from mixer.adapter import HandlerEnv, ReportBatch
+from mixer.delivery import (
+    DeliveryReportHandler,
+    DeliveryStats,
+    PermanentError,
+    Record,
+    RetryableError,
+    SendResult,
+)
 from mixer.templates import TraceSpanInstance
 
 __all__ = ["RETRYABLE_STATUSES", "ZipkinHandler", "ZipkinSender", "ZipkinStats", "retry_after"]
@@ -137,19 +144,15 @@ class ZipkinStats:
     invalid_spans: int
 
 
-class ZipkinHandler(ReportHandler):
+class ZipkinHandler(DeliveryReportHandler[ZipkinSender]):
     """Sends tracespan instances to Zipkin; see the package README for the mapping."""
 
     def __init__(self, config: ZipkinConfig, env: HandlerEnv) -> None:
+        super().__init__(ZipkinSender(config, env.logger), config.delivery, env)
         self.config = config
-        self._sender = ZipkinSender(config, env.logger)
-        self._delivery = Delivery(
-            env.handler_name, self._sender, config.delivery, data_dir=env.data_dir, logger=env.logger
-        )
         self._invalid = InvalidSpanLog(env.logger, env.handler_name)
-        self._closed = False
 
-    def handle_report(self, batch: ReportBatch) -> None:
+    def encode_batch(self, batch: ReportBatch) -> list[Record]:
         records = []
         for instance in batch.instances:
             if not isinstance(instance, TraceSpanInstance):
@@ -158,20 +161,11 @@ class ZipkinHandler(ReportHandler):
                 records.append(encode_instance(instance))
             except InvalidSpan as exc:
                 self._invalid.record(instance.name, exc)
-        if records:
-            self._delivery.offer(records)
+        return records
 
-    async def start(self) -> None:
-        self._sender.open()
-        await self._delivery.start()
-
-    async def shutdown(self, timeout: float) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._delivery.shutdown(timeout)
-        await self._sender.close()
+    async def start_sender(self) -> None:
+        self.sender.open()
 
     @property
     def stats(self) -> ZipkinStats:
-        return ZipkinStats(self._delivery.stats, self._invalid.count)
+        return ZipkinStats(self.delivery_stats, self._invalid.count)

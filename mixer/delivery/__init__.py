@@ -10,6 +10,7 @@ letter file and the self-metrics. See ``docs/delivery.md``.
 from __future__ import annotations
 
 from mixer.delivery._delivery import Delivery
+from mixer.delivery._handler import DeliveryReportHandler
 from mixer.delivery._metrics import DeliveryCollector
 from mixer.delivery._options import DeliveryOptions, SpoolOptions
 from mixer.delivery._stats import SEND_DURATION_BUCKETS, DeliveryStats
@@ -21,6 +22,7 @@ __all__ = [
     "Delivery",
     "DeliveryCollector",
     "DeliveryOptions",
+    "DeliveryReportHandler",
     "DeliveryStats",
     "PermanentError",
     "Record",
