@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixer.adapter import CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer.attributes import AttributeBag
 from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
 from mixer.registry import Registry
 from mixer.runtime._index import (
@@ -27,7 +28,7 @@ from mixer.runtime._index import (
 )
 from mixer.runtime._outcomes import RuntimeBuildError, RuntimeDelta, RuntimeStats
 from mixer.runtime._runtime import HandlerSlot, Runtime
-from mixer.templates import Variety
+from mixer.templates import Instance, Variety
 
 _generations = itertools.count(1)
 
@@ -111,6 +112,8 @@ def build_runtime(
     produce_rules: list[tuple[str | None, CheckRule]] = []
     quota_rules: dict[str, list[tuple[str | None, QuotaRule]]] = {}
     report_rules: list[tuple[str | None, ReportRule]] = []
+    # One builder per report instance, shared by every action that sends it to a handler.
+    report_builds: dict[str, _BuiltOncePerBag] = {}
 
     for rule, targets in resolved:
         namespace = None if rule.namespace == default_namespace else rule.namespace
@@ -154,7 +157,10 @@ def build_runtime(
             if index is None:
                 index = report_handler_index[t.handler] = len(report_handlers)
                 report_handlers.append((t.handler, _as_report(handlers[t.handler])))
-            report_actions.append((index, t.instance.builder.build, t.instance.name))
+            build = report_builds.get(t.instance.name)
+            if build is None:
+                build = report_builds[t.instance.name] = _BuiltOncePerBag(t.instance.builder.build)
+            report_actions.append((index, build, t.instance.name))
         if report_actions:
             sampler = make_sampler(rule.sampling, draw, now)
             report_rules.append((namespace, (match, sampler, tuple(report_actions), rule.name)))
@@ -294,6 +300,33 @@ def _check_action(target: _Target, handlers: dict[str, Handler]) -> CheckAction:
 def _produces(config: ValidatedConfig, registry: Registry, handler: str) -> bool:
     info = registry.adapter(config.handlers[handler].adapter)
     return info is not None and info.produces_attributes
+
+
+class _BuiltOncePerBag:
+    """Builds an instance once per bag however many handlers receive it.
+
+    The stock access log goes to several handlers (stdio, Kafka, Elasticsearch); each of their
+    actions would otherwise evaluate its two dozen expressions again. Report builds a request's
+    instances one after another, so the last bag and its instance are enough (a strong reference:
+    the bag's identity cannot be reused meanwhile). Handlers treat instances as read-only. A build
+    that raises is not cached: the next action raises and counts the error again, as before.
+    """
+
+    __slots__ = ("_bag", "_build", "_instance")
+
+    def __init__(self, build: Callable[[AttributeBag], Instance]) -> None:
+        self._build = build
+        self._bag: AttributeBag | None = None
+        self._instance: Instance | None = None
+
+    def __call__(self, bag: AttributeBag) -> Instance:
+        instance = self._instance
+        if bag is self._bag and instance is not None:
+            return instance
+        instance = self._build(bag)
+        self._bag = bag
+        self._instance = instance
+        return instance
 
 
 def _as_quota(handler: Handler) -> QuotaHandler:

@@ -255,3 +255,37 @@ def test_namespaced_report_rules() -> None:
     )
     # Rule order is kept: the namespaced rule comes first in config.
     assert paths_reported(rt) == ["/shop", "/svc", "/all", "/all", "/all"]
+
+
+def test_an_instance_sent_to_several_handlers_is_built_once_per_bag() -> None:
+    from mixer.config import InstanceConfig
+
+    cfg = telemetry_config()
+    access = cfg.instances[fq("access")]
+    builds: list[str] = []
+    inner = access.builder
+
+    class Counting:
+        name = inner.name
+        template = inner.template
+
+        def build(self, bag: AttributeBag) -> Any:
+            builds.append(str(bag.get("request.path")))
+            return inner.build(bag)
+
+    shared = InstanceConfig(access.name, access.namespace, access.template, Counting(), access.source)
+    cfg = ValidatedConfig(
+        cfg.manifest,
+        cfg.handlers,
+        {**cfg.instances, access.name: shared},
+        (*cfg.rules, rule("copy", None, (fq("prom"), [fq("access")]))),
+    )
+    rt = build_runtime(cfg, registry())
+    outcome = rt.report(bags("/a", "/b"))
+    assert outcome.status.ok
+    assert builds == ["/a", "/b"]
+    (log_batch,) = recording(rt, "log").batches
+    (prom_batch,) = recording(rt, "prom").batches
+    shared_in_prom = [i for i in prom_batch.instances if isinstance(i, LogEntryInstance)]
+    assert [i.variables for i in shared_in_prom] == [{"path": "/a"}, {"path": "/b"}]
+    assert all(a is b for a, b in zip(log_batch.instances, shared_in_prom, strict=True))
