@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import signal
@@ -76,7 +77,7 @@ def kill_process(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-class ManagedProcess:
+class ManagedProcess(abc.ABC):
     """One server process on a fixed loopback port. :meth:`stop` and :meth:`start` keep the port,
     so clients configured with it reconnect to the restarted server (which starts empty).
 
@@ -96,8 +97,9 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
+    @abc.abstractmethod
     def argv(self) -> list[str]:
-        raise NotImplementedError
+        """The command line that starts the server on ``self.port``."""
 
     def environ(self) -> dict[str, str] | None:
         """The environment to start with; None inherits this process's."""
