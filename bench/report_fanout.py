@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import ipaddress
 import json
 import os
 import pstats
@@ -37,11 +36,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import grpc.aio
+from wire_decode import istio_http_record
 
 from mixer.attributes import AttributeValue
 from mixer.wire import ReportEncoding, decode_report_request, encode_report_request
@@ -69,53 +69,8 @@ def pin(cpu: int) -> None:
 
 
 def _record(i: int, start: datetime) -> dict[str, AttributeValue]:
-    request_id = str(uuid.uuid4())
-    trace_id = uuid.uuid4().hex
-    when = start + timedelta(milliseconds=37 * i)
-    return {
-        "source.uid": f"kubernetes://productpage-v1-6b746f74dc-{i % 4}x9kq.default",
-        "source.principal": "cluster.local/ns/default/sa/bookinfo-productpage",
-        "source.workload.name": "productpage-v1",
-        "source.workload.namespace": "default",
-        "source.labels": {"app": "productpage", "version": "v1", "pod-template-hash": "6b746f74dc"},
-        "destination.uid": "kubernetes://reviews-v2-7bf8c9648f-pmd2k.default",
-        "destination.principal": "cluster.local/ns/default/sa/bookinfo-reviews",
-        "destination.workload.name": "reviews-v2",
-        "destination.workload.namespace": "default",
-        "destination.service.host": "reviews.default.svc.cluster.local",
-        "destination.service.name": "reviews",
-        "destination.ip": ipaddress.IPv4Address("10.44.1.9"),
-        "destination.labels": {"app": "reviews", "version": "v2", "pod-template-hash": "7bf8c9648f"},
-        "request.headers": {
-            ":authority": "reviews:9080",
-            ":path": f"/reviews/{i}",
-            ":method": "GET",
-            "user-agent": "python-requests/2.22.0",
-            "accept": "*/*",
-            "accept-encoding": "gzip, deflate",
-            "x-request-id": request_id,
-            "x-b3-traceid": trace_id,
-            "x-b3-spanid": trace_id[:16],
-            "x-b3-sampled": "1",
-            "x-forwarded-proto": "http",
-        },
-        "request.id": request_id,
-        "request.host": "reviews:9080",
-        "request.method": "GET",
-        "request.path": f"/reviews/{i}",
-        "request.scheme": "http",
-        "request.useragent": "python-requests/2.22.0",
-        "request.total_size": 812,
-        "request.time": when,
-        "response.code": 200 if i % 10 else 503,
-        "response.total_size": 512 + i,
-        "response.time": when + timedelta(microseconds=7250 + i),
-        "response.duration": timedelta(microseconds=7250 + i),
-        "context.protocol": "http",
-        "context.reporter.kind": "inbound",
-        "context.reporter.uid": "kubernetes://reviews-v2-7bf8c9648f-pmd2k.default",
-        "context.proxy_error_code": "-",
-    }
+    # Fresh ids each time: the backends must see distinct requests and traces.
+    return istio_http_record(i, start, str(uuid.uuid4()), uuid.uuid4().hex)
 
 
 def report_bodies(count: int = 16) -> list[bytes]:

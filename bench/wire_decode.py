@@ -26,8 +26,13 @@ RECORDS = 100
 
 
 def _record(i: int) -> dict[str, AttributeValue]:
-    start = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC) + timedelta(milliseconds=37 * i)
-    request_id = str(uuid.UUID(int=i * 7919 + 1))
+    start = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    return istio_http_record(i, start, str(uuid.UUID(int=i * 7919 + 1)), f"{i:032x}")
+
+
+def istio_http_record(i: int, start: datetime, request_id: str, trace_id: str) -> dict[str, AttributeValue]:
+    """Record ``i`` of a batch as an Istio 1.4 sidecar reports an HTTP request (shared by the benches)."""
+    when = start + timedelta(milliseconds=37 * i)
     return {
         "source.uid": f"kubernetes://productpage-v1-6b746f74dc-{i % 4}x9kq.default",
         "source.principal": "cluster.local/ns/default/sa/bookinfo-productpage",
@@ -50,8 +55,8 @@ def _record(i: int) -> dict[str, AttributeValue]:
             "accept": "*/*",
             "accept-encoding": "gzip, deflate",
             "x-request-id": request_id,
-            "x-b3-traceid": f"{i:032x}",
-            "x-b3-spanid": f"{i:016x}",
+            "x-b3-traceid": trace_id,
+            "x-b3-spanid": trace_id[16:],
             "x-b3-sampled": "1",
             "x-forwarded-proto": "http",
         },
@@ -62,10 +67,10 @@ def _record(i: int) -> dict[str, AttributeValue]:
         "request.scheme": "http",
         "request.useragent": "python-requests/2.22.0",
         "request.total_size": 812,
-        "request.time": start,
+        "request.time": when,
         "response.code": 200 if i % 10 else 503,
         "response.total_size": 512 + i,
-        "response.time": start + timedelta(microseconds=7250 + i),
+        "response.time": when + timedelta(microseconds=7250 + i),
         "response.duration": timedelta(microseconds=7250 + i),
         "context.protocol": "http",
         "context.reporter.kind": "inbound",
