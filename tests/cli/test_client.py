@@ -17,7 +17,7 @@ import pytest
 from mixer.cli import build_parser, main
 from mixer.decision import CheckOutcome, QuotaRequest
 from mixer.status import OK, Code, Status
-from tests.cli.test_client_api import DENY, QUOTAS, MixerServerDouble, unused_port
+from tests.cli.test_client_api import DENY, DENY_JSON, QUOTAS, MixerServerDouble, unused_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -130,31 +130,7 @@ def test_denial_is_printed_and_exits_0(server: MixerServerDouble, capsys: pytest
     server.outcome = DENY
     assert main(["check", "--server", server.address, "-s", "source.namespace=x"]) == 0
     (answer,) = _lines(capsys.readouterr().out)
-    assert answer == {
-        "status": {
-            "code": "PERMISSION_DENIED",
-            "code_number": 7,
-            "message": "denier.istio-system: not allowed",
-        },
-        "valid_duration": "5s",
-        "valid_use_count": 1000,
-        "referenced_attributes": [
-            {"name": "source.labels", "condition": "EXACT", "map_key": "app"},
-            {"name": "request.headers", "condition": "EXACT", "map_key": "x-custom-key"},
-            {"name": "source.namespace", "condition": "ABSENCE", "map_key": None},
-            {"name": "destination.service.host", "condition": "EXACT", "map_key": None},
-        ],
-        "route_directive": {
-            "request_header_operations": [{"name": "x-plan", "value": "gold", "operation": "REPLACE"}],
-            "response_header_operations": [
-                {"name": "x-trace", "value": "", "operation": "REMOVE"},
-                {"name": "x-why", "value": "denied", "operation": "APPEND"},
-            ],
-            "direct_response_code": 0,
-            "direct_response_body": "",
-        },
-        "quotas": {},
-    }
+    assert answer == DENY_JSON
 
 
 def test_fail_on_deny_exits_3(server: MixerServerDouble, capsys: pytest.CaptureFixture[str]) -> None:

@@ -429,33 +429,37 @@ def test_decode_rejects_an_unknown_header_operation() -> None:
         decode_check_response(response)
 
 
+#: What `mixer check` prints, and CheckAnswer.to_json() gives, for the DENY outcome.
+DENY_JSON: dict[str, Any] = {
+    "status": {
+        "code": "PERMISSION_DENIED",
+        "code_number": 7,
+        "message": "denier.istio-system: not allowed",
+    },
+    "valid_duration": "5s",
+    "valid_use_count": 1000,
+    "referenced_attributes": [
+        {"name": "source.labels", "condition": "EXACT", "map_key": "app"},
+        {"name": "request.headers", "condition": "EXACT", "map_key": "x-custom-key"},
+        {"name": "source.namespace", "condition": "ABSENCE", "map_key": None},
+        {"name": "destination.service.host", "condition": "EXACT", "map_key": None},
+    ],
+    "route_directive": {
+        "request_header_operations": [{"name": "x-plan", "value": "gold", "operation": "REPLACE"}],
+        "response_header_operations": [
+            {"name": "x-trace", "value": "", "operation": "REMOVE"},
+            {"name": "x-why", "value": "denied", "operation": "APPEND"},
+        ],
+        "direct_response_code": 0,
+        "direct_response_body": "",
+    },
+    "quotas": {},
+}
+
+
 def test_to_json_shape() -> None:
     answer = _answer_of(DENY)
-    assert answer.to_json() == {
-        "status": {
-            "code": "PERMISSION_DENIED",
-            "code_number": 7,
-            "message": "denier.istio-system: not allowed",
-        },
-        "valid_duration": "5s",
-        "valid_use_count": 1000,
-        "referenced_attributes": [
-            {"name": "source.labels", "condition": "EXACT", "map_key": "app"},
-            {"name": "request.headers", "condition": "EXACT", "map_key": "x-custom-key"},
-            {"name": "source.namespace", "condition": "ABSENCE", "map_key": None},
-            {"name": "destination.service.host", "condition": "EXACT", "map_key": None},
-        ],
-        "route_directive": {
-            "request_header_operations": [{"name": "x-plan", "value": "gold", "operation": "REPLACE"}],
-            "response_header_operations": [
-                {"name": "x-trace", "value": "", "operation": "REMOVE"},
-                {"name": "x-why", "value": "denied", "operation": "APPEND"},
-            ],
-            "direct_response_code": 0,
-            "direct_response_body": "",
-        },
-        "quotas": {},
-    }
+    assert answer.to_json() == DENY_JSON
 
 
 def test_quota_answers_to_json() -> None:
