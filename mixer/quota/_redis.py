@@ -101,8 +101,8 @@ def redis_client(url: str, *, pool_size: int, timeout: float) -> Redis:
     callers decide what may be sent again.
     """
     from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     pool = BlockingConnectionPool.from_url(
         normalize_redis_url(url),
