@@ -1,19 +1,38 @@
-# Mesh Mixer: set-up, run and test. Every target installs what it needs.
+# Mesh Mixer: set-up, run and test. Every target installs what it needs, and only the locked set:
+# requirements/runtime.txt (what `mixer serve` runs with) and requirements/dev.txt (that plus the test
+# and lint tools), both generated from pyproject.toml's ranges by `make lock`, with hashes.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
+LOCK_RUNTIME := requirements/runtime.txt
+LOCK_DEV := requirements/dev.txt
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+# Exactly the locked files: every distribution's hash is checked and nothing is resolved here.
+PIP_LOCKED := $(PY) -m pip install -q --require-hashes --no-deps
+# Our own package, built with the locked setuptools rather than whatever an isolated build fetches.
+PIP_SELF := $(PY) -m pip install -q --no-deps --no-build-isolation -e .
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install system-deps run test soak bench lint typecheck format proto clean
+.PHONY: install install-runtime system-deps run test test-unit test-latest soak bench lint typecheck \
+	format proto lock clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
-	touch $(STAMP)
+	$(PIP_LOCKED) -r $(LOCK_RUNTIME)
+	$(PIP_SELF)
+	$(PY) -m pip check
+	touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): $(LOCK_DEV) pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_LOCKED) -r $(LOCK_DEV)
+	$(PIP_SELF)
+	$(PY) -m pip check
+	touch $@ $(RUNTIME_STAMP)
+
+install-runtime: $(RUNTIME_STAMP)
+install: $(DEV_STAMP)
 
 # Real backends the tests start and stop themselves (Debian packages; CI runs as root).
 # tool=Debian package
@@ -26,38 +45,68 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-run: $(STAMP)
+run: $(RUNTIME_STAMP)
 	$(VENV)/bin/mixer serve
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+# The whole suite, as CI runs it: real Redis, Kafka (Tansu), Prometheus and nginx.
+test: $(DEV_STAMP) system-deps lint
+	$(PYTEST) -m "not slow"
+
+# For a laptop: no root, no apt, no backend process (tests that start Redis, Tansu, Prometheus,
+# promtool or nginx are deselected by the `backends` marker, set in tests/conftest.py).
+test-unit: $(DEV_STAMP)
+	$(PYTEST) -m "not slow and not backends"
+
+# The suite against the newest releases inside pyproject's ranges, in a venv of its own: what a
+# `make lock` would move us to. Not part of CI; run it before refreshing the lock.
+LATEST := .venv-latest
+test-latest: system-deps
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip setuptools
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/ruff format --check .
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
+		--deselect tests/test_lock.py::test_the_running_environment_is_the_locked_one
+
+# Refresh both locks to the newest releases inside pyproject's ranges (LOCK_UPGRADE= keeps the
+# current pins and only adds what pyproject newly asks for). The runtime lock constrains the dev one.
+LOCK_UPGRADE ?= --upgrade
+PIP_COMPILE := $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_UPGRADE)
+lock: $(DEV_STAMP)
+	$(PIP_COMPILE) -o $(LOCK_RUNTIME) pyproject.toml requirements/bootstrap.in
+	$(PIP_COMPILE) --extra dev -o $(LOCK_DEV) pyproject.toml requirements/bootstrap.in requirements/dev.in
 
 # The long no-loss runs (20 s backend outages); `make test` runs their short forms (3 s).
-soak: $(STAMP) system-deps
-	$(PY) -m pytest -q -p no:cacheprovider -m slow
-	MIXER_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_no_loss.py
+soak: $(DEV_STAMP) system-deps
+	$(PYTEST) -m slow
+	MIXER_SOAK=1 $(PYTEST) tests/e2e/test_no_loss.py
 
 # Benchmarks; results are quoted in docs/performance.md.
-bench: $(STAMP) system-deps
+bench: $(DEV_STAMP) system-deps
 	$(PY) bench/wire_decode.py
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py
 
-proto: $(STAMP)
+proto: $(DEV_STAMP)
 	$(PY) -m mixer.proto.build
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -780,6 +780,7 @@ def test_each_handler_has_its_own_registry() -> None:
 # --- promtool -----------------------------------------------------------------------------------
 
 
+@pytest.mark.backends
 def test_exposition_passes_promtool_check_metrics() -> None:
     promtool = shutil.which("promtool")
     # `make test` installs it (make system-deps); a missing promtool is a broken setup, not a skip.
