@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from mixer.adapter import AdapterInfo
 from mixer.attributes import AttributeInfo, AttributeManifest, ValueType
+from mixer.config._bindings import AttributeBinding, compile_bindings
 from mixer.config._documents import (
     AttributeManifestSpec,
     Envelope,
@@ -26,7 +27,6 @@ from mixer.config._documents import (
     RuleSpec,
     SamplingSpec,
 )
-from mixer.config._bindings import AttributeBinding, compile_bindings
 from mixer.config._errors import IssueList, join_path, loc_path
 from mixer.config._instances import SharedMaps, compile_instance
 from mixer.config._model import (
@@ -335,7 +335,8 @@ class ConfigCompiler:
                 if isinstance(params, Mapping) and obj.template.variety is Variety.ATTRIBUTE_GENERATOR:
                     # Istio 1.0 wrote the bindings inside the legacy spec, beside the fields.
                     params = dict(params)
-                    found = [params.pop(k) for k in ("attribute_bindings", "attributeBindings") if k in params]
+                    keys = ("attribute_bindings", "attributeBindings")
+                    found = [params.pop(k) for k in keys if k in params]
                     bindings_spec = found[0] if found and isinstance(found[0], Mapping) else {}
             else:
                 spec: InstanceSpec | None = self._spec(obj, InstanceSpec)

@@ -15,6 +15,7 @@ from mixer.adapter import AttributeHandler, CheckHandler, Handler, HandlerEnv, Q
 from mixer.attributes import AttributeBag
 from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
 from mixer.registry import Registry
+from mixer.runtime._generate import GenerateAction, GenerateRule
 from mixer.runtime._index import (
     CheckAction,
     CheckRule,
@@ -26,7 +27,6 @@ from mixer.runtime._index import (
     Scoped,
     make_sampler,
 )
-from mixer.runtime._generate import GenerateAction, GenerateRule
 from mixer.runtime._outcomes import RuntimeBuildError, RuntimeDelta, RuntimeStats
 from mixer.runtime._runtime import HandlerSlot, Runtime
 from mixer.templates import Instance, Variety

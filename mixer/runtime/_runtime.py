@@ -35,6 +35,7 @@ from mixer.decision import (
     QuotaRequest,
     rate_limit_headers,
 )
+from mixer.runtime._generate import GenerateRule, generate
 from mixer.runtime._index import (
     CheckRule,
     Evaluate,
@@ -50,7 +51,6 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._generate import GenerateRule, generate
 from mixer.runtime._produced import ProducedBag, _Layered, conforming
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
@@ -514,12 +514,13 @@ class Runtime:
         generating: Scoped[GenerateRule] | None = self._generate
         if not (self._generate.default or self._generate.needs_namespace):
             generating = None
-        for bag in bags:
+        for received in bags:
+            bag = received
             if generating is not None:
-                generated = generate(generating, bag, self.stats, self._logger)
+                generated = generate(generating, received, self.stats, self._logger)
                 if generated:
                     # Only names the bag lacks, so the layering order does not matter.
-                    bag = AttributeBag(_Layered(generated, bag._values))
+                    bag = AttributeBag(_Layered(generated, received._values))
             rules = default_rules
             if by_namespace is not None:
                 namespace = identity_namespace(bag)
