@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from mixer import AdapterInfo, AttributeHandler, CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer import (
+    AdapterInfo,
+    AttributeHandler,
+    CheckHandler,
+    Handler,
+    HandlerEnv,
+    QuotaHandler,
+    ReportHandler,
+)
 from mixer.registry import Registry
 from mixer.templates import Variety
 
