@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from adapters.kubernetesenv._cache import PodInventory, PodRecord, parse_ip
 from adapters.kubernetesenv._config import KubernetesEnvConfig
+from adapters.kubernetesenv._metrics import track
 from adapters.kubernetesenv._static import load_inventory
 from adapters.kubernetesenv._template import KubernetesInstance
 from adapters.kubernetesenv._watch import KubernetesWatcher
@@ -43,6 +44,7 @@ class KubernetesEnvHandler(AttributeHandler):
         self.name = env.handler_name
         self._logger = env.logger
         self.inventory = PodInventory(config.cache_max_entries, config.cache_max_bytes)
+        track(self.name, self.inventory)
         self.watcher: KubernetesWatcher | None = None
         self._closed = False
 

@@ -84,7 +84,7 @@ class _Store:
 class FakeKubernetes:
     """Start with :meth:`start`; ``lists`` and ``watches`` count requests per resource."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self._version = 100
         self._stores = {name: _Store() for name in _PATHS}
         self._changed = asyncio.Condition()
@@ -92,7 +92,7 @@ class FakeKubernetes:
         self.watches: dict[str, int] = {name: 0 for name in _PATHS}
         self.gone_sent = 0
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     async def start(self) -> None:
         app = web.Application()
@@ -100,7 +100,7 @@ class FakeKubernetes:
             app.router.add_get(path, self._handler(resource))
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         server = site._server
         assert server is not None

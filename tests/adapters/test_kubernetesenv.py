@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from adapters.kubernetesenv import KubernetesEnvConfig, KubernetesInstance
 from adapters.kubernetesenv._cache import PodInventory, pod_from_json
 from adapters.kubernetesenv._handler import KubernetesEnvHandler, key_from_uid
 from mixer.adapter import HandlerEnv
 from mixer.attributes import AttributeBag
+from mixer.collectors import AdapterCollectors
 from mixer.config import ConfigError, load_config, load_config_text
 from mixer.registry import Registry
 from mixer.runtime import Runtime, build_runtime
@@ -125,6 +126,16 @@ async def test_pod_through_replicaset_to_deployment(fake: FakeKubernetes, tmp_pa
         misses = handler.inventory.stats.misses
         assert _destination(handler, uid="kubernetes://nope.default") == {}
         assert handler.inventory.stats.misses == misses + 1
+        registry = CollectorRegistry()
+        registry.register(AdapterCollectors())
+        text = generate_latest(registry).decode()
+        assert (
+            f'mixer_kubernetesenv_lookups_total{{handler="kubernetesenv.istio-system",result="miss"}} {misses + 1}.0'
+            in text
+        )
+        assert (
+            'mixer_kubernetesenv_cache_entries{handler="kubernetesenv.istio-system",kind="pod"} 2.0' in text
+        )
     finally:
         await handler.shutdown(5.0)
 
@@ -174,6 +185,33 @@ async def test_410_gone_makes_the_client_list_again(fake: FakeKubernetes, tmp_pa
         assert _destination(handler, ip="10.44.0.9")["destination_pod_name"] == "ratings-0"
     finally:
         await handler.shutdown(5.0)
+
+
+async def test_api_down_at_start_is_retried(tmp_path: Path) -> None:
+    probe = FakeKubernetes()
+    await probe.start()
+    kubeconfig = probe.kubeconfig(tmp_path)
+    port = probe.port
+    await probe.stop()
+    config = KubernetesEnvConfig.model_validate(
+        {"kubeconfig_path": str(kubeconfig), "retry_interval": "50ms"}
+    )
+    handler = KubernetesEnvHandler(config, _env())
+    await handler.start()  # returns at once although nothing answers
+    revived = FakeKubernetes(port)
+    try:
+        watcher = handler.watcher
+        assert watcher is not None
+        assert not watcher.has_synced
+        assert _destination(handler, ip="10.44.0.40") == {}
+        await _until(lambda: handler.inventory.stats.watch_errors >= 2, "counted failures")
+        await revived.start()
+        await revived.apply("pods", pod("late-1", ip="10.44.0.40"))
+        await _until(lambda: watcher.has_synced, "the first list after the outage", timeout=60)
+        assert _destination(handler, ip="10.44.0.40")["destination_pod_name"] == "late-1"
+    finally:
+        await handler.shutdown(5.0)
+        await revived.stop()
 
 
 async def test_static_inventory(tmp_path: Path) -> None:
