@@ -444,8 +444,15 @@ spec:
 
 def test_istio_configs_with_kubernetesenv_load() -> None:
     registry = _registry()
-    for name in ("install/istio-1.4.10-default.yaml", "install/istio-1.0.6-default.yaml"):
-        config = load_config([_istio_file(ISTIO / name)], registry)
+    for names in (
+        ("install/istio-1.4.10-default.yaml",),
+        ("install/istio-1.4.10-demo.yaml",),
+        ("install/istio-1.0.6-default.yaml",),
+        # Mixer's testdata: the legacy kind: kubernetes form, with Mixer's attribute vocabulary.
+        ("testdata/attributes.yaml", "testdata/kubernetesenv.yaml"),
+    ):
+        name = names[-1]
+        config = load_config([_istio_file(ISTIO / n) for n in names], registry)
         bound = [i for i in config.instances.values() if i.template == "kubernetes"]
         assert bound, name
         assert all(i.bindings for i in bound), name
