@@ -68,11 +68,11 @@ async def test_events_carry_the_instance_name_as_tag(tmp_path: Path) -> None:
         )
         await _until(lambda: len(server.events) == 2, "two events")
         first, second = sorted(server.events, key=lambda e: e.tag)
-        assert second.tag == "newlog.istio-system"
+        assert second.tag == "newlog.instance.istio-system"
         assert second.record == {"latency": 12, "responseCode": 200, "severity": "info"}
         assert second.time == int(WHEN.timestamp())
         assert first.tag == "custom.tag"
-        assert first.record == {"user": "alice", "severity": "info", "name": "tagged.istio-system"}
+        assert first.record == {"user": "alice", "severity": "info", "name": "tagged.instance.istio-system"}
         assert all(event.chunk for event in server.events)
     finally:
         await handler.shutdown(5.0)
@@ -151,7 +151,10 @@ async def test_istio_fluentd_config_driven_by_a_report(name: str, tmp_path: Path
         assert outcome.instance_errors == 0, outcome.errors
         await _until(lambda: len(server.events) == 1, "the log entry", timeout=90)
         event = server.events[0]
-        assert event.tag.startswith("newlog")
+        # Mixer's instance names: newlog.instance.istio-system, or the legacy newlog.logentry.istio-system.
+        assert event.tag == (
+            "newlog.logentry.istio-system" if "crd" in name else "newlog.instance.istio-system"
+        )
         assert event.record == {
             "source": "productpage-v1",
             "user": "unknown",
