@@ -21,9 +21,11 @@ from typing import Any
 from adapters.kubernetesenv._cache import PodInventory, pod_from_json, replicaset_from_json
 from adapters.kubernetesenv._config import KubernetesEnvConfig
 
-__all__ = ["KubernetesWatcher"]
+__all__ = ["LIST_PAGE_SIZE", "KubernetesWatcher"]
 
 _MAX_BACKOFF = 30.0
+#: Objects per list request.
+LIST_PAGE_SIZE = 500
 
 
 class _Gone(Exception):
@@ -127,27 +129,48 @@ class KubernetesWatcher:
                 stats.relists += 1
 
     async def _list(self, resource: _Resource, list_call: Callable[..., Awaitable[Any]]) -> str:
-        response = await list_call(_preload_content=False)
-        try:
-            body = await response.json()
-        finally:
-            response.release()
-        items = body.get("items") if isinstance(body, dict) else None
+        """List in pages of :data:`LIST_PAGE_SIZE` (a big cluster's list never sits in memory
+        whole), then replace the resource's records; :returns: the list's resource version."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
         records = []
-        for item in items if isinstance(items, list) else ():
-            record = resource.parse(item)
-            if record is None:
-                self._inventory.stats.invalid += 1
-            else:
-                records.append(record)
+        token = ""
+        version = ""
+        while True:
+            try:
+                response = await list_call(
+                    limit=LIST_PAGE_SIZE, _continue=token or None, _preload_content=False
+                )
+            except ApiException as exc:
+                if exc.status == 410:  # the continue token expired: start over
+                    raise _Gone() from exc
+                raise
+            try:
+                body = await response.json()
+            finally:
+                response.release()
+            if not isinstance(body, dict):
+                raise ValueError(f"{resource.name} list answered {type(body).__name__}, not an object")
+            items = body.get("items")
+            for item in items if isinstance(items, list) else ():
+                record = resource.parse(item)
+                if record is None:
+                    self._inventory.stats.invalid += 1
+                else:
+                    records.append(record)
+            metadata = body.get("metadata")
+            metadata = metadata if isinstance(metadata, dict) else {}
+            found = metadata.get("resourceVersion")
+            version = found if isinstance(found, str) else version
+            token = metadata.get("continue") or ""
+            if not isinstance(token, str) or not token:
+                break
         if resource is _PODS:
             self._inventory.replace_pods(records)
         else:
             self._inventory.replace_replicasets(records)
         self.synced.add(resource.name)
-        metadata = body.get("metadata") if isinstance(body, dict) else None
-        version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
-        return version if isinstance(version, str) else ""
+        return version
 
     async def _watch(
         self, resource: _Resource, list_call: Callable[..., Awaitable[Any]], version: str

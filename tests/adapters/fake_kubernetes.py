@@ -2,7 +2,7 @@
 
 It serves ``GET /api/v1/pods`` and ``GET /apis/apps/v1/replicasets`` the way the API server does
 for an all-namespaces list and watch: a list answers ``{"kind": "PodList", "metadata":
-{"resourceVersion"}, "items"}``; ``?watch=true&resourceVersion=N`` streams newline-separated
+{"resourceVersion", "continue"}, "items"}`` in pages of ``limit``; ``?watch=true&resourceVersion=N`` streams newline-separated
 ``{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object"}`` events after N and ends after
 ``timeoutSeconds``. A version older than the retained history gets the API's ``410 Gone`` ERROR
 event (``expire``), which a correct client answers with a fresh list.
@@ -90,6 +90,8 @@ class FakeKubernetes:
         self._changed = asyncio.Condition()
         self.lists: dict[str, int] = {name: 0 for name in _PATHS}
         self.watches: dict[str, int] = {name: 0 for name in _PATHS}
+        self.pages_served: dict[str, int] = {name: 0 for name in _PATHS}
+        self._pages: dict[str, list[dict[str, Any]]] = {name: [] for name in _PATHS}
         self.gone_sent = 0
         self._runner: web.AppRunner | None = None
         self.port = port
@@ -171,13 +173,27 @@ class FakeKubernetes:
         async def handle(request: web.Request) -> web.StreamResponse:
             if request.query.get("watch", "").lower() in ("true", "1"):
                 return await self._watch(resource, request)
-            self.lists[resource] += 1
             store = self._stores[resource]
+            token = request.query.get("continue", "")
+            if token:
+                # The snapshot the first page started; versions are frozen in the token.
+                version, offset = (int(part) for part in token.split(":"))
+                items = self._pages[resource]
+            else:
+                self.lists[resource] += 1
+                version, offset = self._version, 0
+                items = self._pages[resource] = list(store.objects.values())
+            limit = int(request.query.get("limit") or "0") or len(items) or 1
+            page = items[offset : offset + limit]
+            metadata: dict[str, str] = {"resourceVersion": str(version)}
+            if offset + limit < len(items):
+                metadata["continue"] = f"{version}:{offset + limit}"
+            self.pages_served[resource] += 1
             body = {
                 "kind": _LIST_KINDS[resource],
                 "apiVersion": "v1" if resource == "pods" else "apps/v1",
-                "metadata": {"resourceVersion": str(self._version)},
-                "items": list(store.objects.values()),
+                "metadata": metadata,
+                "items": page,
             }
             return web.json_response(body)
 

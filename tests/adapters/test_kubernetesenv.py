@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from adapters.kubernetesenv import KubernetesEnvConfig, KubernetesInstance
 from adapters.kubernetesenv._cache import PodInventory, pod_from_json
 from adapters.kubernetesenv._handler import KubernetesEnvHandler, key_from_uid
+from adapters.kubernetesenv._watch import LIST_PAGE_SIZE
 from mixer.adapter import HandlerEnv
 from mixer.attributes import AttributeBag
 from mixer.collectors import AdapterCollectors
@@ -212,6 +213,23 @@ async def test_api_down_at_start_is_retried(tmp_path: Path) -> None:
     finally:
         await handler.shutdown(5.0)
         await revived.stop()
+
+
+async def test_big_lists_are_read_in_pages(fake: FakeKubernetes, tmp_path: Path) -> None:
+    for i in range(LIST_PAGE_SIZE + 20):
+        await fake.apply("pods", pod(f"bulk-{i}", "bulk", ip=f"10.1.{i // 250}.{i % 250}"))
+    handler = await _watching(fake, tmp_path)
+    try:
+        assert fake.pages_served["pods"] >= 2
+        assert handler.inventory.pods == LIST_PAGE_SIZE + 20 + 2
+        assert (
+            _destination(handler, ip=f"10.1.{(LIST_PAGE_SIZE + 19) // 250}.{(LIST_PAGE_SIZE + 19) % 250}")[
+                "destination_pod_name"
+            ]
+            == f"bulk-{LIST_PAGE_SIZE + 19}"
+        )
+    finally:
+        await handler.shutdown(5.0)
 
 
 async def test_static_inventory(tmp_path: Path) -> None:
