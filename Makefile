@@ -89,7 +89,11 @@ test-latest: system-deps
 LOCK_UPGRADE ?= --upgrade
 PIP_COMPILE := $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
 	--no-emit-index-url --no-emit-find-links --no-emit-trusted-host $(LOCK_UPGRADE)
-lock: $(DEV_STAMP)
+# Needs only the locked pip-tools, not an install of the project: pyproject may already ask for
+# something the current lock lacks.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_LOCKED) -r $(LOCK_DEV)
 	$(PIP_COMPILE) -o $(LOCK_RUNTIME) pyproject.toml requirements/bootstrap.in
 	$(PIP_COMPILE) --extra dev -o $(LOCK_DEV) pyproject.toml requirements/bootstrap.in requirements/dev.in
 

@@ -10,6 +10,7 @@ import pluggy
 
 from mixer.adapter import (
     AdapterInfo,
+    AttributeHandler,
     CheckHandler,
     CheckResult,
     Handler,
@@ -35,6 +36,7 @@ __all__ = [
     "PROJECT_NAME",
     "AdapterInfo",
     "AttributeBag",
+    "AttributeHandler",
     "AttributeManifest",
     "CheckHandler",
     "CheckResult",

@@ -132,6 +132,19 @@ class ReportHandler(Handler, abc.ABC):
         """
 
 
+class AttributeHandler(Handler, abc.ABC):
+    """A handler of an attribute-producing template (Mixer's attribute generators, such as
+    ``kubernetesenv`` with the ``kubernetes`` template)."""
+
+    @abc.abstractmethod
+    def generate_attributes(self, instance: Instance) -> Mapping[str, AttributeValue]:
+        """The template's output fields this request sets, by field name; unset fields are left out.
+
+        Runs on every Check and every record of a Report before any other rule, so it must not
+        block or wait: answer from memory (a cache a background task keeps up to date).
+        """
+
+
 HandlerFactory = Callable[[BaseModel, HandlerEnv], Handler]
 
 

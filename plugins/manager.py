@@ -71,6 +71,8 @@ BUILTIN_ADAPTERS: tuple[str, ...] = (
     "adapters.zipkin",
     "adapters.elasticsearch",
     "adapters.kafka",
+    "adapters.kubernetesenv",
+    "adapters.fluentd",
 )
 
 #: Always loaded and never blocked: without them no config can be validated.

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mixer.attributes import ISTIO_MANIFEST, AttributeManifest
+from mixer.config._bindings import OUTPUT_PREFIX
 from mixer.config._errors import ConfigError, ConfigIssue, IssueList
 from mixer.config._instances import CompiledInstanceBuilder
 from mixer.config._loader import ConfigCompiler
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAMESPACE",
     "MAX_DOCUMENTS",
     "MAX_FILE_BYTES",
+    "OUTPUT_PREFIX",
     "ActionConfig",
     "CompiledInstanceBuilder",
     "ConfigError",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from mixer.adapter import AdapterInfo
 from mixer.attributes import AttributeInfo, AttributeManifest, ValueType
+from mixer.config._bindings import AttributeBinding, compile_bindings
 from mixer.config._documents import (
     AttributeManifestSpec,
     Envelope,
@@ -46,7 +47,7 @@ from mixer.expr import CompiledExpression, ExpressionError
 from mixer.expr import compile as compile_expression
 from mixer.plans import PlanConfig
 from mixer.registry import Registry
-from mixer.templates import TemplateSpec
+from mixer.templates import TemplateSpec, Variety
 
 CORE_KINDS = ("attributemanifest", "handler", "instance", "rule", "plan")
 #: Kinds Istio's proxies (through Pilot) consume, not Mixer; accepted in a config bundle and ignored.
@@ -327,15 +328,23 @@ class ConfigCompiler:
         instances: dict[str, InstanceConfig] = {}
         shared_maps: SharedMaps = {}
         for obj in self.objects[_INSTANCE].values():
+            bindings_spec: Mapping[str, Any] = {}
             if obj.legacy_template is not None:
                 obj.template = obj.legacy_template
                 params = obj.spec
+                if isinstance(params, Mapping) and obj.template.variety is Variety.ATTRIBUTE_GENERATOR:
+                    # Istio 1.0 wrote the bindings inside the legacy spec, beside the fields.
+                    params = dict(params)
+                    keys = ("attribute_bindings", "attributeBindings")
+                    found = [params.pop(k) for k in keys if k in params]
+                    bindings_spec = found[0] if found and isinstance(found[0], Mapping) else {}
             else:
                 spec: InstanceSpec | None = self._spec(obj, InstanceSpec)
                 if spec is None:
                     continue
                 obj.template = self._instance_template(obj, spec)
                 params = spec.params
+                bindings_spec = spec.attributeBindings
             if obj.template is None:
                 continue
             path = obj.params_path
@@ -347,11 +356,41 @@ class ConfigCompiler:
                 self._error(obj, join_path(path, field_path), message)
 
             builder = compile_instance(obj.fq_name, obj.template, params, manifest, report, shared_maps)
-            if builder is not None:
+            bindings = self._bindings(obj, obj.template, bindings_spec, manifest)
+            if builder is not None and bindings is not None:
                 instances[obj.fq_name] = InstanceConfig(
-                    obj.fq_name, obj.namespace, obj.template.name, builder, obj.source
+                    obj.fq_name,
+                    obj.namespace,
+                    obj.template.name,
+                    builder,
+                    obj.source,
+                    tuple((b.attribute, b.expression) for b in bindings),
                 )
         return instances
+
+    def _bindings(
+        self,
+        obj: _Object,
+        template: TemplateSpec,
+        bindings: Mapping[str, Any],
+        manifest: AttributeManifest,
+    ) -> tuple[AttributeBinding, ...] | None:
+        path = join_path(obj.spec_path, "attributeBindings")
+        if template.variety is not Variety.ATTRIBUTE_GENERATOR:
+            if bindings:
+                self._error(
+                    obj,
+                    path,
+                    f'template "{template.name}" produces no attributes: attributeBindings apply only '
+                    "to attribute-producing templates (such as kubernetes)",
+                )
+                return None
+            return ()
+
+        def report(field_path: str, message: str) -> None:
+            self._error(obj, field_path, message)
+
+        return compile_bindings(template, bindings, manifest, path, report)
 
     def _instance_template(self, obj: _Object, spec: InstanceSpec) -> TemplateSpec | None:
         path = obj.spec_path
@@ -374,13 +413,6 @@ class ConfigCompiler:
                     f'unknown template "{spec.compiledTemplate}"'
                     f"{_did_you_mean(spec.compiledTemplate, names)} (known: {', '.join(names)})",
                 )
-        if spec.attributeBindings:
-            self._error(
-                obj,
-                join_path(path, "attributeBindings"),
-                "attributeBindings (outputs of out-of-process adapters) are not supported",
-            )
-            return None
         return template
 
     # -- phase 5: rules ---------------------------------------------------------------------

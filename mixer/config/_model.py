@@ -63,6 +63,9 @@ class InstanceConfig:
     template: str
     builder: InstanceBuilder
     source: SourceRef
+    #: ``attributeBindings`` of an attribute-producing instance: (attribute, expression over
+    #: ``mixer.config.OUTPUT_PREFIX + output field``), in config order.
+    bindings: tuple[tuple[str, CompiledExpression], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixer.adapter import CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer.adapter import AttributeHandler, CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
 from mixer.attributes import AttributeBag
 from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
 from mixer.registry import Registry
+from mixer.runtime._generate import GenerateAction, GenerateRule
 from mixer.runtime._index import (
     CheckAction,
     CheckRule,
@@ -36,6 +37,7 @@ _INTERFACES: dict[Variety, type[Handler]] = {
     Variety.CHECK: CheckHandler,
     Variety.QUOTA: QuotaHandler,
     Variety.REPORT: ReportHandler,
+    Variety.ATTRIBUTE_GENERATOR: AttributeHandler,
 }
 
 
@@ -112,12 +114,27 @@ def build_runtime(
     produce_rules: list[tuple[str | None, CheckRule]] = []
     quota_rules: dict[str, list[tuple[str | None, QuotaRule]]] = {}
     report_rules: list[tuple[str | None, ReportRule]] = []
+    generate_rules: list[tuple[str | None, GenerateRule]] = []
     # One builder per report instance, shared by every action that sends it to a handler.
     report_builds: dict[str, _BuiltOncePerBag] = {}
 
     for rule, targets in resolved:
         namespace = None if rule.namespace == default_namespace else rule.namespace
         match = rule.match.evaluate if rule.match is not None else None
+
+        generating = tuple(
+            GenerateAction(
+                t.handler,
+                _as_attribute(handlers[t.handler]),
+                t.instance.name,
+                t.instance.builder.build,
+                tuple((attribute, expression.evaluate) for attribute, expression in t.instance.bindings),
+            )
+            for t in targets
+            if t.variety is Variety.ATTRIBUTE_GENERATOR
+        )
+        if generating:
+            generate_rules.append((namespace, GenerateRule(rule.name, match, generating)))
 
         check_targets = [t for t in targets if t.variety is Variety.CHECK]
         # Actions to attribute-producing handlers run in a first phase of their own; the rule's
@@ -171,6 +188,7 @@ def build_runtime(
         slots=slots,
         check=Scoped.of(check_rules),
         produce=Scoped.of(produce_rules),
+        generate=Scoped.of(generate_rules),
         quota={alias: Scoped.of(rules) for alias, rules in quota_rules.items()},
         report=Scoped.of(report_rules),
         report_handlers=report_handlers,
@@ -336,6 +354,11 @@ def _as_quota(handler: Handler) -> QuotaHandler:
 
 def _as_report(handler: Handler) -> ReportHandler:
     assert isinstance(handler, ReportHandler)
+    return handler
+
+
+def _as_attribute(handler: Handler) -> AttributeHandler:
+    assert isinstance(handler, AttributeHandler)
     return handler
 
 

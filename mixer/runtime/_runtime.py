@@ -35,6 +35,7 @@ from mixer.decision import (
     QuotaRequest,
     rate_limit_headers,
 )
+from mixer.runtime._generate import GenerateRule, generate
 from mixer.runtime._index import (
     CheckRule,
     Evaluate,
@@ -50,7 +51,7 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._produced import ProducedBag, conforming
+from mixer.runtime._produced import ProducedBag, _Layered, conforming
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
@@ -105,6 +106,7 @@ class Runtime:
     __slots__ = (
         "_check",
         "_closed",
+        "_generate",
         "_logger",
         "_produce",
         "_quota",
@@ -131,6 +133,7 @@ class Runtime:
         delta: RuntimeDelta,
         logger: logging.Logger,
         produce: Scoped[CheckRule] | None = None,
+        generate: Scoped[GenerateRule] | None = None,
     ) -> None:
         self.config = config
         self.generation = generation
@@ -139,6 +142,7 @@ class Runtime:
         self._slots = tuple(slots)
         self._check = check
         self._produce = produce if produce is not None else Scoped()
+        self._generate = generate if generate is not None else Scoped()
         self._quota = quota
         self._report = report
         self._report_handlers = tuple(report_handlers)
@@ -177,6 +181,11 @@ class Runtime:
         results: list[CheckResult | None] = []
         request_ops: list[HeaderOperationResult] = []
         response_ops: list[HeaderOperationResult] = []
+        generating = self._generate
+        if generating.default or generating.needs_namespace:
+            generated = generate(generating, tracking, stats, self._logger)
+            if generated:
+                tracking = ProducedBag(tracking, generated)
         produce = self._produce
         if produce.default or produce.needs_namespace:
             tracking = await self._produce_attributes(tracking, deduplication_id, names, results, deadline)
@@ -502,7 +511,16 @@ class Runtime:
         instance_errors = 0
         errors: list[str] = []
 
-        for bag in bags:
+        generating: Scoped[GenerateRule] | None = self._generate
+        if not (self._generate.default or self._generate.needs_namespace):
+            generating = None
+        for received in bags:
+            bag = received
+            if generating is not None:
+                generated = generate(generating, received, self.stats, self._logger)
+                if generated:
+                    # Only names the bag lacks, so the layering order does not matter.
+                    bag = AttributeBag(_Layered(generated, received._values))
             rules = default_rules
             if by_namespace is not None:
                 namespace = identity_namespace(bag)

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mixer import __version__
+from mixer.collectors import AdapterCollectors
 from mixer.delivery import DeliveryCollector
 from mixer.quota._redis_metrics import RedisQuotaCollector
 from mixer.runtime import RuntimeStats
@@ -144,6 +145,7 @@ class ServerMetrics:
         registry.register(RuntimeStatsCollector(stats))
         registry.register(DeliveryCollector())
         registry.register(RedisQuotaCollector())
+        registry.register(AdapterCollectors())
 
     def method(self, api: str, method: str) -> MethodMetrics:
         return MethodMetrics(self, api, method)

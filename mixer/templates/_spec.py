@@ -16,6 +16,9 @@ class Variety(enum.Enum):
     CHECK = "check"
     REPORT = "report"
     QUOTA = "quota"
+    #: Attribute producing: dispatched before every other rule of a Check or a Report; the
+    #: handler answers output fields that the instance's ``attributeBindings`` map to attributes.
+    ATTRIBUTE_GENERATOR = "attributegenerator"
 
 
 class FieldKind(enum.Enum):
@@ -54,6 +57,8 @@ class TemplateSpec:
     instance_type: type[inst.Instance]
     description: str = ""
     request_context: bool = False
+    #: ATTRIBUTE_GENERATOR templates: the output fields (``$out.<name>`` in attributeBindings).
+    outputs: tuple[FieldSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.request_context:
@@ -66,6 +71,12 @@ class TemplateSpec:
 
     def field(self, name: str) -> FieldSpec | None:
         for spec in self.fields:
+            if spec.name == name:
+                return spec
+        return None
+
+    def output(self, name: str) -> FieldSpec | None:
+        for spec in self.outputs:
             if spec.name == name:
                 return spec
         return None

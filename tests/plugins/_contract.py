@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from mixer import AdapterInfo, CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer import (
+    AdapterInfo,
+    AttributeHandler,
+    CheckHandler,
+    Handler,
+    HandlerEnv,
+    QuotaHandler,
+    ReportHandler,
+)
 from mixer.registry import Registry
 from mixer.templates import Variety
 
@@ -18,6 +26,7 @@ HANDLER_CLASS_BY_VARIETY: dict[Variety, type[Handler]] = {
     Variety.CHECK: CheckHandler,
     Variety.QUOTA: QuotaHandler,
     Variety.REPORT: ReportHandler,
+    Variety.ATTRIBUTE_GENERATOR: AttributeHandler,
 }
 
 #: Params layered over an adapter's defaults so that starting it binds no fixed port: tests

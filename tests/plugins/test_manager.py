@@ -73,8 +73,9 @@ def test_registry_contents() -> None:
     registry = create_plugin_manager(load_entry_points=False).registry()
     assert isinstance(registry, Registry)
     builtin = {spec.name for spec in (*BUILTIN_TEMPLATES, *PLAN_TEMPLATES)}
-    # requestauth is registered by the jwt adapter's module, the way a third-party template is.
-    assert set(registry.templates) == builtin | {"requestauth"}
+    # requestauth and kubernetes are registered by the jwt and kubernetesenv adapters' modules,
+    # the way a third-party template is.
+    assert set(registry.templates) == builtin | {"requestauth", "kubernetes"}
     assert registry.adapter_for_kind("listchecker") is registry.adapters["list"]
     assert registry.adapter_for_kind("stdio") is registry.adapters["stdio"]
     assert registry.adapters["stdio"].templates == {"logentry", "metric"}

@@ -1,0 +1,56 @@
+"""The kubernetesenv adapter's params: Mixer's (kubeconfig, refresh) plus a static inventory and bounds."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from mixer.params import PositiveDuration
+
+__all__ = ["KubernetesEnvConfig"]
+
+MiB = 1024 * 1024
+
+
+def _alias(snake: str, camel: str) -> AliasChoices:
+    # Istio wrote params in proto JSON, which accepts both spellings.
+    return AliasChoices(snake, camel)
+
+
+class KubernetesEnvConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: A kubeconfig file; the ``KUBECONFIG`` environment variable wins when set (as in Mixer).
+    #: Neither: the in-cluster service account config.
+    kubeconfig_path: str = Field(default="", validation_alias=_alias("kubeconfig_path", "kubeconfigPath"))
+    #: How long one watch request lasts before it is renewed from the last resource version.
+    cache_refresh_duration: PositiveDuration = Field(
+        default=timedelta(minutes=5),
+        validation_alias=_alias("cache_refresh_duration", "cacheRefreshDuration"),
+    )
+    #: Accepted for Istio compatibility (multicluster secrets); not used.
+    cluster_registries_namespace: str = Field(
+        default="", validation_alias=_alias("cluster_registries_namespace", "clusterRegistriesNamespace")
+    )
+    #: A YAML file of Pod and ReplicaSet objects (``kubectl get pods,rs -A -o yaml``) to serve
+    #: instead of the Kubernetes API, for meshes without Kubernetes. Read at start.
+    inventory_path: Path | None = Field(
+        default=None, validation_alias=_alias("inventory_path", "inventoryPath")
+    )
+    #: Bounds of the pod and replica set cache.
+    cache_max_entries: int = Field(
+        default=200_000, gt=0, validation_alias=_alias("cache_max_entries", "cacheMaxEntries")
+    )
+    cache_max_bytes: int = Field(
+        default=256 * MiB, gt=0, validation_alias=_alias("cache_max_bytes", "cacheMaxBytes")
+    )
+    #: Longest line of a watch stream (one event); a longer one ends the watch and relists.
+    max_event_bytes: int = Field(
+        default=8 * MiB, gt=0, validation_alias=_alias("max_event_bytes", "maxEventBytes")
+    )
+    #: Wait before listing again after the API failed (doubles up to 30s).
+    retry_interval: PositiveDuration = Field(
+        default=timedelta(seconds=1), validation_alias=_alias("retry_interval", "retryInterval")
+    )
