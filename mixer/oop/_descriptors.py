@@ -272,7 +272,7 @@ def _model(name: str, file_descriptor: FileDescriptor, options: bytes) -> Templa
         if f.number != INSTANCE_NAME_FIELD
     )
     builtin = _builtin_spec(name)
-    spec = builtin if builtin is not None else _dynamic_spec(name, variety, fields)
+    spec = builtin if builtin is not None else _dynamic_spec(name, variety, fields, outputs)
     digest = hashlib.sha256()
     proto = descriptor_pb2.FileDescriptorProto()
     file_descriptor.CopyToProto(proto)
@@ -325,8 +325,11 @@ def _value_type(f: FieldDescriptor, owner: str) -> ValueType | None:
     return scalar
 
 
-def _dynamic_spec(name: str, variety: Variety, fields: tuple[FieldSpec, ...]) -> TemplateSpec:
-    return TemplateSpec(name, variety, fields, _instance_type(name, fields, True), "An out-of-process template.")
+def _dynamic_spec(
+    name: str, variety: Variety, fields: tuple[FieldSpec, ...], outputs: tuple[FieldSpec, ...]
+) -> TemplateSpec:
+    instance_type = _instance_type(name, fields, True)
+    return TemplateSpec(name, variety, fields, instance_type, "An out-of-process template.", outputs=outputs)
 
 
 def _instance_type(name: str, fields: Iterable[FieldSpec], top: bool) -> type[Any]:

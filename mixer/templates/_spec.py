@@ -54,6 +54,9 @@ class TemplateSpec:
     instance_type: type[inst.Instance]
     description: str = ""
     request_context: bool = False
+    #: Fields a check answers with besides its status (check-with-output templates such as an
+    #: out-of-process adapter's keyval): rules read them as ``<action name>.output.<field>``.
+    outputs: tuple[FieldSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.request_context:
