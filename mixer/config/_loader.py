@@ -29,7 +29,6 @@ from mixer.config._documents import (
 )
 from mixer.config._errors import IssueList, join_path, loc_path
 from mixer.config._instances import CompiledInstanceBuilder, SharedMaps, compile_instance
-from mixer.config._oop import OOP_PREFIX, OopDeclarations, value_types
 from mixer.config._model import (
     DEFAULT_CONFIG_NAMESPACE,
     ActionConfig,
@@ -41,6 +40,7 @@ from mixer.config._model import (
     SourceRef,
     ValidatedConfig,
 )
+from mixer.config._oop import OOP_PREFIX, OopDeclarations, value_types
 from mixer.config._plans import compile_plan, valid_name
 from mixer.config._source import RawDocument
 from mixer.decision import HeaderOperationKind
@@ -184,12 +184,12 @@ class ConfigCompiler:
         elif kind in PROXY_SIDE_KINDS:
             return
         elif kind in _OUT_OF_PROCESS_KINDS:
-            table = self.oop.adapters if kind == "adapter" else self.oop.templates
+            declared = self.oop.adapters if kind == "adapter" else self.oop.templates
 
             def report(path: str, message: str, obj: _Object = obj) -> None:
                 self._error(obj, join_path(obj.spec_path, path), message)
 
-            table[f"{obj.name}.{namespace}"] = (obj.name, envelope.spec, report)
+            declared[f"{obj.name}.{namespace}"] = (obj.name, envelope.spec, report)
             return
         else:
             self._error(obj, join_path(source.path, "kind"), self._unknown_kind(kind))
@@ -326,7 +326,8 @@ class ConfigCompiler:
             if handler.adapter.startswith(OOP_PREFIX):
                 templates = getattr(handler.params, "templates", {})
                 relevant = {k: v for k, v in types.items() if instances[k].template in templates}
-                params = handler.params.model_copy(update={"value_types": relevant})
+                wire = {k: _wire_name(instances[k]) for k in relevant}
+                params = handler.params.model_copy(update={"value_types": relevant, "wire_names": wire})
                 result[name] = dataclasses.replace(handler, params=params)
         return result
 
@@ -404,10 +405,7 @@ class ConfigCompiler:
         template: TemplateSpec | None = None
         if spec.template and not spec.compiledTemplate:
             model = self.oop.template(spec.template, obj.namespace, self.default_namespace)
-            if model is not None:
-                template = model.spec
-            else:
-                template = self.registry.template(spec.template)
+            template = model.spec if model is not None else self.registry.template(spec.template)
             if template is None:
                 self._error(
                     obj,
@@ -653,6 +651,15 @@ class _RuleCompiler:
             rate_sampling_duration=duration,
             rate_max_unsampled_entries=unsampled,
         )
+
+
+def _wire_name(instance: InstanceConfig) -> str:
+    """Mixer 1.1+ named an instance ``name.instance.namespace`` (the legacy form kept its kind)."""
+    legacy_suffix = f".{instance.template}.{instance.namespace}"
+    suffix = f".{instance.namespace}"
+    if instance.name.endswith(legacy_suffix) or not instance.name.endswith(suffix):
+        return instance.name
+    return f"{instance.name[: -len(suffix)]}.instance.{instance.namespace}"
 
 
 _MESSAGES = {

@@ -118,13 +118,18 @@ class OopDeclarations:
         except ValidationError as exc:
             for error in exc.errors(include_url=False):
                 where = ".".join(str(part) for part in error["loc"])
-                report(f"connection.{where}" if where else "connection", str(error["msg"]).removeprefix("Value error, "))
+                report(
+                    f"connection.{where}" if where else "connection",
+                    str(error["msg"]).removeprefix("Value error, "),
+                )
             return None, None
         templates: dict[str, TemplateModel] = {}
         for template_name in descriptor.templates:
             model = self.template(template_name, namespace, default)
             if model is None:
-                report("adapter", f'adapter "{adapter}" takes template "{template_name}", which is not declared')
+                report(
+                    "adapter", f'adapter "{adapter}" takes template "{template_name}", which is not declared'
+                )
                 return None, None
             templates[template_name] = model
         try:

@@ -1,4 +1,5 @@
-"""A handler's ``connection``: address, timeout and TLS as in Mixer's ``Connection`` (policy/v1beta1/cfg.proto)."""
+"""A handler's ``connection``: address, timeout and TLS, as in Mixer's ``Connection``
+(istio.policy.v1beta1, cfg.proto)."""
 
 from __future__ import annotations
 

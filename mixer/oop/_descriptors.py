@@ -230,7 +230,9 @@ def builtin_template_model(name: str) -> TemplateModel | None:
         return None
     import importlib
 
-    module = importlib.import_module(f"mixer.proto.istio.mixer.template.{module_name}.template_handler_service_pb2")
+    module = importlib.import_module(
+        f"mixer.proto.istio.mixer.template.{module_name}.template_handler_service_pb2"
+    )
     file_descriptor: FileDescriptor = module.DESCRIPTOR
     proto = descriptor_pb2.FileDescriptorProto()
     file_descriptor.CopyToProto(proto)
@@ -265,7 +267,9 @@ def _model(name: str, file_descriptor: FileDescriptor, options: bytes) -> Templa
         output_field = method.output_type.fields_by_name.get("output")
         if output_field is None or output_field.message_type is None:
             raise DescriptorError(f"{method.output_type.full_name} has no output field")
-        outputs = tuple(_field_spec(f, output_field.message_type.full_name) for f in output_field.message_type.fields)
+        outputs = tuple(
+            _field_spec(f, output_field.message_type.full_name) for f in output_field.message_type.fields
+        )
     fields = tuple(
         _field_spec(f, instance_descriptor.full_name)
         for f in instance_descriptor.fields
@@ -304,7 +308,11 @@ def _field_spec(f: FieldDescriptor, owner: str) -> FieldSpec:
         return FieldSpec(f.name, FieldKind.MAP, _value_type(value, owner))
     if f.is_repeated:
         raise DescriptorError(f"{owner}.{f.name}: repeated fields are not supported in templates")
-    if message is not None and message.full_name not in _TYPED_MESSAGES and message.full_name not in _VALUE_MESSAGES:
+    if (
+        message is not None
+        and message.full_name not in _TYPED_MESSAGES
+        and message.full_name not in _VALUE_MESSAGES
+    ):
         nested = tuple(_field_spec(n, message.full_name) for n in message.fields)
         return FieldSpec(f.name, FieldKind.STRUCT, fields=nested)
     return FieldSpec(f.name, FieldKind.VALUE, _value_type(f, owner))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from mixer.attributes import ValueType
@@ -34,8 +34,7 @@ def encode_instance(instance: Any, message: Message, types: ValueTypes) -> Messa
 
 
 def _fill(source: Any, message: Message, types: ValueTypes, prefix: str) -> None:
-    descriptor: Descriptor = message.DESCRIPTOR
-    for f in descriptor.fields:
+    for f in message.DESCRIPTOR.fields:
         value = getattr(source, f.name, None)
         if value is None:
             continue
@@ -74,7 +73,7 @@ _WRAPPERS = frozenset(
 )
 
 
-def _scalar(f: FieldDescriptor, value: Any) -> Any:
+def _scalar(f: Any, value: Any) -> Any:
     if f.type == FieldDescriptor.TYPE_STRING:
         return value if isinstance(value, str) else _text(value)
     if f.type == FieldDescriptor.TYPE_BOOL:

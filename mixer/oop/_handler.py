@@ -69,6 +69,8 @@ class OopHandlerParams(BaseModel):
     templates: dict[str, TemplateModel] = {}
     #: Static types of Value fields per instance name (see :data:`mixer.oop.ValueTypes`).
     value_types: dict[str, dict[str, ValueType]] = {}
+    #: The name Mixer gave each instance on the wire (``name.instance.namespace``), by our name.
+    wire_names: dict[str, str] = {}
     delivery: DeliveryOptions = DeliveryOptions()
 
 
@@ -152,7 +154,9 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
                     self._timeout,
                 )
                 if created.status.code != 0:
-                    self._logger.error("adapter %s refused a session: %s", self._params.adapter, created.status)
+                    self._logger.error(
+                        "adapter %s refused a session: %s", self._params.adapter, created.status
+                    )
                     return
                 self._session_id = created.session_id
                 return
@@ -183,12 +187,17 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
     def _template(self, instance: Instance) -> TemplateModel:
         model = self._params.templates.get(type(instance).template)
         if model is None:
-            raise ValueError(f"adapter {self._params.adapter} does not take template {type(instance).template!r}")
+            raise ValueError(
+                f"adapter {self._params.adapter} does not take template {type(instance).template!r}"
+            )
         return model
 
     def encode(self, model: TemplateModel, instance: Instance) -> Message:
         message = model.instance_class()
-        return encode_instance(instance, message, self._params.value_types.get(instance.name, {}))
+        encode_instance(instance, message, self._params.value_types.get(instance.name, {}))
+        named: Any = message
+        named.name = self._params.wire_names.get(instance.name, instance.name)
+        return message
 
     async def call(self, model: TemplateModel, request: Message) -> Any:
         if self._channel is None:
@@ -203,7 +212,7 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         request: Any = model.request_class()
         request.instance.CopyFrom(self.encode(model, instance))
         try:
-            request.adapter_config.CopyFrom(self._adapter_config())
+            request.adapter_config.ParseFromString(self._adapter_config().SerializeToString())
             response = await self.call(model, request)
         except grpc.aio.AioRpcError as exc:
             return self._failed(exc.code(), exc.details())
@@ -218,7 +227,9 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
             result, outputs = response, {}
         code = _code(result.status.code)
         status = Status(code, result.status.message) if code is not Code.OK else Status()
-        duration = result.valid_duration.ToTimedelta() if result.HasField("valid_duration") else _NOT_CACHEABLE
+        duration = (
+            result.valid_duration.ToTimedelta() if result.HasField("valid_duration") else _NOT_CACHEABLE
+        )
         return CheckResult(
             status=status,
             valid_duration=duration,
@@ -227,7 +238,13 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         )
 
     def _failed(self, code: grpc.StatusCode, details: str | None) -> CheckResult:
-        self._logger.warning("out-of-process adapter %s (%s): %s %s", self._name, self._params.connection.address, code.name, details)
+        self._logger.warning(
+            "out-of-process adapter %s (%s): %s %s",
+            self._name,
+            self._params.connection.address,
+            code.name,
+            details,
+        )
         return CheckResult(_generic(code), _NOT_CACHEABLE, 0)
 
     async def handle_quota(self, instance: QuotaInstance, args: QuotaArgs) -> QuotaResult:
@@ -235,11 +252,12 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         request: Any = model.request_class()
         request.instance.CopyFrom(self.encode(model, instance))
         request.dedup_id = args.deduplication_id
-        params = request.quota_request.quotas[instance.name]
+        wire_name = self._params.wire_names.get(instance.name, instance.name)
+        params = request.quota_request.quotas[wire_name]
         params.amount = args.amount
         params.best_effort = args.best_effort
         try:
-            request.adapter_config.CopyFrom(self._adapter_config())
+            request.adapter_config.ParseFromString(self._adapter_config().SerializeToString())
             response = await self.call(model, request)
         except grpc.aio.AioRpcError as exc:
             failed = self._failed(exc.code(), exc.details())
@@ -247,12 +265,14 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         except AdapterUnavailable as exc:
             failed = self._failed(grpc.StatusCode.UNAVAILABLE, str(exc))
             return QuotaResult(0, _NOT_CACHEABLE, failed.status)
-        result = response.quotas.get(instance.name)
+        result = response.quotas.get(wire_name)
         if result is None and len(response.quotas) == 1:
             result = next(iter(response.quotas.values()))
         if result is None:
             return QuotaResult(0, _NOT_CACHEABLE)
-        duration = result.valid_duration.ToTimedelta() if result.HasField("valid_duration") else _NOT_CACHEABLE
+        duration = (
+            result.valid_duration.ToTimedelta() if result.HasField("valid_duration") else _NOT_CACHEABLE
+        )
         return QuotaResult(result.granted_amount, duration)
 
     def handle_report(self, batch: ReportBatch) -> None:
@@ -290,7 +310,7 @@ class _Sender:
                 digest.update(record.payload)
             request.dedup_id = digest.hexdigest()[:32]
             try:
-                request.adapter_config.CopyFrom(handler._adapter_config())
+                request.adapter_config.ParseFromString(handler._adapter_config().SerializeToString())
                 await handler.call(model, request)
             except AdapterUnavailable as exc:
                 raise RetryableError(str(exc)) from None
