@@ -131,6 +131,7 @@ class ConfigCompiler:
         instances = self._instances(manifest)
         rules = self._rules(manifest)
         plans = self._plans(manifest)
+        self.oop.validate_all(self.default_namespace)
         if self.issues:
             return None
         handlers = self._oop_value_types(handlers, instances)

@@ -45,6 +45,15 @@ class OopDeclarations:
     #: Built for the handlers of this load, by the name their HandlerConfig records.
     infos: dict[str, AdapterInfo] = field(default_factory=dict)
 
+    def validate_all(self, default: str) -> None:
+        """Check every declared document, used or not, so a broken one is reported at once."""
+        for key in list(self.adapters):
+            name, namespace = key.rsplit(".", 1)
+            self.adapter(name, namespace, default)
+        for key in list(self.templates):
+            name, namespace = key.rsplit(".", 1)
+            self.template(name, namespace, default)
+
     def _find(self, table: Mapping[str, Any], name: str, namespace: str, default: str) -> str | None:
         for key in (f"{name}.{namespace}", f"{name}.{default}", name):
             if key in table:
