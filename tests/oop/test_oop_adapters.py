@@ -452,3 +452,201 @@ def test_keyval_params_descriptor_matches_istios(istio: Path) -> None:
     ours = adapter_descriptor("keyval", {"config": b64(keyval_params_descriptor())}).params_class
     table = {"table": {"jason": "admin"}}
     assert encode_params(istio_params, table) == encode_params(ours, table)
+
+
+# -- typed values, the other check templates, sessions ------------------------------------------------
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+TYPED = """apiVersion: config.istio.io/v1alpha2
+kind: attributemanifest
+metadata: {name: typed, namespace: istio-system}
+spec:
+  attributes:
+    t.dns: {valueType: DNS_NAME}
+    t.email: {valueType: EMAIL_ADDRESS}
+    t.uri: {valueType: URI}
+    t.ip: {valueType: IP_ADDRESS}
+    t.duration: {valueType: DURATION}
+    t.double: {valueType: DOUBLE}
+    t.bool: {valueType: BOOL}
+    t.time: {valueType: TIMESTAMP}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: adapter
+metadata: {name: typedadapter, namespace: istio-system}
+spec: {templates: [metric]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: typed, namespace: istio-system}
+spec:
+  adapter: typedadapter
+  connection: {address: "127.0.0.1:1"}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: typed, namespace: istio-system}
+spec:
+  template: metric
+  params:
+    value: t.double
+    dimensions:
+      dns: t.dns
+      email: t.email
+      uri: t.uri
+      ip: t.ip
+      duration: t.duration
+      flag: t.bool
+      time: t.time
+      text: '"plain"'
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: typed, namespace: istio-system}
+spec:
+  actions: [{handler: typed, instances: [typed]}]
+"""
+
+
+async def test_values_carry_their_type(
+    registry: Registry, fake: tuple[FakeAdapter, int], tmp_path: Path
+) -> None:
+    import ipaddress
+    from datetime import timedelta
+
+    adapter, port = fake
+    config = retarget(
+        load_config([write(tmp_path, "typed.yaml", TYPED)], registry, environ={}), f"127.0.0.1:{port}"
+    )
+    runtime = await started(config, registry, tmp_path)
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    bag = AttributeBag(
+        {
+            "t.dns": "svc.example.com",
+            "t.email": "a@example.com",
+            "t.uri": "https://example.com/x",
+            "t.ip": ipaddress.ip_address("10.1.2.3"),
+            "t.duration": timedelta(milliseconds=1500),
+            "t.double": 2.5,
+            "t.bool": True,
+            "t.time": moment,
+        }
+    )
+    try:
+        assert runtime.report([bag]).instances == 1
+        await wait_for(lambda: "HandleMetric" in adapter.received)
+    finally:
+        await runtime.shutdown(5)
+    request: Any = adapter.received["HandleMetric"][0]
+    instance = request.instances[0]
+    dims = instance.dimensions
+    assert instance.value.double_value == 2.5
+    assert dims["dns"].dns_name_value.value == "svc.example.com"
+    assert dims["email"].email_address_value.value == "a@example.com"
+    assert dims["uri"].uri_value.value == "https://example.com/x"
+    assert dims["ip"].ip_address_value.value == bytes([10, 1, 2, 3])
+    assert dims["duration"].duration_value.value.ToTimedelta() == timedelta(milliseconds=1500)
+    assert dims["flag"].bool_value is True
+    assert dims["time"].timestamp_value.value.ToDatetime(tzinfo=UTC) == moment
+    assert dims["text"].WhichOneof("value") == "string_value"
+
+
+CHECKS = """apiVersion: config.istio.io/v1alpha2
+kind: adapter
+metadata: {name: checks, namespace: istio-system}
+spec: {templates: [authorization, apikey, checknothing], session_based: SESSION}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: checks, namespace: istio-system}
+spec:
+  adapter: checks
+  connection: {address: "127.0.0.1:1"}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: authz, namespace: istio-system}
+spec:
+  template: authorization
+  params:
+    subject:
+      user: source.principal | "nobody"
+      properties:
+        app: source.labels["app"] | ""
+    action:
+      method: request.method | "GET"
+      path: request.path | "/"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: key, namespace: istio-system}
+spec:
+  template: apikey
+  params:
+    api_key: request.api_key | ""
+    api: '"petstore"'
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: nothing, namespace: istio-system}
+spec:
+  template: checknothing
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: checks, namespace: istio-system}
+spec:
+  actions: [{handler: checks, instances: [authz, key, nothing]}]
+"""
+
+
+@pytest.mark.parametrize("session_based", [False, True])
+async def test_authorization_apikey_checknothing(
+    registry: Registry, fake: tuple[FakeAdapter, int], tmp_path: Path, session_based: bool
+) -> None:
+    adapter, port = fake
+    text = CHECKS.replace("SESSION", "true" if session_based else "false")
+    config = retarget(
+        load_config([write(tmp_path, "checks.yaml", text)], registry, environ={}), f"127.0.0.1:{port}"
+    )
+    runtime = await started(config, registry, tmp_path)
+    try:
+        bag = AttributeBag(
+            {
+                "source.principal": "alice",
+                "source.labels": {"app": "web"},
+                "request.path": "/pets",
+                "request.api_key": "k1",
+            }
+        )
+        outcome = await runtime.check(bag)
+        deadline = time.monotonic() + 20
+        # A session-based handler answers UNAVAILABLE until its session is open.
+        while session_based and outcome.status.code is Code.UNAVAILABLE and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            outcome = await runtime.check(bag)
+    finally:
+        await runtime.shutdown(5)
+    assert outcome.status.code is Code.OK
+    authz: Any = adapter.received["HandleAuthorization"][0]
+    assert authz.instance.subject.user == "alice"
+    assert authz.instance.subject.properties["app"].string_value == "web"
+    assert authz.instance.action.method == "GET"
+    assert authz.instance.action.path == "/pets"
+    key: Any = adapter.received["HandleApiKey"][0]
+    assert (key.instance.api_key, key.instance.api) == ("k1", "petstore")
+    nothing: Any = adapter.received["HandleCheckNothing"][0]
+    assert nothing.instance.name == "nothing.instance.istio-system"
+    if session_based:
+        assert "Validate" in adapter.received
+        assert authz.adapter_config.value == b"s-1"
+        assert "CloseSession" in adapter.received
+    else:
+        assert "CreateSession" not in adapter.received
+        assert authz.adapter_config.type_url == ""
