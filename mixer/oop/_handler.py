@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from mixer.adapter import (
     CheckHandler,
@@ -72,6 +72,15 @@ class OopHandlerParams(BaseModel):
     #: The name Mixer gave each instance on the wire (``name.instance.namespace``), by our name.
     wire_names: dict[str, str] = {}
     delivery: DeliveryOptions = DeliveryOptions()
+
+    @field_serializer("adapter_config")
+    def _config_size(self, value: bytes) -> str:
+        # Encoded params may hold secrets that no key name reveals: shown by size only.
+        return f"<{len(value)} bytes>"
+
+    @field_serializer("templates")
+    def _template_methods(self, value: dict[str, TemplateModel]) -> dict[str, str]:
+        return {name: model.method for name, model in value.items()}
 
 
 class AdapterUnavailable(Exception):

@@ -650,3 +650,13 @@ async def test_authorization_apikey_checknothing(
     else:
         assert "CreateSession" not in adapter.received
         assert authz.adapter_config.type_url == ""
+
+
+def test_effective_config_shows_calls_not_encoded_params(istio: Path, registry: Registry) -> None:
+    from mixer.config import redacted
+
+    shown = redacted(control_headers(istio, registry))["handlers"]["keyval.istio-system"]
+    assert shown["adapter"] == "oop:keyval"
+    assert shown["params"]["templates"] == {"keyval": "/keyval.HandleKeyvalService/HandleKeyval"}
+    assert shown["params"]["adapter_config"].endswith(" bytes>")
+    assert "jason" not in repr(shown)
