@@ -17,8 +17,10 @@ __all__ = ["Authentication", "Connection", "MutualTls", "Tls", "open_channel"]
 
 #: How long one call to an adapter may take when the connection says nothing.
 DEFAULT_TIMEOUT = timedelta(seconds=5)
-#: A token or certificate file larger than this is refused.
-MAX_CREDENTIAL_BYTES = 64 * 1024
+#: A token or certificate file larger than this is refused (a CA bundle may be large).
+MAX_CREDENTIAL_BYTES = 4 * 1024 * 1024
+#: Mixer trusted the system's public roots besides the configured CA.
+SYSTEM_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 class _Model(BaseModel):
@@ -75,6 +77,15 @@ class Connection(_Model):
         return self
 
 
+def _roots(ca_file: str) -> bytes | None:
+    """The system roots plus ``ca_file`` (None: gRPC's default roots)."""
+    if not ca_file:
+        return None
+    system = Path(SYSTEM_CA_FILE)
+    public = _read(str(system)) if system.is_file() else b""
+    return public + b"\n" + _read(ca_file)
+
+
 def _read(path: str) -> bytes:
     data = Path(path).read_bytes()
     if len(data) > MAX_CREDENTIAL_BYTES:
@@ -94,7 +105,7 @@ def open_channel(connection: Connection) -> grpc.aio.Channel:
     if auth.mutual is not None:
         mutual = auth.mutual
         credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(mutual.ca_certificates) if mutual.ca_certificates else None,
+            root_certificates=_roots(mutual.ca_certificates),
             private_key=_read(mutual.private_key),
             certificate_chain=_read(mutual.client_certificate),
         )
@@ -102,9 +113,7 @@ def open_channel(connection: Connection) -> grpc.aio.Channel:
     else:
         assert auth.tls is not None
         tls = auth.tls
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls.ca_certificates) if tls.ca_certificates else None
-        )
+        credentials = grpc.ssl_channel_credentials(root_certificates=_roots(tls.ca_certificates))
         server_name = tls.server_name
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import random
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -104,6 +106,11 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
                 env.handler_name, _Sender(self), params.delivery, data_dir=env.data_dir, logger=env.logger
             )
         self._closed = False
+        # Mixer numbered the calls that had no deduplication id of their own from a random start.
+        self._dedup = itertools.count(random.getrandbits(63))
+
+    def _next_dedup_id(self) -> str:
+        return str(next(self._dedup))
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -220,6 +227,7 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         model = self._template(instance)
         request: Any = model.request_class()
         request.instance.CopyFrom(self.encode(model, instance))
+        request.dedup_id = self._next_dedup_id()
         try:
             request.adapter_config.ParseFromString(self._adapter_config().SerializeToString())
             response = await self.call(model, request)
@@ -275,10 +283,10 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
             failed = self._failed(grpc.StatusCode.UNAVAILABLE, str(exc))
             return QuotaResult(0, _NOT_CACHEABLE, failed.status)
         result = response.quotas.get(wire_name)
-        if result is None and len(response.quotas) == 1:
-            result = next(iter(response.quotas.values()))
         if result is None:
-            return QuotaResult(0, _NOT_CACHEABLE)
+            # Mixer failed the quota when the adapter did not answer for the instance it asked about.
+            failed = self._failed(grpc.StatusCode.INTERNAL, f"no result for quota {wire_name!r}")
+            return QuotaResult(0, _NOT_CACHEABLE, failed.status)
         duration = (
             result.valid_duration.ToTimedelta() if result.HasField("valid_duration") else _NOT_CACHEABLE
         )

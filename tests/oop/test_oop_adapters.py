@@ -660,3 +660,40 @@ def test_effective_config_shows_calls_not_encoded_params(istio: Path, registry: 
     assert shown["params"]["templates"] == {"keyval": "/keyval.HandleKeyvalService/HandleKeyval"}
     assert shown["params"]["adapter_config"].endswith(" bytes>")
     assert "jason" not in repr(shown)
+
+
+async def test_mutual_tls(
+    registry: Registry, ca: trustme.CA, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    server_cert = ca.issue_cert("localhost")
+    client = ca.issue_cert("mixer.istio-system")
+    key, cert = tmp_path / "client.key", tmp_path / "client.pem"
+    client.private_key_pem.write_to_path(str(key))
+    client.cert_chain_pems[0].write_to_path(str(cert))
+    credentials = grpc.ssl_server_credentials(
+        [(server_cert.private_key_pem.bytes(), server_cert.cert_chain_pems[0].bytes())],
+        root_certificates=ca.cert_pem.bytes(),
+        require_client_auth=True,
+    )
+    adapter = FakeAdapter()
+    server, port = await start_fake(adapter, credentials)
+    mutual = (
+        "    authentication:\n      mutual:\n"
+        f"        privateKey: {key}\n        clientCertificate: {cert}\n"
+        f"        caCertificates: {tls_files['ca']}\n        serverName: localhost\n"
+    )
+    without = f"    authentication:\n      tls:\n        caCertificates: {tls_files['ca']}\n        serverName: localhost\n"
+    outcomes = []
+    try:
+        for connection in (mutual, without):
+            config = load_config([fake_config(tmp_path, connection)], registry, environ={})
+            runtime = await started(retarget(config, f"127.0.0.1:{port}"), registry, tmp_path)
+            try:
+                outcomes.append(await runtime.check(AttributeBag({})))
+            finally:
+                await runtime.shutdown(5)
+    finally:
+        await server.stop(None)
+    assert outcomes[0].status.code is Code.OK
+    assert outcomes[1].status.code is Code.UNAVAILABLE  # the server wants a client certificate
+    assert len(adapter.received["HandleListEntry"]) == 1
