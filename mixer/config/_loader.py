@@ -550,9 +550,11 @@ class _RuleCompiler:
             elif action.name:
                 named.add(action.name)
         if self.outputs:
-            # Header operations may read what the rule's named actions answered.
+            # Header operations may read what the rule's named actions answered; a declared
+            # attribute of the same name keeps its declaration.
             base = self.manifest
-            self.manifest = AttributeManifest([*(base.info(name) for name in base), *self.outputs])
+            extra = [info for info in self.outputs if info.name not in base]
+            self.manifest = AttributeManifest([*(base.info(name) for name in base), *extra])
         request_ops = self.header_operations("requestHeaderOperations", spec.requestHeaderOperations)
         response_ops = self.header_operations("responseHeaderOperations", spec.responseHeaderOperations)
         sampling = self.sampling(spec.sampling)

@@ -697,3 +697,16 @@ async def test_mutual_tls(
     assert outcomes[0].status.code is Code.OK
     assert outcomes[1].status.code is Code.UNAVAILABLE  # the server wants a client certificate
     assert len(adapter.received["HandleListEntry"]) == 1
+
+
+def test_outputs_are_known_only_under_the_action_name(
+    istio: Path, registry: Registry, tmp_path: Path
+) -> None:
+    task = (istio / "docs-tasks" / "control-headers-keyval.yaml").read_text()
+    renamed = write(
+        tmp_path, "renamed.yaml", task.replace("values: [ x.output.value ]", "values: [ y.output.value ]")
+    )
+    files = [istio / "httpbin" / "keyval-template.yaml", istio / "httpbin" / "keyval.yaml", renamed]
+    with pytest.raises(ConfigError) as caught:
+        load_config(files, registry, environ={})
+    assert 'requestHeaderOperations[0].values[0]: unknown attribute "y.output.value"' in str(caught.value)
