@@ -56,6 +56,9 @@ _RETRYABLE = frozenset(
     }
 )
 _BACKEND = "/istio.mixer.adapter.model.v1beta1.InfrastructureBackend/"
+#: Calls one handler has in flight at most; more wait (within the timeout). A burst of thousands of
+#: concurrent streams on one connection makes gRPC servers cancel some of them.
+MAX_IN_FLIGHT = 100
 
 
 class OopHandlerParams(BaseModel):
@@ -86,7 +89,11 @@ class OopHandlerParams(BaseModel):
 
 
 class AdapterUnavailable(Exception):
-    """The adapter could not be reached or did not answer in time."""
+    """The adapter cannot be called (not started, no session yet)."""
+
+
+class AdapterTimeout(Exception):
+    """The call could not even start within the connection's timeout."""
 
 
 class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
@@ -108,6 +115,7 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         self._closed = False
         # Mixer numbered the calls that had no deduplication id of their own from a random start.
         self._dedup = itertools.count(random.getrandbits(63))
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
 
     def _next_dedup_id(self) -> str:
         return str(next(self._dedup))
@@ -221,7 +229,17 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         stub = self._channel.unary_unary(
             model.method, request_serializer=_serialize, response_deserializer=model.response_class.FromString
         )
-        return await stub(request, timeout=self._timeout, metadata=call_metadata(self._params.connection))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), self._timeout)
+        except TimeoutError:
+            raise AdapterTimeout("too many calls in flight") from None
+        try:
+            remaining = max(deadline - loop.time(), 0.001)
+            return await stub(request, timeout=remaining, metadata=call_metadata(self._params.connection))
+        finally:
+            self._in_flight.release()
 
     async def handle_check(self, instance: Instance) -> CheckResult:
         model = self._template(instance)
@@ -235,6 +253,8 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
             return self._failed(exc.code(), exc.details())
         except AdapterUnavailable as exc:
             return self._failed(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except AdapterTimeout as exc:
+            return self._failed(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         if model.outputs:
             result, output = response.result, response.output
             outputs: dict[str, AttributeValue] = {
@@ -279,8 +299,11 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         except grpc.aio.AioRpcError as exc:
             failed = self._failed(exc.code(), exc.details())
             return QuotaResult(0, _NOT_CACHEABLE, failed.status)
-        except AdapterUnavailable as exc:
-            failed = self._failed(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except (AdapterUnavailable, AdapterTimeout) as exc:
+            code = grpc.StatusCode.UNAVAILABLE
+            if isinstance(exc, AdapterTimeout):
+                code = grpc.StatusCode.DEADLINE_EXCEEDED
+            failed = self._failed(code, str(exc))
             return QuotaResult(0, _NOT_CACHEABLE, failed.status)
         result = response.quotas.get(wire_name)
         if result is None:
@@ -329,7 +352,7 @@ class _Sender:
             try:
                 request.adapter_config.ParseFromString(handler._adapter_config().SerializeToString())
                 await handler.call(model, request)
-            except AdapterUnavailable as exc:
+            except (AdapterUnavailable, AdapterTimeout) as exc:
                 raise RetryableError(str(exc)) from None
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _RETRYABLE:

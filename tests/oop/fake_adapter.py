@@ -85,6 +85,8 @@ class FakeAdapter:
     metadata: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     sessions: list[str] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     def _record(self, method: str, request: Message, context: grpc.aio.ServicerContext) -> None:
         self.received.setdefault(method, []).append(request)
@@ -108,7 +110,12 @@ class FakeAdapter:
     def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
         def unary(method: str, request_class: type[Message], answer: Callable[[Any], Message]) -> Any:
             async def call(request: Message, context: grpc.aio.ServicerContext) -> Message:
-                await self._pre(context)
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    await self._pre(context)
+                finally:
+                    self.in_flight -= 1
                 self._record(method, request, context)
                 return answer(request)
 

@@ -710,3 +710,31 @@ def test_outputs_are_known_only_under_the_action_name(
     with pytest.raises(ConfigError) as caught:
         load_config(files, registry, environ={})
     assert 'requestHeaderOperations[0].values[0]: unknown attribute "y.output.value"' in str(caught.value)
+
+
+async def test_a_reload_keeps_an_unchanged_handler(istio: Path, registry: Registry, tmp_path: Path) -> None:
+    first = build_runtime(control_headers(istio, registry), registry)
+    second = build_runtime(control_headers(istio, registry), registry, previous=first)
+    assert second.delta.reused == ("keyval.istio-system",)
+    moved = retarget(control_headers(istio, registry), "127.0.0.1:1")
+    third = build_runtime(moved, registry, previous=second)
+    assert third.delta.new == ("keyval.istio-system",)
+
+
+async def test_calls_in_flight_are_bounded(
+    istio: Path, registry: Registry, fake: tuple[FakeAdapter, int], tmp_path: Path
+) -> None:
+    from mixer.oop._handler import MAX_IN_FLIGHT
+
+    adapter, port = fake
+    adapter.delay = 0.05
+    runtime = await started(
+        retarget(control_headers(istio, registry), f"127.0.0.1:{port}"), registry, tmp_path
+    )
+    bag = AttributeBag({"request.headers": {"user": "jason"}})
+    try:
+        outcomes = await asyncio.gather(*(runtime.check(bag) for _ in range(3 * MAX_IN_FLIGHT)))
+    finally:
+        await runtime.shutdown(5)
+    assert all(outcome.status.code is Code.OK for outcome in outcomes)
+    assert 1 < adapter.most_in_flight <= MAX_IN_FLIGHT
