@@ -116,6 +116,7 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
         # Mixer numbered the calls that had no deduplication id of their own from a random start.
         self._dedup = itertools.count(random.getrandbits(63))
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._stubs: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Any]] = {}
 
     def _next_dedup_id(self) -> str:
         return str(next(self._dedup))
@@ -226,9 +227,13 @@ class OopHandler(CheckHandler, QuotaHandler, ReportHandler):
     async def call(self, model: TemplateModel, request: Message) -> Any:
         if self._channel is None:
             raise AdapterUnavailable("handler not started")
-        stub = self._channel.unary_unary(
-            model.method, request_serializer=_serialize, response_deserializer=model.response_class.FromString
-        )
+        stub = self._stubs.get(model.method)
+        if stub is None:
+            stub = self._stubs[model.method] = self._channel.unary_unary(
+                model.method,
+                request_serializer=_serialize,
+                response_deserializer=model.response_class.FromString,
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         try:
