@@ -76,6 +76,9 @@ class CheckResult:
     #: evaluates the other check rules and the quotas (see :mod:`mixer.runtime`). Values must have
     #: the types the attribute manifest declares; others are dropped and counted as handler errors.
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    #: The output of a check-with-output template (an out-of-process adapter's OutputMsg, by
+    #: field): a rule reads it as ``<action name>.output.<field>`` in its header operations.
+    outputs: Mapping[str, AttributeValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ by every rule that references the object.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from mixer.config._documents import (
     SamplingSpec,
 )
 from mixer.config._errors import IssueList, join_path, loc_path
-from mixer.config._instances import SharedMaps, compile_instance
+from mixer.config._instances import CompiledInstanceBuilder, SharedMaps, compile_instance
 from mixer.config._model import (
     DEFAULT_CONFIG_NAMESPACE,
     ActionConfig,
@@ -40,6 +41,7 @@ from mixer.config._model import (
     SourceRef,
     ValidatedConfig,
 )
+from mixer.config._oop import OOP_PREFIX, OopDeclarations, value_types
 from mixer.config._plans import compile_plan, valid_name
 from mixer.config._source import RawDocument
 from mixer.decision import HeaderOperationKind
@@ -120,6 +122,7 @@ class ConfigCompiler:
             _RULE: {},
             _PLAN: {},
         }
+        self.oop = OopDeclarations()
 
     def compile(self, documents: Iterable[RawDocument]) -> ValidatedConfig | None:
         for document in documents:
@@ -129,8 +132,10 @@ class ConfigCompiler:
         instances = self._instances(manifest)
         rules = self._rules(manifest)
         plans = self._plans(manifest)
+        self.oop.validate_all(self.default_namespace)
         if self.issues:
             return None
+        handlers = self._oop_value_types(handlers, instances)
         return ValidatedConfig(
             manifest=manifest,
             handlers=handlers,
@@ -138,6 +143,7 @@ class ConfigCompiler:
             rules=tuple(rules),
             default_namespace=self.default_namespace,
             plans=plans,
+            oop_adapters=dict(self.oop.infos),
         )
 
     # -- problems ---------------------------------------------------------------------------
@@ -180,11 +186,12 @@ class ConfigCompiler:
         elif kind in PROXY_SIDE_KINDS:
             return
         elif kind in _OUT_OF_PROCESS_KINDS:
-            self._error(
-                obj,
-                join_path(source.path, "kind"),
-                f"{kind} documents (out-of-process adapters) are not supported",
-            )
+            declared = self.oop.adapters if kind == "adapter" else self.oop.templates
+
+            def report(path: str, message: str, obj: _Object = obj) -> None:
+                self._error(obj, join_path(obj.spec_path, path), message)
+
+            declared[f"{obj.name}.{namespace}"] = (obj.name, envelope.spec, report)
             return
         else:
             self._error(obj, join_path(source.path, "kind"), self._unknown_kind(kind))
@@ -273,6 +280,9 @@ class ConfigCompiler:
                 spec: HandlerSpec | None = self._spec(obj, HandlerSpec)
                 if spec is None:
                     continue
+                if spec.connection is not None:
+                    self._oop_handler(obj, spec, handlers)
+                    continue
                 obj.adapter = self._handler_adapter(obj, spec)
                 params = spec.params
             if obj.adapter is None:
@@ -284,14 +294,52 @@ class ConfigCompiler:
                 )
         return handlers
 
+    def _oop_handler(self, obj: _Object, spec: HandlerSpec, handlers: dict[str, HandlerConfig]) -> None:
+        def report(path: str, message: str) -> None:
+            self._error(obj, join_path(obj.spec_path, path), message)
+
+        assert spec.connection is not None
+        info, params = self.oop.handler(
+            obj.name,
+            obj.namespace,
+            self.default_namespace,
+            spec.adapter or spec.compiledAdapter,
+            spec.connection,
+            spec.params,
+            report,
+        )
+        if info is None:
+            return
+        obj.adapter = info
+        handlers[obj.fq_name] = HandlerConfig(obj.fq_name, obj.namespace, info.name, params, obj.source)
+
+    def _oop_value_types(
+        self, handlers: dict[str, HandlerConfig], instances: dict[str, InstanceConfig]
+    ) -> dict[str, HandlerConfig]:
+        """Out-of-process handlers learn the static type of each field of the instances they may
+        receive: a DNS name and a string are both ``str`` at run time but differ on the wire."""
+        types = {
+            name: value_types(instance.builder)
+            for name, instance in instances.items()
+            if isinstance(instance.builder, CompiledInstanceBuilder)
+        }
+        result = dict(handlers)
+        for name, handler in handlers.items():
+            if handler.adapter.startswith(OOP_PREFIX):
+                templates = getattr(handler.params, "templates", {})
+                relevant = {k: v for k, v in types.items() if instances[k].template in templates}
+                wire = {k: _wire_name(instances[k]) for k in relevant}
+                params = handler.params.model_copy(update={"value_types": relevant, "wire_names": wire})
+                result[name] = dataclasses.replace(handler, params=params)
+        return result
+
     def _handler_adapter(self, obj: _Object, spec: HandlerSpec) -> AdapterInfo | None:
         path = obj.spec_path
-        if spec.connection is not None or (spec.adapter and not spec.compiledAdapter):
-            field = "connection" if spec.connection is not None else "adapter"
+        if spec.adapter and not spec.compiledAdapter:
             self._error(
                 obj,
-                join_path(path, field),
-                "out-of-process adapters (adapter + connection) are not supported; "
+                join_path(path, "adapter"),
+                "out-of-process adapters need a connection (adapter + connection); "
                 "use compiledAdapter with an installed adapter",
             )
             return None
@@ -396,11 +444,15 @@ class ConfigCompiler:
         path = obj.spec_path
         template: TemplateSpec | None = None
         if spec.template and not spec.compiledTemplate:
-            self._error(
-                obj,
-                join_path(path, "template"),
-                "out-of-process templates are not supported; use compiledTemplate with a built-in template",
-            )
+            model = self.oop.template(spec.template, obj.namespace, self.default_namespace)
+            template = model.spec if model is not None else self.registry.template(spec.template)
+            if template is None:
+                self._error(
+                    obj,
+                    join_path(path, "template"),
+                    f'unknown template "{spec.template}": declare it with a `kind: template` document '
+                    "or use compiledTemplate with a built-in template",
+                )
         elif not spec.compiledTemplate:
             self._error(obj, join_path(path, "compiledTemplate"), "required field is missing")
         else:
@@ -504,6 +556,8 @@ class _RuleCompiler:
         self.obj = obj
         self.manifest = manifest
         self.failed = False
+        #: ``<action name>.output.<field>`` of named actions whose template has outputs.
+        self.outputs: list[AttributeInfo] = []
 
     def error(self, path: str, message: str) -> None:
         self.failed = True
@@ -527,6 +581,12 @@ class _RuleCompiler:
                 self.error(f"actions[{i}].name", f'action name "{action.name}" is used twice in this rule')
             elif action.name:
                 named.add(action.name)
+        if self.outputs:
+            # Header operations may read what the rule's named actions answered; a declared
+            # attribute of the same name keeps its declaration.
+            base = self.manifest
+            extra = [info for info in self.outputs if info.name not in base]
+            self.manifest = AttributeManifest([*(base.info(name) for name in base), *extra])
         request_ops = self.header_operations("requestHeaderOperations", spec.requestHeaderOperations)
         response_ops = self.header_operations("responseHeaderOperations", spec.responseHeaderOperations)
         sampling = self.sampling(spec.sampling)
@@ -564,6 +624,11 @@ class _RuleCompiler:
                 continue
             instances.append(instance.fq_name)
             adapter, template = handler.adapter if handler else None, instance.template
+            if template is not None and template.outputs and action.name:
+                self.outputs += [
+                    AttributeInfo(f"{action.name}.output.{out.name}", out.value_type or ValueType.STRING)
+                    for out in template.outputs
+                ]
             if handler and adapter and template and template.name not in adapter.templates:
                 supported = ", ".join(sorted(adapter.templates)) or "none"
                 self.error(
@@ -621,6 +686,15 @@ class _RuleCompiler:
             rate_sampling_duration=duration,
             rate_max_unsampled_entries=unsampled,
         )
+
+
+def _wire_name(instance: InstanceConfig) -> str:
+    """Mixer 1.1+ named an instance ``name.instance.namespace`` (the legacy form kept its kind)."""
+    legacy_suffix = f".{instance.template}.{instance.namespace}"
+    suffix = f".{instance.namespace}"
+    if instance.name.endswith(legacy_suffix) or not instance.name.endswith(suffix):
+        return instance.name
+    return f"{instance.name[: -len(suffix)]}.instance.{instance.namespace}"
 
 
 _MESSAGES = {

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from mixer.adapter import AdapterInfo
 from mixer.attributes import AttributeBag, AttributeManifest
 from mixer.decision import HeaderOperationKind
 from mixer.expr import CompiledExpression
@@ -120,3 +121,7 @@ class ValidatedConfig:
     default_namespace: str = DEFAULT_CONFIG_NAMESPACE
     #: Plan tiers (``kind: plan`` documents) by plan name; plans are global.
     plans: Mapping[str, PlanConfig] = field(default_factory=dict)
+    #: Adapters declared by ``kind: adapter`` documents that handlers use, by the name each
+    #: handler's ``adapter`` records (``oop:<name>``); the runtime builds their handlers like
+    #: those of installed adapters.
+    oop_adapters: Mapping[str, AdapterInfo] = field(default_factory=dict)

@@ -11,7 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mixer.adapter import AttributeHandler, CheckHandler, Handler, HandlerEnv, QuotaHandler, ReportHandler
+from mixer.adapter import (
+    AdapterInfo,
+    AttributeHandler,
+    CheckHandler,
+    Handler,
+    HandlerEnv,
+    QuotaHandler,
+    ReportHandler,
+)
 from mixer.attributes import AttributeBag
 from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
 from mixer.registry import Registry
@@ -49,6 +57,7 @@ class _Target:
     instance: InstanceConfig
     variety: Variety
     request_context: bool = False
+    output_prefix: str = ""
 
 
 def build_runtime(
@@ -98,7 +107,8 @@ def build_runtime(
                         f"rule {rule.name} ({rule.source}): unknown instance {instance_name!r}"
                     )
                 spec = registry.template(instance.template) or instance.builder.template
-                targets.append(_Target(action.handler, instance, spec.variety, spec.request_context))
+                prefix = f"{action.name}.output." if action.name and instance.builder.template.outputs else ""
+                targets.append(_Target(action.handler, instance, spec.variety, spec.request_context, prefix))
         resolved.append((rule, targets))
 
     slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, log)
@@ -150,8 +160,12 @@ def build_runtime(
         request_headers = tuple(_header_op(op) for op in rule.request_header_operations)
         response_headers = tuple(_header_op(op) for op in rule.response_header_operations)
         if check_actions or request_headers or response_headers:
+            deferred = any(a.output_prefix for a in check_actions)
             check_rules.append(
-                (namespace, CheckRule(rule.name, match, check_actions, request_headers, response_headers))
+                (
+                    namespace,
+                    CheckRule(rule.name, match, check_actions, request_headers, response_headers, deferred),
+                )
             )
 
         by_alias: dict[str, list[QuotaAction]] = {}
@@ -219,7 +233,7 @@ def _build_handlers(
     for name in names:
         handler_config = config.handlers[name]
         handler_dir = data_dir / name if data_dir is not None else None
-        info = registry.adapter(handler_config.adapter)
+        info = _adapter_info(config, registry, handler_config.adapter)
         # Handlers that read plans are as stale as their plans: the plans take part in reuse.
         fingerprint = plans if info is not None and info.uses_plans else ""
         slot = next(
@@ -295,7 +309,7 @@ def _check_interface(
             f"{target.instance.name} of template {target.instance.template!r}: "
             f"it does not implement {needed.__name__}"
         )
-    info = registry.adapter(handler_config.adapter)
+    info = _adapter_info(config, registry, handler_config.adapter)
     if info is not None and target.instance.template not in info.templates:
         supported = ", ".join(sorted(info.templates)) or "none"
         raise RuntimeBuildError(
@@ -312,11 +326,17 @@ def _check_action(target: _Target, handlers: dict[str, Handler]) -> CheckAction:
         target.instance.name,
         target.instance.builder.build,
         target.request_context,
+        target.output_prefix,
     )
 
 
+def _adapter_info(config: ValidatedConfig, registry: Registry, name: str) -> AdapterInfo | None:
+    """An installed adapter, or one the configuration declared (out-of-process adapters)."""
+    return registry.adapter(name) or config.oop_adapters.get(name)
+
+
 def _produces(config: ValidatedConfig, registry: Registry, handler: str) -> bool:
-    info = registry.adapter(config.handlers[handler].adapter)
+    info = _adapter_info(config, registry, config.handlers[handler].adapter)
     return info is not None and info.produces_attributes
 
 

@@ -42,6 +42,8 @@ class CheckAction:
     build: Build
     #: The template wants the request's bag and the Check's deduplication id on each instance.
     request_context: bool = False
+    #: ``<action name>.output.``: the rule's header operations read the handler's outputs by it.
+    output_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,8 @@ class CheckRule:
     actions: tuple[CheckAction, ...]
     request_headers: tuple[HeaderOp, ...] = ()
     response_headers: tuple[HeaderOp, ...] = ()
+    #: Some action answers with outputs: the header operations run once the handlers answered.
+    deferred_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)

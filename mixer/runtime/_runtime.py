@@ -275,8 +275,18 @@ class Runtime:
             rules = check.select(identity_namespace(tracking))
         pending: list[tuple[int, CheckHandler, Instance]] = []
         spenders: set[int] = set()
+        deferred: list[tuple[CheckRule, list[tuple[int, str]]]] = []
         self._select(
-            rules, tracking, deduplication_id, names, results, pending, spenders, request_ops, response_ops
+            rules,
+            tracking,
+            deduplication_id,
+            names,
+            results,
+            pending,
+            spenders,
+            request_ops,
+            response_ops,
+            deferred,
         )
 
         # Plan checks spend quota, so like Mixer's quotas they run only once every other
@@ -293,6 +303,33 @@ class Runtime:
                 # In place: the caller owns the lists.
                 names[:] = [n for i, n in enumerate(names) if i not in skipped]
                 results[:] = [r for i, r in enumerate(results) if i not in skipped]
+                deferred = []
+        for rule, outputs in deferred:
+            self._output_headers(rule, outputs, tracking, results, request_ops, response_ops)
+
+    def _output_headers(
+        self,
+        rule: CheckRule,
+        outputs: list[tuple[int, str]],
+        tracking: TrackingBag,
+        results: list[CheckResult | None],
+        request_ops: list[HeaderOperationResult],
+        response_ops: list[HeaderOperationResult],
+    ) -> None:
+        """A rule's header operations over the request's bag plus its actions' outputs
+        (``<action name>.output.<field>``), as Mixer evaluated them once the handlers answered."""
+        produced: dict[str, AttributeValue] = {}
+        for index, prefix in outputs:
+            result = results[index]
+            if result is not None and result.status.code is Code.OK:
+                for name, value in result.outputs.items():
+                    produced[prefix + name] = value
+        # The outputs derive from what the instances read, which the tracking bag has recorded.
+        bag = ProducedBag(tracking, produced) if produced else tracking
+        if rule.request_headers:
+            self._header_operations(rule.request_headers, bag, rule.name, request_ops)
+        if rule.response_headers:
+            self._header_operations(rule.response_headers, bag, rule.name, response_ops)
 
     def _select(
         self,
@@ -305,18 +342,27 @@ class Runtime:
         spenders: set[int] | None,
         request_ops: list[HeaderOperationResult] | None,
         response_ops: list[HeaderOperationResult] | None,
+        deferred: list[tuple[CheckRule, list[tuple[int, str]]]] | None = None,
     ) -> None:
         """Match ``rules``, evaluate header operations and build instances: ``names`` and
-        ``results`` get one slot per action (None until answered), ``pending`` what to call."""
+        ``results`` get one slot per action (None until answered), ``pending`` what to call.
+        Rules whose header operations read action outputs go to ``deferred`` instead."""
         stats = self.stats
         for rule in rules:
             if rule.match is not None and not self._matches(rule.match, tracking, rule.name):
                 continue
-            if rule.request_headers and request_ops is not None:
-                self._header_operations(rule.request_headers, tracking, rule.name, request_ops)
-            if rule.response_headers and response_ops is not None:
-                self._header_operations(rule.response_headers, tracking, rule.name, response_ops)
+            outputs: list[tuple[int, str]] | None = None
+            if rule.deferred_headers and deferred is not None:
+                outputs = []
+                deferred.append((rule, outputs))
+            else:
+                if rule.request_headers and request_ops is not None:
+                    self._header_operations(rule.request_headers, tracking, rule.name, request_ops)
+                if rule.response_headers and response_ops is not None:
+                    self._header_operations(rule.response_headers, tracking, rule.name, response_ops)
             for action in rule.actions:
+                if outputs is not None and action.output_prefix:
+                    outputs.append((len(results), action.output_prefix))
                 names.append(action.handler_name)
                 try:
                     instance = action.build(tracking)

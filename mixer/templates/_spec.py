@@ -57,7 +57,9 @@ class TemplateSpec:
     instance_type: type[inst.Instance]
     description: str = ""
     request_context: bool = False
-    #: ATTRIBUTE_GENERATOR templates: the output fields (``$out.<name>`` in attributeBindings).
+    #: Fields the adapter answers with: for ATTRIBUTE_GENERATOR templates the ``$out.<name>`` of
+    #: attributeBindings; for check-with-output templates (an out-of-process adapter's keyval) the
+    #: ``<action name>.output.<field>`` that rules read.
     outputs: tuple[FieldSpec, ...] = ()
 
     def __post_init__(self) -> None:

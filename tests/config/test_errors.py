@@ -102,29 +102,28 @@ def test_unknown_kind_lists_known_kinds(errors_of: ErrorsOf) -> None:
     assert "legacy instance kinds: apikey, authorization, checknothing" in message
 
 
-def test_out_of_process_adapters_are_rejected(errors_of: ErrorsOf) -> None:
+def test_out_of_process_documents_are_checked(errors_of: ErrorsOf) -> None:
     errors = errors_of(
         docs(
             doc("handler", "h", "adapter: myadapter\nconnection:\n  address: svc:9000"),
             doc("instance", "i", "template: mytemplate\nparams: {}"),
-            doc(
-                "instance", "j", "compiledTemplate: metric\nparams: {value: '1'}\nattributeBindings:\n  a: b"
-            ),
-            doc("adapter", "a", "description: x"),
+            doc("adapter", "a", "description: x\nconfig: not-base64!"),
+            doc("template", "t", "descriptor: 42"),
         )
     )
-    assert errors[0].startswith(
-        "test.yaml: document 1 (handler h.istio-system): spec.connection: out-of-process"
+    assert errors[0] == (
+        "test.yaml: document 1 (handler h.istio-system): spec.adapter: out-of-process adapter "
+        '"myadapter" is not declared: add its `kind: adapter` document (declared: a.istio-system)'
     )
-    assert "not supported" in errors[0]
     assert errors[1].startswith(
-        "test.yaml: document 2 (instance i.istio-system): spec.template: out-of-process"
+        'test.yaml: document 2 (instance i.istio-system): spec.template: unknown template "mytemplate"'
     )
     assert errors[2].startswith(
-        "test.yaml: document 3 (instance j.istio-system): spec.attributeBindings: "
-        'template "metric" produces no attributes'
+        "test.yaml: document 3 (adapter a.istio-system): spec: descriptor is not valid base64"
     )
-    assert errors[3].startswith("test.yaml: document 4 (adapter a.istio-system): kind: adapter documents")
+    assert errors[3].startswith(
+        "test.yaml: document 4 (template t.istio-system): spec.descriptor: a template needs `descriptor`"
+    )
     assert len(errors) == 4
 
 
