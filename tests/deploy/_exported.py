@@ -1,6 +1,6 @@
 """The metric names a running hub exports, collected from real processes for the observability tests.
 
-One ``mixer serve`` runs the Kubernetes ConfigMap's config (deploy/kubernetes/configmap.yaml, the
+One ``mixer serve``, with the Deployment's flags, runs the Kubernetes ConfigMap's config (deploy/kubernetes/configmap.yaml, the
 stock Istio telemetry plus the fan-out and the Redis quota) with a real Redis, Kafka,
 Elasticsearch and the OTLP collector pointing at closed ports, plus a test overlay with two
 handlers that make the event-driven series appear: one whose one-record queue refuses the
@@ -105,8 +105,8 @@ def collect(directory: Path) -> Exported:
             "MIXER_ES_URL": f"http://127.0.0.1:{closed}",
             "MIXER_OTLP_ENDPOINT": f"127.0.0.1:{closed}",
         }
-        data_dir = directory / "data"
-        server = servers.start("--config", str(config), "--data-dir", str(data_dir), env=env)
+        args = _deployment_args(config, directory / "data")
+        server = servers.start(*args, env=env)
         asyncio.run(_traffic(server.grpc_target))
         adapter_url = f"http://127.0.0.1:{adapter_port}/metrics"
 
@@ -130,6 +130,27 @@ def collect(directory: Path) -> Exported:
         server_text,
         adapter_text,
     )
+
+
+def _deployment_args(config: Path, data_dir: Path) -> list[str]:
+    """The Deployment's `mixer serve` flags, with local paths; the launcher picks the listen addresses."""
+    docs = yaml.safe_load_all((ROOT / "deploy/kubernetes/deployment.yaml").read_text("utf-8"))
+    (deployment,) = [
+        doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "mixer"
+    ]
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "mixer"]
+    command, *flags = container["args"]
+    assert command == "serve"
+    local = {"--config": str(config), "--data-dir": str(data_dir)}
+    out = []
+    for flag in flags:
+        name, sep, value = flag.partition("=")
+        assert sep, f"{flag}: the manifests write flags as --name=value"
+        if name in {"--grpc-listen", "--http-listen"}:
+            continue
+        out.append(f"{name}={local.get(name, value)}")
+    assert {"--config", "--data-dir"} <= {flag.partition("=")[0] for flag in out}
+    return out
 
 
 async def _traffic(target: str) -> None:

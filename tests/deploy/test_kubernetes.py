@@ -96,6 +96,10 @@ def test_every_object_is_namespaced_in_mixer_and_kustomized() -> None:
     assert sorted(kustomization["resources"]) == sorted(files)
     image = _container(_one("Deployment", "mixer"), "mixer")["image"]
     assert [i["name"] for i in kustomization["images"]] == [image.partition(":")[0]]
+    # The tag `make image` gives the image: the package version.
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text("utf-8"), re.M)
+    assert version is not None
+    assert image.partition(":")[2] == kustomization["images"][0]["newTag"] == version.group(1)
 
 
 def test_the_config_map_is_generated_from_its_sources() -> None:
