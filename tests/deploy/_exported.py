@@ -1,13 +1,13 @@
 """The metric names a running hub exports, collected from real processes for the observability tests.
 
-One ``mixer serve``, with the Deployment's flags, runs the Kubernetes ConfigMap's config (deploy/kubernetes/configmap.yaml, the
-stock Istio telemetry plus the fan-out and the Redis quota) with a real Redis, Kafka,
-Elasticsearch and the OTLP collector pointing at closed ports, plus a test overlay with two
-handlers that make the event-driven series appear: one whose one-record queue refuses the
-Report (``mixer_handler_overloaded_total``) and one that drops its oldest record
-(``mixer_delivery_dropped_total``). After one Check (asking for quota) and one Report (HTTP and
-TCP bags), the server's ``/metrics`` and the prometheus adapter's exposition are read, and every
-family with at least one sample counts as exported.
+One ``mixer serve``, with the Deployment's flags, runs the Kubernetes ConfigMap's config
+(deploy/kubernetes/configmap.yaml: the stock Istio telemetry, the fan-out and the Redis quota)
+with a real Redis; Kafka, Elasticsearch and the OTLP collector point at a closed port (their
+records wait in the spool). A test overlay adds two handlers that make the event-driven series
+appear: one whose one-record queue refuses the Report (``mixer_handler_overloaded_total``) and
+one that drops its oldest record (``mixer_delivery_dropped_total``). After one Check (asking for
+quota) and one Report (HTTP and TCP bags), the server's ``/metrics`` and the prometheus
+adapter's exposition are read, and every family with at least one sample counts as exported.
 """
 
 from __future__ import annotations
