@@ -15,7 +15,7 @@ PIP_SELF := $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: install install-runtime system-deps run test test-unit test-latest soak bench lint typecheck \
-	format proto lock clean
+	format proto lock clean image
 
 $(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -108,6 +108,12 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py
+
+# The server image (docs/deploy.md); needs Docker with BuildKit. The tests in tests/deploy check the
+# Dockerfile and build and run what it installs without Docker.
+IMAGE ?= mesh-mixer:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	docker build -f deploy/container/Dockerfile -t $(IMAGE) .
 
 proto: $(DEV_STAMP)
 	$(PY) -m mixer.proto.build
