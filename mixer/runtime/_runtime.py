@@ -324,6 +324,9 @@ class Runtime:
                     scoped = cast(RequestContext, instance)
                     scoped.attributes = tracking
                     scoped.deduplication_id = deduplication_id
+                    scoped.sources = action.sources
+                    if isinstance(tracking, ProducedBag):
+                        scoped.produced = frozenset(tracking.produced)
                     if spenders is not None:
                         spenders.add(len(results))
                 pending.append((len(results), action.handler, instance))
@@ -390,7 +393,8 @@ class Runtime:
     def _check_error(self, name: str, exc: Exception) -> CheckResult:
         self.stats.count_handler_error(name)
         self._logger.warning("check handler %s failed: %r", name, exc)
-        return _failed_check(Code.INTERNAL, _describe(exc))
+        # The caller learns that it failed; what failed (hosts, paths, credentials) is for the log.
+        return _failed_check(Code.INTERNAL, HANDLER_FAILED)
 
     # -- Quota ----------------------------------------------------------------------------------
 
@@ -483,7 +487,7 @@ class Runtime:
     def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
         self.stats.count_handler_error(name)
         self._logger.warning("quota handler %s failed: %r", name, exc)
-        return _failed_quota(Code.INTERNAL, _describe(exc))
+        return _failed_quota(Code.INTERNAL, HANDLER_FAILED)
 
     # -- Report ---------------------------------------------------------------------------------
 
@@ -668,6 +672,10 @@ class _QuotaPlan:
         assert valid_duration is not None
         status = Status(code, ", ".join(messages)) if code is not Code.OK else Status()
         return QuotaOutcome(granted, valid_duration, status, self.referenced)
+
+
+#: What a caller is told when a handler raised (the log has the exception).
+HANDLER_FAILED = "handler failed, see the server log"
 
 
 def _describe(exc: BaseException) -> str:
