@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from mixer.attributes import AttributeManifest, AttributeValue, Condition, TrackingBag, conforms
+from mixer.expr import CompiledExpression
 
 
 class _Layered(Mapping[str, AttributeValue]):
@@ -92,3 +93,23 @@ def conforming(
         else:
             kept[name] = value
     return kept, dropped
+
+
+def field_sources(fields: Mapping[str, CompiledExpression], bag: TrackingBag) -> dict[str, frozenset[str]]:
+    """For each field, the attributes its expression read on ``bag``, present or absent (a caller
+    who leaves an attribute out chooses the fallback as surely as one who sends it). A field that
+    fails to evaluate is left out, so it counts as unverified.
+
+    The reads go to a separate tracking view over the same values: they are not the Check's
+    references (the instance was already built from ``bag``).
+    """
+    values = bag._values
+    sources: dict[str, frozenset[str]] = {}
+    for name, expression in fields.items():
+        probe = TrackingBag(values)
+        try:
+            expression.evaluate(probe)
+        except Exception:  # noqa: S112 - the build of the instance already logged this failure
+            continue
+        sources[name] = frozenset(read for read, _ in probe._refs)
+    return sources

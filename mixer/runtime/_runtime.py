@@ -50,7 +50,7 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._produced import ProducedBag, conforming
+from mixer.runtime._produced import ProducedBag, conforming, field_sources
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
@@ -324,7 +324,8 @@ class Runtime:
                     scoped = cast(RequestContext, instance)
                     scoped.attributes = tracking
                     scoped.deduplication_id = deduplication_id
-                    scoped.sources = action.sources
+                    if action.fields:
+                        scoped.sources = field_sources(action.fields, tracking)
                     if isinstance(tracking, ProducedBag):
                         scoped.produced = frozenset(tracking.produced)
                     if spenders is not None:
