@@ -7,16 +7,31 @@ One helper for every place that shows something an operator or a caller configur
   ``password``, ``token``, ``secret`` or ``api_key`` (``key=value``, ``key: value``, JSON, reprs).
 - :func:`redact_value`: the same through dicts and lists, and whole values under secret-named keys.
 - :class:`RedactingFilter`: a logging filter that applies :func:`redact_text` to every record.
+- :class:`FieldRedaction`: the ``redact:`` param of telemetry handlers (stdio, kafka,
+  elasticsearch): named fields of each record hashed, masked or dropped before they are written.
 """
 
 from __future__ import annotations
 
+import enum
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["REDACTED", "RedactingFilter", "is_secret_name", "redact_text", "redact_url", "redact_value"]
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = [
+    "REDACTED",
+    "FieldRedaction",
+    "RedactMode",
+    "RedactingFilter",
+    "is_secret_name",
+    "redact_text",
+    "redact_url",
+    "redact_value",
+]
 
 REDACTED: Final = "***"
 
@@ -100,3 +115,52 @@ class RedactingFilter(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact_text(record.exc_text)
         return True
+
+
+class RedactMode(enum.StrEnum):
+    """What :class:`FieldRedaction` does to a field's value."""
+
+    #: ``sha256:`` and the first 16 hex digits of SHA-256 over the salt and the value: stable, so
+    #: records can still be grouped by the value, but the value cannot be read back.
+    HASH = "hash"
+    #: ``***``.
+    MASK = "mask"
+    #: The field is left out.
+    DROP = "drop"
+
+
+#: Hex digits of the digest kept by ``hash``: 64 bits, plenty to group by, short in a log line.
+HASH_DIGITS: Final = 16
+
+
+class FieldRedaction(BaseModel):
+    """Fields of written records (a logentry's variables, a metric's dimensions) to redact.
+
+    ``fields`` are names as the instance has them (``apiKey``); ``mode`` applies to all of them;
+    ``salt`` (secret, hidden in ``/config``) is prefixed to each value before hashing, so that a
+    hash cannot be matched against a list of known keys without it. Empty values stay empty.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: tuple[str, ...] = Field(min_length=1)
+    mode: RedactMode = RedactMode.HASH
+    salt: SecretStr = SecretStr("")
+
+    def apply(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of ``values`` with the named fields redacted."""
+        out = dict(values)
+        for name in self.fields:
+            value = out.get(name)
+            if value is None:
+                continue
+            if self.mode is RedactMode.DROP:
+                del out[name]
+            elif value != "":
+                out[name] = REDACTED if self.mode is RedactMode.MASK else self.digest(value)
+        return out
+
+    def digest(self, value: Any) -> str:
+        text = value if isinstance(value, str) else str(value)
+        data = self.salt.get_secret_value().encode() + text.encode("utf-8", "surrogatepass")
+        return "sha256:" + hashlib.sha256(data).hexdigest()[:HASH_DIGITS]

@@ -138,9 +138,10 @@ class LineEncoder:
         self._metric_level = config.metric_level
         self._min_level = config.output_level
         self._now = now
+        self._redact = config.redact
         # Encoders with equal settings write equal lines for one timestamped log entry; a small
         # int stands for the settings so the cache key hashes cheaply.
-        settings = (self._json, tuple(sorted(self._severity.items())), self._min_level)
+        settings = (self._json, tuple(sorted(self._severity.items())), self._min_level, self._redact)
         self._settings = _SETTINGS_IDS.setdefault(settings, len(_SETTINGS_IDS))
 
     def encode(self, instance: Instance) -> str | None:
@@ -154,6 +155,8 @@ class LineEncoder:
             if self._metric_level < self._min_level:
                 return None
             fields = {"value": instance.value, **dict(sorted(instance.dimensions.items()))}
+            if self._redact is not None:
+                fields = self._redact.apply(fields)
             return self._line(self._metric_level, self._now(), instance.name, fields)
         return None
 
@@ -162,6 +165,8 @@ class LineEncoder:
         if level < self._min_level:
             return None
         fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
+        if self._redact is not None:
+            fields = self._redact.apply(fields)
         return self._line(level, when or instance.timestamp or self._now(), instance.name, fields)
 
     def _line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
