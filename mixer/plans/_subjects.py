@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from mixer.params import NonNegativeDuration, PositiveDuration
 from mixer.plans._keys import (
+    DEFAULT_KEY_CACHE_BYTES,
     CachedKeyStore,
     FileKeyStore,
     InlineKeyStore,
@@ -54,6 +55,8 @@ class KeyCacheParams(_Params):
     """The bounded cache in front of a plugin key store (inline and file keys need none)."""
 
     max_entries: int = Field(default=10_000, ge=0)
+    #: Bytes of keys and answers held (callers choose how long the keys they send are).
+    max_bytes: int = Field(default=DEFAULT_KEY_CACHE_BYTES, ge=0)
     ttl: NonNegativeDuration = timedelta(seconds=30)
     #: How long an unknown key is remembered; short, so that a newly issued key works soon.
     negative_ttl: NonNegativeDuration = timedelta(seconds=5)
@@ -170,6 +173,7 @@ class SubjectResolver:
                 CachedKeyStore(
                     info.factory(store_params, logger),
                     max_entries=cache.max_entries,
+                    max_bytes=cache.max_bytes,
                     ttl=cache.ttl.total_seconds(),
                     negative_ttl=cache.negative_ttl.total_seconds(),
                 )
