@@ -484,7 +484,9 @@ async def test_before_the_first_load_checks_are_unavailable_and_not_cached(jwks_
     try:
         result = await verify(handler, mint(claims(), rsa_key(), "RS256", "k1"))
         assert result.status.code is Code.UNAVAILABLE
-        assert "answered HTTP 503" in result.status.message
+        # The caller gets a generic reason; the key set's URL and the failure are in the log.
+        assert result.status.message == "signing keys not loaded"
+        assert "answered HTTP 503" in (handler.last_error or "")
         assert result.valid_duration == timedelta(0)
         assert result.valid_use_count == 0
     finally:
