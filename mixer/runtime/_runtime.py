@@ -50,7 +50,7 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._produced import ProducedBag, conforming, field_sources
+from mixer.runtime._produced import FieldSources, ProducedBag, conforming
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
@@ -325,7 +325,7 @@ class Runtime:
                     scoped.attributes = tracking
                     scoped.deduplication_id = deduplication_id
                     if action.fields:
-                        scoped.sources = field_sources(action.fields, tracking)
+                        scoped.sources = FieldSources(action.fields, tracking)
                     if isinstance(tracking, ProducedBag):
                         scoped.produced = frozenset(tracking.produced)
                     if spenders is not None:
