@@ -23,8 +23,9 @@ class RequestContext(Protocol):
 
     ``produced``: the attributes that check handlers (a verified token's claims) produced in this
     Check; everything else in ``attributes`` is what the caller sent. ``sources``: for each
-    configured field, every attribute its expression can read. Together they tell whether a
-    field's value can only have come from a verifying handler (see :func:`field_is_verified`).
+    configured value field, every attribute its expression read for this Check, present or
+    absent. Together they tell whether a field's value can only have come from a verifying
+    handler (see :func:`field_is_verified`).
     """
 
     attributes: AttributeBag | None
