@@ -274,10 +274,16 @@ def test_a_field_is_verified_only_when_every_attribute_it_read_was_produced() ->
         }
 
     # A token with a plan claim and a subject: both fields stop at what the jwt handler produced.
-    token = {"request.auth.claims": {"plan": "pro"}, "request.auth.principal": "iss/alice"}
+    token: dict[str, AttributeValue] = {
+        "request.auth.claims": {"plan": "pro"},
+        "request.auth.principal": "iss/alice",
+    }
     assert verified(token) == {"plan": True, "principal": True, "api": True, "nope": False}
     # A token without a plan claim: the fallback reads a header the caller sent.
-    bare = {"request.auth.claims": {"sub": "alice"}, "request.auth.principal": "iss/alice"}
+    bare: dict[str, AttributeValue] = {
+        "request.auth.claims": {"sub": "alice"},
+        "request.auth.principal": "iss/alice",
+    }
     assert verified(bare)["plan"] is False
     # No token: the caller's own attributes, unless the operator trusts them.
     assert verified({}) == {"plan": False, "principal": False, "api": True, "nope": False}
