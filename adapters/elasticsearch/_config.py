@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from mixer.delivery import DeliveryOptions
 from mixer.params import PositiveDuration
+from mixer.redact import FieldRedaction
 
 __all__ = [
     "DEFAULT_HOSTS",
@@ -131,6 +132,8 @@ class ElasticsearchConfig(_Model):
     #: The base64 ``id:api_key`` credential Elasticsearch returns as ``encoded``.
     api_key: SecretStr | None = None
     tls: TlsOptions = TlsOptions()
+    #: Fields of each document hashed, masked or dropped before it is sent (e.g. API keys).
+    redact: FieldRedaction | None = None
     #: An ingest pipeline every document goes through.
     pipeline: str | None = None
     #: A delivery batch is cut into ``_bulk`` requests of at most this many documents ...

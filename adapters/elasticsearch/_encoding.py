@@ -58,7 +58,7 @@ class DocumentEncoder:
         # The stdio encoder asks for the time only when an instance carries none; it is then the
         # time this encoder picked, so that "time" and "@timestamp" agree.
         self._when = _EPOCH
-        self._lines = LineEncoder(StdioConfig(output_as_json=True), lambda: self._when)
+        self._lines = LineEncoder(StdioConfig(output_as_json=True, redact=config.redact), lambda: self._when)
 
     def route(self, when: datetime) -> str:
         """The index or data stream a document stamped ``when`` goes to."""

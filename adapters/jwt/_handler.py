@@ -22,10 +22,13 @@ from adapters.jwt._keys import KeySet, inline_keys, parse_jwks
 from adapters.jwt._template import RequestAuthInstance
 from adapters.jwt._token import MalformedToken, bearer_token, claim_attributes, claims_of, parse_compact
 from mixer import CheckHandler, CheckResult, Code, Status
+from mixer.redact import redact_text, redact_url
 from mixer.templates import Instance
 
 _ALGORITHMS = get_default_algorithms()
 _NOT_CACHED = timedelta(0)
+#: What a caller is told while no signing keys are loaded.
+KEYS_NOT_LOADED = "signing keys not loaded"
 
 #: Reasons a token is refused (the keys of ``JwtStats.denied``).
 DENY_MISSING = "missing"
@@ -124,12 +127,10 @@ class JwtHandler(CheckHandler):
             keys = self._candidates(kid, algorithm)
         if not keys:
             if self._source and self._remote is None:
-                # Fail closed, and let no proxy cache what the next load may change.
+                # Fail closed, and let no proxy cache what the next load may change. Where the
+                # keys come from and why they failed to load is for the log, not the caller.
                 return CheckResult(
-                    Status(
-                        Code.UNAVAILABLE,
-                        f"keys from {self._source} not loaded: {self.last_error or 'not yet'}",
-                    ),
+                    Status(Code.UNAVAILABLE, KEYS_NOT_LOADED),
                     _NOT_CACHED,
                     0,
                 )
@@ -264,8 +265,11 @@ class JwtHandler(CheckHandler):
                 )
         except (aiohttp.ClientError, OSError, TimeoutError, KeySetFetchError, ValueError) as exc:
             self.stats.fetch_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._logger.warning("could not load the key set from %s: %s", source, self.last_error)
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.last_error = redact_text(error)
+            self._logger.warning(
+                "could not load the key set from %s: %s", redact_url(source), self.last_error
+            )
             return False
         self.stats.fetches += 1
         self.last_error = None

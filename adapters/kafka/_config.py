@@ -20,6 +20,7 @@ from pydantic import (
 from adapters.kafka._format import FormatError, InstanceFormat
 from mixer.delivery import DeliveryOptions
 from mixer.params import PositiveDuration
+from mixer.redact import FieldRedaction
 
 __all__ = [
     "DEFAULT_TOPIC",
@@ -130,6 +131,8 @@ class KafkaConfig(_Model):
     #: Record key, a format like ``topic``; unset, records have no key.
     key: str | None = None
     encoding: Encoding = Encoding.JSON
+    #: Fields of each record hashed, masked or dropped before it is encoded (e.g. API keys).
+    redact: FieldRedaction | None = None
     compression: Compression = Compression.NONE
     acks: Acks = 1
     #: Bytes of one partition's record batch (before compression); a send may carry several.

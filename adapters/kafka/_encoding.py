@@ -27,6 +27,7 @@ from adapters.otlp._encode import encode_instance as encode_span_record
 from adapters.otlp._spans import InvalidSpan, unix_nanos
 from adapters.stdio import StdioConfig
 from adapters.stdio._handler import LineEncoder
+from mixer.redact import FieldRedaction
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, TraceSpanInstance
 
 __all__ = [
@@ -69,19 +70,21 @@ class PayloadEncoder(Protocol):
         ...
 
 
-def make_encoder(encoding: Encoding, now: Callable[[], datetime]) -> PayloadEncoder:
+def make_encoder(
+    encoding: Encoding, now: Callable[[], datetime], redact: FieldRedaction | None = None
+) -> PayloadEncoder:
     if encoding is Encoding.OTLP_PROTO:
-        return OtlpEncoder(now)
-    return JsonEncoder(now)
+        return OtlpEncoder(now, redact)
+    return JsonEncoder(now, redact)
 
 
 class JsonEncoder:
     """The stdio adapter's JSON line, without the newline, as UTF-8."""
 
-    def __init__(self, now: Callable[[], datetime]) -> None:
+    def __init__(self, now: Callable[[], datetime], redact: FieldRedaction | None = None) -> None:
         self._now = now
         # Stdio's defaults write every severity, so nothing is filtered out here.
-        self._lines = LineEncoder(StdioConfig(), now)
+        self._lines = LineEncoder(StdioConfig(redact=redact), now)
 
     def encode(self, instance: Instance) -> bytes:
         if isinstance(instance, TraceSpanInstance):
@@ -101,8 +104,9 @@ def _span_as_log_entry(span: TraceSpanInstance) -> LogEntryInstance:
 class OtlpEncoder:
     """One-item OTLP messages (``LogsData``, ``TracesData``, ``MetricsData``), serialized."""
 
-    def __init__(self, now: Callable[[], datetime]) -> None:
+    def __init__(self, now: Callable[[], datetime], redact: FieldRedaction | None = None) -> None:
         self._now = now
+        self._redact = redact
         self._scope = common_pb2.InstrumentationScope(name=SCOPE_NAME, version=mixer.__version__)
 
     def encode(self, instance: Instance) -> bytes:
@@ -121,7 +125,7 @@ class OtlpEncoder:
             severity_number=_SEVERITY_NUMBERS.get(
                 (entry.severity or "").strip().lower(), logs_pb2.SEVERITY_NUMBER_UNSPECIFIED
             ),
-            attributes=_attributes(entry.variables.items(), instance=entry.name),
+            attributes=_attributes(self._fields(entry.variables).items(), instance=entry.name),
         )
         if entry.timestamp is not None:
             record.time_unix_nano = unix_nanos(entry.timestamp)
@@ -144,10 +148,13 @@ class OtlpEncoder:
         # An ExportTraceServiceRequest is TracesData on the wire (the same field 1).
         return export_request([record])
 
+    def _fields(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        return values if self._redact is None else self._redact.apply(values)
+
     def _metric(self, metric: MetricInstance) -> bytes:
         point = metrics_pb2.NumberDataPoint(
             time_unix_nano=unix_nanos(self._now()),
-            attributes=_attributes(metric.dimensions.items(), instance=metric.name),
+            attributes=_attributes(self._fields(metric.dimensions).items(), instance=metric.name),
         )
         value = metric.value
         if isinstance(value, timedelta):

@@ -35,7 +35,7 @@ class KafkaHandler(DeliveryReportHandler[KafkaSender]):
         self._logger = env.logger
         self._topic = config.topic_format
         self._key = config.key_format
-        self._encoder = make_encoder(config.encoding, now)
+        self._encoder = make_encoder(config.encoding, now, config.redact)
         #: Instances skipped because they have no form in the configured encoding.
         self.encode_errors = 0
 

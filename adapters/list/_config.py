@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 from adapters.list._lists import EntryType, build_list
 from mixer.attributes import format_duration
 from mixer.params import NonNegativeDuration, PositiveDuration
+from mixer.redact import redact_url
 
 _SCHEMES = ("http", "https", "file")
 
@@ -52,12 +53,12 @@ class ListConfig(BaseModel):
             parts = urlsplit(self.provider_url)
             if parts.scheme not in _SCHEMES:
                 raise ValueError(
-                    f"provider_url must be an http, https or file URL, got {self.provider_url!r}"
+                    f"provider_url must be an http, https or file URL, got {redact_url(self.provider_url)!r}"
                 )
             if parts.scheme != "file" and not parts.hostname:
-                raise ValueError(f"provider_url {self.provider_url!r} names no host")
+                raise ValueError(f"provider_url {redact_url(self.provider_url)!r} names no host")
             if parts.scheme == "file" and not parts.path:
-                raise ValueError(f"provider_url {self.provider_url!r} names no file")
+                raise ValueError(f"provider_url {redact_url(self.provider_url)!r} names no file")
             if self.ttl < self.refresh_interval:
                 raise ValueError(
                     f"ttl ({format_duration(self.ttl)}) must not be shorter than "

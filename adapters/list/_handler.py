@@ -17,7 +17,11 @@ import aiohttp
 from adapters.list._config import ListConfig
 from adapters.list._lists import EntryList, build_list, parse_entries
 from mixer import CheckHandler, CheckResult, Code, Status
+from mixer.redact import redact_text, redact_url
 from mixer.templates import Instance
+
+#: What a caller is told while no usable list is loaded.
+LIST_UNAVAILABLE = "list unavailable"
 
 
 class ListFetchError(Exception):
@@ -62,10 +66,10 @@ class ListHandler(CheckHandler):
     async def handle_check(self, instance: Instance) -> CheckResult:
         entries = self._usable_list()
         if entries is None:
-            why = self.last_error or "not fetched yet"
-            # Fail closed, and let no proxy cache an answer the next refresh may change.
+            # Fail closed, and let no proxy cache an answer the next refresh may change. Why the
+            # list is missing (its URL, a path, a line that did not parse) is in the log only.
             return CheckResult(
-                Status(Code.UNAVAILABLE, f"list from {self._config.provider_url} is unavailable: {why}"),
+                Status(Code.UNAVAILABLE, LIST_UNAVAILABLE),
                 valid_duration=timedelta(0),
                 valid_use_count=0,
             )
@@ -110,9 +114,9 @@ class ListHandler(CheckHandler):
 
         :returns: whether a list was installed or confirmed unchanged.
         """
-        url = self._config.provider_url
+        url = redact_url(self._config.provider_url)
         try:
-            body = await self._fetch(url)
+            body = await self._fetch(self._config.provider_url)
             digest = hashlib.sha256(body).digest()
             if digest != self._digest or self._list is None:
                 entries = [*parse_entries(body.decode("utf-8")), *self._config.overrides]
@@ -121,7 +125,8 @@ class ListHandler(CheckHandler):
                 self._logger.info("list from %s installed: %d entries", url, len(self._list))
         except (aiohttp.ClientError, OSError, TimeoutError, ListFetchError, ValueError) as exc:
             self.fetch_errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self.last_error = redact_text(error)
             self._logger.warning("could not refresh list from %s: %s", url, self.last_error)
             return False
         self.fetches += 1
@@ -160,7 +165,7 @@ class ListHandler(CheckHandler):
     async def start(self) -> None:
         if self._config.provider_url and self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(
-                self._refresh_forever(), name=f"list refresh {self._config.provider_url}"
+                self._refresh_forever(), name=f"list refresh {redact_url(self._config.provider_url)}"
             )
 
     async def shutdown(self, timeout: float) -> None:

@@ -30,8 +30,9 @@ from mixer.plans import (
     SubjectResolver,
 )
 from mixer.quota import Algorithm, CounterRequest, CounterStore, EpochWindow, MemoryCounterStore
+from mixer.redact import redact_text
 from mixer.status import Code
-from mixer.templates import ApiKeyInstance, Instance, PlanCheckInstance, QuotaInstance
+from mixer.templates import ApiKeyInstance, Instance, PlanCheckInstance, QuotaInstance, field_is_verified
 
 #: A plan answer must not be cached by the proxy: a cached OK would let requests by uncounted.
 #: (Mixer's own quotas were allocated on every Check, apart from the precondition cache.)
@@ -135,9 +136,15 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
     # -- plancheck ------------------------------------------------------------------------------
 
     async def handle_check(self, instance: Instance) -> CheckResult:
+        plan_verified = principal_verified = False
         if isinstance(instance, PlanCheckInstance):
             api_key, claim, principal = instance.api_key, instance.plan, instance.principal
             api, operation = instance.api, instance.operation
+            if not api_key:
+                # A plan or principal the caller merely asserted must not pick a plan or a counter.
+                trusted = self.resolver.trusted
+                plan_verified = field_is_verified(instance, "plan", trusted)
+                principal_verified = field_is_verified(instance, "principal", trusted)
         elif isinstance(instance, ApiKeyInstance):
             # Istio's apikey template names the key and the API; the key alone decides the plan.
             api_key, claim, principal = instance.api_key, "", ""
@@ -147,10 +154,17 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
                 Status(Code.INTERNAL, f"{self.env.handler_name} cannot check a {instance.template} instance")
             )
         try:
-            who = await self.resolver.resolve(api_key or "", claim or "", principal or "")
+            who = await self.resolver.resolve(
+                api_key or "",
+                claim or "",
+                principal or "",
+                plan_verified=plan_verified,
+                principal_verified=principal_verified,
+            )
         except Exception as exc:
-            self.env.logger.warning("key store failed: %r", exc)
-            return _check(Status(Code.UNAVAILABLE, f"key store unavailable: {exc}"))
+            # The caller gets a generic reason; the store's error may name hosts or credentials.
+            self.env.logger.warning("key store failed: %s", redact_text(repr(exc)))
+            return _check(Status(Code.UNAVAILABLE, "key store unavailable"))
         if not who.ok:
             return _check(who.status)
         plan = self.plans.get(who.plan)

@@ -29,6 +29,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from adapters.otlp._spans import SpanData, span_from_instance
 from mixer import __version__
 from mixer.attributes import IPAddress, to_jsonable
+from mixer.cache import ByteLRU
 from mixer.delivery import Record
 from mixer.templates import TraceSpanInstance
 
@@ -137,17 +138,30 @@ def _attribute_field(key: str, value: Any) -> bytes:
 
     Most attributes repeat from span to span (method, protocol, service names, status codes, user
     agents), and writing one costs microseconds.
-    The cache is bounded; ``_cached_attribute_field.cache_info()`` counts its hits and misses.
+    The cache is bounded in bytes (tag values are what callers send: a path may be 100 KB);
+    ``ATTRIBUTE_FIELDS`` counts its hits, misses and evictions.
     """
     code = _SCALAR_CODES.get(type(value))
-    if code is not None:
-        return _cached_attribute_field(key, value, code)
-    return _field(9, _key_value_bytes(key, value))
+    if code is None:
+        return _field(9, _key_value_bytes(key, value))
+    cache_key = (key, value, code)
+    cached = ATTRIBUTE_FIELDS.get(cache_key)
+    if cached is None:
+        cached = _field(9, _key_value_bytes(key, value))
+        ATTRIBUTE_FIELDS.put(cache_key, cached)
+    return cached
 
 
-@functools.lru_cache(maxsize=16384)
-def _cached_attribute_field(key: str, value: Any, code: int) -> bytes:
-    return _field(9, _key_value_bytes(key, value))
+def _attribute_field_size(key: tuple[str, Any, int], field: bytes) -> int:
+    # The key's strings and the encoded field, which repeats them.
+    value = key[1]
+    return len(key[0]) + (len(value) if isinstance(value, str) else 8) + len(field) + 150
+
+
+#: Encoded span attributes by key, value and scalar type.
+ATTRIBUTE_FIELDS: ByteLRU[tuple[str, Any, int], bytes] = ByteLRU(
+    8 * 1024 * 1024, size=_attribute_field_size, name="otlp.attribute_fields"
+)
 
 
 def _tag_name(key: str, value: Any) -> str:
@@ -232,9 +246,18 @@ def resource_key(span: SpanData) -> str:
     return _service_resource_key(span.local_service or UNKNOWN_SERVICE)
 
 
-@functools.lru_cache(maxsize=4096)
 def _service_resource_key(service: str) -> str:
-    return json.dumps({"service.name": service}, separators=(",", ":"))
+    key = RESOURCE_KEYS.get(service)
+    if key is None:
+        key = json.dumps({"service.name": service}, separators=(",", ":"))
+        RESOURCE_KEYS.put(service, key)
+    return key
+
+
+#: Resource keys by service name (a caller-derived string).
+RESOURCE_KEYS: ByteLRU[str, str] = ByteLRU(
+    1024 * 1024, max_entries=4096, size=lambda service, key: 2 * len(key) + 100, name="otlp.resource_keys"
+)
 
 
 def encode_instance(instance: TraceSpanInstance) -> Record:

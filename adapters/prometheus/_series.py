@@ -28,6 +28,9 @@ from mixer.attributes import format_duration
 from mixer.templates import MetricInstance
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
+#: Bytes of label values all series of one handler may hold: room for ``max_series`` series of
+#: Istio's nineteen labels, while 100 KB label values cannot take gigabytes.
+DEFAULT_MAX_SERIES_BYTES = 256 * 1024 * 1024
 
 #: Reasons a value is not recorded (the ``reason`` label of the rejected-values self metric).
 REJECT_NOT_A_NUMBER = "not_a_number"
@@ -53,13 +56,22 @@ class HandlerStats:
 
 
 class SeriesBudget:
-    """The series count shared by all metrics of one handler, against its bound."""
+    """The series count shared by all metrics of one handler, against its bound, and the bytes
+    their label values hold (label values are what callers send), against ``max_bytes``."""
 
-    __slots__ = ("count", "limit")
+    __slots__ = ("bytes", "count", "limit", "max_bytes")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = DEFAULT_MAX_SERIES_BYTES) -> None:
         self.limit = limit
         self.count = 0
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+
+def series_cost(labels: tuple[str, ...]) -> int:
+    """Estimated bytes one series keeps: its label strings twice (the label tuple and the raw
+    dimension key usually hold equal text) and the objects around them."""
+    return 2 * sum(map(len, labels)) + 300
 
 
 class _Scalar:
@@ -157,16 +169,20 @@ class MetricSeries:
         if series is not None:
             return series
         budget = self._budget
-        if budget.count >= budget.limit:
+        cost = series_cost(labels)
+        if budget.count >= budget.limit or budget.bytes + cost > budget.max_bytes:
             self._stats.series_dropped += 1
             if self._stats.series_dropped == 1:
                 self._log.warning(
-                    "%s: max_series (%d) label sets held; updates to new label sets are dropped and counted",
+                    "%s: max_series (%d) label sets or %d bytes of labels held; updates to new label "
+                    "sets are dropped and counted",
                     self.name,
                     budget.limit,
+                    budget.max_bytes,
                 )
             return None
         budget.count += 1
+        budget.bytes += cost
         series = (
             _Histogram(key, labels, len(self.bounds), now)
             if self.kind is MetricKind.DISTRIBUTION
@@ -236,6 +252,7 @@ class MetricSeries:
                 # The stored key object itself: found by identity even when it holds a NaN.
                 self._by_key.pop(series.key, None)
         self._budget.count -= len(stale)
+        self._budget.bytes -= sum(series_cost(series.labels) for series in stale)
         return len(stale)
 
     def snapshot(self) -> FamilySnapshot:

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from mixer.redact import FieldRedaction
+
 
 class Level(enum.IntEnum):
     """Mixer's stdio levels; a level is written when at least ``output_level``."""
@@ -81,6 +83,8 @@ class StdioConfig(BaseModel):
     max_megabytes_before_rotation: float = Field(default=100, ge=0)
     #: Rotated files older than this many days are deleted; 0 keeps them.
     max_days_before_rotation: int = Field(default=30, ge=0)
+    #: Fields of each line hashed, masked or dropped before it is written (e.g. API keys).
+    redact: FieldRedaction | None = None
     #: At most this many rotated files are kept; 0 keeps them all. Mixer calls it max_rotated_files.
     max_backups_before_rotation: int = Field(
         default=1000,

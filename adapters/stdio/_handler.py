@@ -16,10 +16,16 @@ from adapters.stdio._config import Level, LogStream, StdioConfig
 from adapters.stdio._sinks import RotatingFileSink, Sink, StreamSink
 from mixer import HandlerOverloaded, ReportBatch, ReportHandler
 from mixer.attributes import format_duration, to_jsonable
+from mixer.cache import ByteLRU
 from mixer.templates import Instance, LogEntryInstance, MetricInstance
 
 #: Lines waiting to be written; past this, report batches are refused and counted as dropped.
 DEFAULT_MAX_BUFFERED_LINES = 10_000
+#: Bytes of lines waiting to be written (UTF-8 length estimated by characters); past this too,
+#: report batches are refused and counted as dropped.
+DEFAULT_MAX_BUFFERED_BYTES = 32 * 1024 * 1024
+#: Bytes of lines kept for reuse by the other encoders of the same log entry.
+SHARED_LINES_MAX_BYTES = 8 * 1024 * 1024
 #: Seconds between writes when the buffer stays below half full.
 DEFAULT_FLUSH_INTERVAL = 0.2
 
@@ -70,15 +76,27 @@ class _SharedLines:
 
     One access log entry usually goes to several handlers (stdio, Kafka, Elasticsearch), each of
     which writes this same line: the second and later encoders of an instance reuse the first's
-    text. Entries hold the instance itself, so its id cannot be reused while cached; the oldest go
-    first past the bound.
+    text. Entries hold the instance itself, so its id cannot be reused while cached. The bound is
+    in bytes: an entry keeps its line and its instance's values (about as large again) alive, and
+    callers choose how long those are; the least recently used go first.
     """
 
-    def __init__(self, limit: int = 4096) -> None:
-        self._limit = limit
-        self._lines: dict[tuple[int, Any], tuple[Instance, str | None]] = {}
-        self.hits = 0
-        self.evicted = 0
+    def __init__(self, max_bytes: int = SHARED_LINES_MAX_BYTES) -> None:
+        self._lines: ByteLRU[tuple[int, Any], tuple[Instance, str | None]] = ByteLRU(
+            max_bytes, size=_shared_line_size, name="stdio.shared_lines"
+        )
+
+    @property
+    def cache(self) -> ByteLRU[tuple[int, Any], tuple[Instance, str | None]]:
+        return self._lines
+
+    @property
+    def hits(self) -> int:
+        return self._lines.hits
+
+    @property
+    def evicted(self) -> int:
+        return self._lines.evictions
 
     def get(
         self,
@@ -89,17 +107,17 @@ class _SharedLines:
         key = (id(instance), settings)
         cached = self._lines.get(key)
         if cached is not None and cached[0] is instance:
-            self.hits += 1
             return cached[1]
         line = encode(instance)
-        lines = self._lines
-        lines[key] = (instance, line)
-        if len(lines) > self._limit:
-            # Handlers encode on the event loop thread; a racing writer only costs a cache miss.
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del lines[next(iter(lines))]
-                self.evicted += 1
+        self._lines.put(key, (instance, line))
         return line
+
+
+def _shared_line_size(key: tuple[int, Any], value: tuple[Instance, str | None]) -> int:
+    # The line, and the instance's values it was made of (about the line's size again); walking
+    # the instance would cost more than encoding it.
+    line = value[1]
+    return 2 * len(line) if line is not None else 0
 
 
 _shared_lines = _SharedLines()
@@ -120,9 +138,10 @@ class LineEncoder:
         self._metric_level = config.metric_level
         self._min_level = config.output_level
         self._now = now
+        self._redact = config.redact
         # Encoders with equal settings write equal lines for one timestamped log entry; a small
         # int stands for the settings so the cache key hashes cheaply.
-        settings = (self._json, tuple(sorted(self._severity.items())), self._min_level)
+        settings = (self._json, tuple(sorted(self._severity.items())), self._min_level, self._redact)
         self._settings = _SETTINGS_IDS.setdefault(settings, len(_SETTINGS_IDS))
 
     def encode(self, instance: Instance) -> str | None:
@@ -136,6 +155,8 @@ class LineEncoder:
             if self._metric_level < self._min_level:
                 return None
             fields = {"value": instance.value, **dict(sorted(instance.dimensions.items()))}
+            if self._redact is not None:
+                fields = self._redact.apply(fields)
             return self._line(self._metric_level, self._now(), instance.name, fields)
         return None
 
@@ -144,6 +165,8 @@ class LineEncoder:
         if level < self._min_level:
             return None
         fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
+        if self._redact is not None:
+            fields = self._redact.apply(fields)
         return self._line(level, when or instance.timestamp or self._now(), instance.name, fields)
 
     def _line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
@@ -189,6 +212,7 @@ class StdioHandler(ReportHandler):
         *,
         name: str = "stdio",
         max_buffered_lines: int = DEFAULT_MAX_BUFFERED_LINES,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         sink: Sink | None = None,
@@ -198,6 +222,8 @@ class StdioHandler(ReportHandler):
         self._encoder = LineEncoder(config, now)
         self.sink = sink if sink is not None else make_sink(config)
         self._max_lines = max_buffered_lines
+        self._max_bytes = max_buffered_bytes
+        self._buffered_bytes = 0
         self._interval = flush_interval
         self._lines: list[str] = []
         self._wake = asyncio.Event()
@@ -218,17 +244,21 @@ class StdioHandler(ReportHandler):
             self.dropped += len(batch.instances)
             raise HandlerOverloaded(f"{self.name} is shut down")
         lines = [line for instance in batch.instances if (line := self._encoder.encode(instance)) is not None]
-        if len(self._lines) + len(lines) > self._max_lines:
+        size = sum(map(len, lines))
+        if len(self._lines) + len(lines) > self._max_lines or self._buffered_bytes + size > self._max_bytes:
             self.dropped += len(lines)
-            raise HandlerOverloaded(f"{self.name}: {len(self._lines)} lines are waiting to be written")
+            waiting = f"{len(self._lines)} lines ({self._buffered_bytes} bytes)"
+            raise HandlerOverloaded(f"{self.name}: {waiting} are waiting to be written")
         self._lines.extend(lines)
-        if 2 * len(self._lines) >= self._max_lines:
+        self._buffered_bytes += size
+        if 2 * len(self._lines) >= self._max_lines or 2 * self._buffered_bytes >= self._max_bytes:
             self._wake.set()
 
     async def flush(self) -> None:
         """Write every buffered line now."""
         async with self._write_lock:
             lines, self._lines = self._lines, []
+            self._buffered_bytes = 0
             if not lines:
                 return
             try:
@@ -275,4 +305,5 @@ class StdioHandler(ReportHandler):
         except TimeoutError:
             self.dropped += len(self._lines)
             self._lines = []
+            self._buffered_bytes = 0
             self._logger.warning("%s: output not flushed within %.3fs", self.name, timeout)

@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_FLUSH_INTERVAL",
     "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_QUEUE_BYTES",
     "MAX_DATAGRAM_BYTES",
     "SyslogFormatError",
     "SyslogReceiver",
@@ -62,6 +63,8 @@ API: Final = "syslog"
 DEFAULT_BATCH_SIZE: Final = 100
 DEFAULT_FLUSH_INTERVAL: Final = 1.0
 DEFAULT_MAX_QUEUE: Final = 10_000
+#: Datagram bytes waiting to be reported: 10,000 spoofed 64 KiB datagrams would be 640 MiB.
+DEFAULT_MAX_QUEUE_BYTES: Final = 16 * 1024 * 1024
 #: Larger than any UDP datagram nginx sends (its syslog lines are cut well below this).
 MAX_DATAGRAM_BYTES: Final = 64 * 1024
 
@@ -317,6 +320,7 @@ class SyslogReceiver:
         batch_size: int = DEFAULT_BATCH_SIZE,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         logger: logging.Logger | None = None,
     ) -> None:
         if batch_size < 1 or max_queue < 1 or flush_interval <= 0:
@@ -326,6 +330,10 @@ class SyslogReceiver:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_queue = max_queue
+        self._max_queue_bytes = max_queue_bytes
+        #: What each queued record came in as, in bytes (its datagram's size), and their sum.
+        self._sizes: deque[int] = deque()
+        self._pending_bytes = 0
         self._log = logger if logger is not None else logging.getLogger("mixer.api.syslog")
         self._pending: deque[AttributeBag] = deque()
         self._wakeup = asyncio.Event()
@@ -365,12 +373,15 @@ class SyslogReceiver:
             return
         if invalid:
             self._invalid_fields.inc(invalid)
-        if len(self._pending) >= self._max_queue:
+        size = len(data)
+        if len(self._pending) >= self._max_queue or self._pending_bytes + size > self._max_queue_bytes:
             self._dropped.inc()
             return
         self._pending.append(AttributeBag(values))
+        self._sizes.append(size)
+        self._pending_bytes += size
         self._accepted.inc()
-        if len(self._pending) >= self._batch_size:
+        if len(self._pending) >= self._batch_size or 2 * self._pending_bytes >= self._max_queue_bytes:
             self._wakeup.set()
 
     async def start(self, address: ListenAddress, *, reuse_port: bool = False) -> ListenAddress:
@@ -408,9 +419,11 @@ class SyslogReceiver:
 
     def flush(self) -> None:
         """Report everything queued now, in batches of at most ``batch_size``."""
-        pending = self._pending
+        pending, sizes = self._pending, self._sizes
         while pending:
-            batch = [pending.popleft() for _ in range(min(self._batch_size, len(pending)))]
+            count = min(self._batch_size, len(pending))
+            batch = [pending.popleft() for _ in range(count)]
+            self._pending_bytes -= sum(sizes.popleft() for _ in range(count))
             self._report(batch)
 
     def _report(self, batch: list[AttributeBag]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -10,14 +9,13 @@ from pydantic_core import to_jsonable_python
 
 from mixer.config._instances import CompiledInstanceBuilder
 from mixer.config._model import HeaderOperationConfig, RuleConfig, SamplingConfig, ValidatedConfig
-
-REDACTED = "***"
-_SECRET_KEY = re.compile(r"password|passwd|token|secret|api[_-]?key|credential", re.IGNORECASE)
+from mixer.redact import REDACTED, redact_value
 
 
 def redacted(config: ValidatedConfig) -> dict[str, Any]:
-    """The effective config as JSON-ready data: secrets (``SecretStr`` fields and any key named
-    like a password, token, secret or API key) are replaced with ``"***"``."""
+    """The effective config as JSON-ready data: secrets (``SecretStr`` fields, any key named like
+    a password, token, secret or API key, and passwords in URLs and other text, see
+    :mod:`mixer.redact`) are replaced with ``"***"``."""
     handlers = {
         name: {
             "adapter": handler.adapter,
@@ -44,7 +42,7 @@ def redacted(config: ValidatedConfig) -> dict[str, Any]:
         "instances": instances,
         "rules": [_rule(rule) for rule in config.rules],
     }
-    scrubbed: dict[str, Any] = _scrub(result)
+    scrubbed: dict[str, Any] = redact_value(result)
     return scrubbed
 
 
@@ -60,17 +58,6 @@ def _secrets(value: Any) -> Any:
         return {key: _secrets(item) for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_secrets(item) for item in value]
-    return value
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: REDACTED if isinstance(key, str) and _SECRET_KEY.search(key) and item else _scrub(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_scrub(item) for item in value]
     return value
 
 

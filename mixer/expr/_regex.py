@@ -7,9 +7,10 @@ conditionals) are errors instead of silently working.
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Final
+
+from mixer.cache import ByteLRU
 
 _POSIX_CLASSES: Final = {
     "alnum": "0-9A-Za-z",
@@ -157,11 +158,27 @@ def _group_prefix(pattern: str, i: int, out: list[str]) -> int:
     return j + 1
 
 
-@functools.lru_cache(maxsize=256)
 def compile_re2(pattern: str) -> re.Pattern[str]:
-    """A compiled search pattern for RE2 ``pattern``; cached for patterns only known at run time."""
-    translated = translate(pattern)
-    try:
-        return re.compile(translated, re.ASCII)
-    except re.error as exc:
-        raise RegexError(str(exc)) from None
+    """A compiled search pattern for RE2 ``pattern``; cached for patterns only known at run time.
+
+    The cache is bounded in bytes: a pattern may come from a request, and may be long.
+    """
+    compiled = _COMPILED.get(pattern)
+    if compiled is None:
+        translated = translate(pattern)
+        try:
+            compiled = re.compile(translated, re.ASCII)
+        except re.error as exc:
+            raise RegexError(str(exc)) from None
+        _COMPILED.put(pattern, compiled)
+    return compiled
+
+
+def _compiled_size(pattern: str, compiled: re.Pattern[str]) -> int:
+    # A compiled pattern takes several times its text; the factor errs on the high side.
+    return 8 * len(pattern) + 1000
+
+
+_COMPILED: ByteLRU[str, re.Pattern[str]] = ByteLRU(
+    4 * 1024 * 1024, max_entries=256, size=_compiled_size, name="expr.runtime_patterns"
+)

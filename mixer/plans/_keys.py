@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mixer.cache import ByteLRU
 
 #: A key file larger than this is refused (the last good copy stays in use).
 MAX_KEY_FILE_BYTES = 64 * 1024 * 1024
@@ -190,10 +191,15 @@ def parse_key_file(text: str) -> dict[str, KeyRecord]:
     return records
 
 
+#: Bytes of API keys and records a key cache may hold.
+DEFAULT_KEY_CACHE_BYTES = 4 * 1024 * 1024
+
+
 class CachedKeyStore(KeyStore):
     """A bounded cache in front of a remote store: answers (unknown keys too) kept for ``ttl``.
 
-    Least recently used entries go first when full; ``evictions`` counts them.
+    Bounded by ``max_entries`` and by ``max_bytes`` (callers choose the keys they send, and their
+    length); least recently used entries go first; ``hits``, ``misses`` and ``evictions`` count.
     """
 
     def __init__(
@@ -203,17 +209,28 @@ class CachedKeyStore(KeyStore):
         max_entries: int,
         ttl: float,
         negative_ttl: float,
+        max_bytes: int = DEFAULT_KEY_CACHE_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
         self.max_entries = max_entries
         self.ttl = ttl
         self.negative_ttl = negative_ttl
+        self._clock = clock
+        #: Answers from the cache, and lookups that went to the store (expired entries too).
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._entries: ByteLRU[str, tuple[float, KeyRecord | None]] = ByteLRU(
+            max_bytes, max_entries=max_entries, size=_key_entry_size, name=f"plans.keys.{id(self):x}"
+        )
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
+
+    @property
+    def cache(self) -> ByteLRU[str, tuple[float, KeyRecord | None]]:
+        return self._entries
 
     async def start(self) -> None:
         await self.inner.start()
@@ -226,18 +243,19 @@ class CachedKeyStore(KeyStore):
         entry = self._entries.get(api_key)
         if entry is not None and entry[0] > now:
             self.hits += 1
-            self._entries.move_to_end(api_key)
             return entry[1]
         self.misses += 1
         record = await self.inner.lookup(api_key)
         ttl = self.ttl if record is not None else self.negative_ttl
         if ttl > 0 and self.max_entries > 0:
-            self._entries[api_key] = (now + ttl, record)
-            self._entries.move_to_end(api_key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-                self.evictions += 1
+            self._entries.put(api_key, (now + ttl, record))
         return record
+
+
+def _key_entry_size(key: str, entry: tuple[float, KeyRecord | None]) -> int:
+    record = entry[1]
+    held = len(record.subject) + len(record.plan) if record is not None else 0
+    return 2 * len(key) + held + 200
 
 
 def file_key_store(path: str, logger: logging.Logger, poll_interval: float) -> FileKeyStore:

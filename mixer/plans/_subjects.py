@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from mixer.params import NonNegativeDuration, PositiveDuration
 from mixer.plans._keys import (
+    DEFAULT_KEY_CACHE_BYTES,
     CachedKeyStore,
     FileKeyStore,
     InlineKeyStore,
@@ -54,6 +55,8 @@ class KeyCacheParams(_Params):
     """The bounded cache in front of a plugin key store (inline and file keys need none)."""
 
     max_entries: int = Field(default=10_000, ge=0)
+    #: Bytes of keys and answers held (callers choose how long the keys they send are).
+    max_bytes: int = Field(default=DEFAULT_KEY_CACHE_BYTES, ge=0)
     ttl: NonNegativeDuration = timedelta(seconds=30)
     #: How long an unknown key is remembered; short, so that a newly issued key works soon.
     negative_ttl: NonNegativeDuration = timedelta(seconds=5)
@@ -85,9 +88,15 @@ class SubjectsParams(_Params):
     """How a check's caller becomes a subject on a plan."""
 
     keys: KeysParams = KeysParams()
-    #: Take the instance's ``plan`` field (e.g. a verified JWT claim) as the caller's plan.
+    #: Take the instance's ``plan`` field as the caller's plan, when it is verified: computed only
+    #: from attributes a check handler produced in this Check (the jwt adapter's claims) or
+    #: listed in ``trusted_attributes``. A plan the caller merely sent is ignored.
     trust_plan_claim: bool = False
-    #: Plans of callers identified by principal (mTLS identity, JWT principal): principal -> plan.
+    #: Attributes the operator declares set by a proxy that verified them (e.g.
+    #: ``request.auth.claims`` behind an Envoy that checks JWTs, ``source.principal`` from mTLS);
+    #: every other attribute a caller sends is self-asserted. Empty: only produced ones count.
+    trusted_attributes: list[str] = []
+    #: Plans of callers identified by a verified principal: principal -> plan.
     principals: dict[str, str] = {}
     #: The plan of callers with no API key and no other identity; empty: such callers are denied.
     default_plan: str = ""
@@ -119,13 +128,18 @@ class SubjectResolver:
     """Applies :class:`SubjectsParams` to one check's ``api_key``, ``plan`` claim and ``principal``.
 
     Order: an API key decides alone (an unknown key is denied, never downgraded to the default
-    plan); without one, a trusted plan claim with a principal, then the ``principals`` map, then
-    ``default_plan``; otherwise the caller is denied as for an unknown key.
+    plan); without one, a verified plan claim with a verified principal (when
+    ``trust_plan_claim``), then the ``principals`` map for a verified principal, then
+    ``default_plan`` (the subject is the verified principal, else ``anonymous``: a caller cannot
+    get a fresh counter by sending a fresh name); otherwise the caller is denied as for an
+    unknown key. The caller says which of ``plan_claim`` and ``principal`` are verified (see
+    :func:`mixer.templates.field_is_verified`); unverified ones count as absent.
     """
 
     def __init__(self, params: SubjectsParams, stores: list[KeyStore]) -> None:
         self.params = params
         self.stores = stores
+        self.trusted = frozenset(params.trusted_attributes)
         self._denied = params.unknown_key.code
 
     @classmethod
@@ -159,6 +173,7 @@ class SubjectResolver:
                 CachedKeyStore(
                     info.factory(store_params, logger),
                     max_entries=cache.max_entries,
+                    max_bytes=cache.max_bytes,
                     ttl=cache.ttl.total_seconds(),
                     negative_ttl=cache.negative_ttl.total_seconds(),
                 )
@@ -169,9 +184,21 @@ class SubjectResolver:
     def file_stores(self) -> list[FileKeyStore]:
         return [store for store in self.stores if isinstance(store, FileKeyStore)]
 
-    async def resolve(self, api_key: str, plan_claim: str, principal: str) -> Resolution:
+    async def resolve(
+        self,
+        api_key: str,
+        plan_claim: str,
+        principal: str,
+        *,
+        plan_verified: bool = False,
+        principal_verified: bool = False,
+    ) -> Resolution:
         """:raises Exception: a key store could not answer."""
         params = self.params
+        if not plan_verified:
+            plan_claim = ""
+        if not principal_verified:
+            principal = ""
         if api_key:
             for store in self.stores:
                 record: KeyRecord | None = await store.lookup(api_key)

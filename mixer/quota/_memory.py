@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -61,6 +62,17 @@ def transition(request: CounterRequest, state: Any, now: float, amount: int) -> 
     return gcra(state, now, amount, request.limit, request.period, request.burst, request.best_effort)
 
 
+#: Longest counter key or deduplication id kept as is; longer ones are kept as their SHA-256, so
+#: that the entry bounds (``max_keys``, ``max_dedup_entries``) bound the bytes held too.
+MAX_KEY_CHARS = 128
+
+
+def _bounded_key(key: str) -> str:
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 class MemoryCounterStore:
     """Counters in a dict, bounded to ``max_keys`` with least-recently-used eviction.
 
@@ -115,6 +127,7 @@ class MemoryCounterStore:
             self.sweep(now)
         dedup = bool(deduplication_id) and dedup_seconds > 0
         if dedup:
+            deduplication_id = _bounded_key(deduplication_id)
             recorded = self._dedup.get(deduplication_id)
             if recorded is not None and recorded[0] > now:
                 self.stats.dedup_hits += 1
@@ -160,20 +173,21 @@ class MemoryCounterStore:
         return len(expired)
 
     def _state(self, request: CounterRequest, now: float) -> State | None:
-        entry = self._entries.get(request.key)
+        key = _bounded_key(request.key)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires_at <= now or entry.shape != request.shape:
             # Lazily pruned; a limit whose window changed on reload starts afresh.
-            del self._entries[request.key]
+            del self._entries[key]
             if entry.expires_at <= now:
                 self.stats.expired += 1
             return None
-        self._entries.move_to_end(request.key)
+        self._entries.move_to_end(key)
         return entry.state
 
     def _store(self, request: CounterRequest, state: State, now: float, reset_after: float) -> None:
-        key = request.key
+        key = _bounded_key(request.key)
         entries = self._entries
         if key in entries:
             entry = entries[key]

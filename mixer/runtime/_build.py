@@ -21,7 +21,14 @@ from mixer.adapter import (
     ReportHandler,
 )
 from mixer.attributes import AttributeBag
-from mixer.config import HeaderOperationConfig, InstanceConfig, RuleConfig, ValidatedConfig
+from mixer.config import (
+    CompiledInstanceBuilder,
+    HeaderOperationConfig,
+    InstanceConfig,
+    RuleConfig,
+    ValidatedConfig,
+)
+from mixer.expr import CompiledExpression
 from mixer.registry import Registry
 from mixer.runtime._generate import GenerateAction, GenerateRule
 from mixer.runtime._index import (
@@ -320,13 +327,23 @@ def _check_interface(
 
 
 def _check_action(target: _Target, handlers: dict[str, Handler]) -> CheckAction:
+    builder = target.instance.builder
+    fields: dict[str, CompiledExpression] = {}
+    if target.request_context and isinstance(builder, CompiledInstanceBuilder):
+        # A plan handler trusts a field only when every attribute it read was verified.
+        fields = {
+            name: expression
+            for name, expression in builder.expressions.items()
+            if isinstance(expression, CompiledExpression)
+        }
     return CheckAction(
         target.handler,
         _as_check(handlers[target.handler]),
         target.instance.name,
-        target.instance.builder.build,
+        builder.build,
         target.request_context,
         target.output_prefix,
+        fields,
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeAlias, TypeVar
 
 from mixer.adapter import CheckHandler, QuotaHandler
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.config import HeaderOperationKind, SamplingConfig
+from mixer.expr import CompiledExpression
 from mixer.templates import Instance
 
 Evaluate: TypeAlias = Callable[[AttributeBag], AttributeValue]
@@ -44,6 +45,9 @@ class CheckAction:
     request_context: bool = False
     #: ``<action name>.output.``: the rule's header operations read the handler's outputs by it.
     output_prefix: str = ""
+    #: For request-context instances: the expression of each configured value field, evaluated
+    #: again to learn which attributes the field's value came from.
+    fields: Mapping[str, CompiledExpression] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

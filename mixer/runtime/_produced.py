@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from mixer.attributes import AttributeManifest, AttributeValue, Condition, TrackingBag, conforms
+from mixer.expr import CompiledExpression
 
 
 class _Layered(Mapping[str, AttributeValue]):
@@ -92,3 +93,49 @@ def conforming(
         else:
             kept[name] = value
     return kept, dropped
+
+
+class FieldSources(Mapping[str, frozenset[str]]):
+    """For each field, the attributes its expression read on the Check's attributes, present or
+    absent (a caller who leaves an attribute out chooses the fallback as surely as one who sends
+    it). Evaluated on first use, since only plan handlers without an API key ask. A field that
+    fails to evaluate is missing, so it counts as unverified.
+
+    The reads go to a separate tracking view over the same values: they are not the Check's
+    references (the instance was already built from the bag).
+    """
+
+    __slots__ = ("_fields", "_known", "_values")
+
+    def __init__(self, fields: Mapping[str, CompiledExpression], bag: TrackingBag) -> None:
+        self._fields = fields
+        self._values = bag._values
+        self._known: dict[str, frozenset[str] | None] = {}
+
+    def _sources(self, name: str) -> frozenset[str] | None:
+        if name in self._known:
+            return self._known[name]
+        expression = self._fields.get(name)
+        sources: frozenset[str] | None = None
+        if expression is not None:
+            probe = TrackingBag(self._values)
+            try:
+                expression.evaluate(probe)
+            except Exception:  # noqa: S110 - the build of the instance already logged this failure
+                pass
+            else:
+                sources = frozenset(read for read, _ in probe._refs)
+        self._known[name] = sources
+        return sources
+
+    def __getitem__(self, name: str) -> frozenset[str]:
+        sources = self._sources(name)
+        if sources is None:
+            raise KeyError(name)
+        return sources
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._fields if self._sources(name) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -51,7 +51,7 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._produced import ProducedBag, _Layered, conforming
+from mixer.runtime._produced import FieldSources, ProducedBag, _Layered, conforming
 from mixer.status import Code, Status
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
@@ -379,6 +379,10 @@ class Runtime:
                     scoped = cast(RequestContext, instance)
                     scoped.attributes = tracking
                     scoped.deduplication_id = deduplication_id
+                    if action.fields:
+                        scoped.sources = FieldSources(action.fields, tracking)
+                    if isinstance(tracking, ProducedBag):
+                        scoped.produced = frozenset(tracking.produced)
                     if spenders is not None:
                         spenders.add(len(results))
                 pending.append((len(results), action.handler, instance))
@@ -445,7 +449,8 @@ class Runtime:
     def _check_error(self, name: str, exc: Exception) -> CheckResult:
         self.stats.count_handler_error(name)
         self._logger.warning("check handler %s failed: %r", name, exc)
-        return _failed_check(Code.INTERNAL, _describe(exc))
+        # The caller learns that it failed; what failed (hosts, paths, credentials) is for the log.
+        return _failed_check(Code.INTERNAL, HANDLER_FAILED)
 
     # -- Quota ----------------------------------------------------------------------------------
 
@@ -538,7 +543,7 @@ class Runtime:
     def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
         self.stats.count_handler_error(name)
         self._logger.warning("quota handler %s failed: %r", name, exc)
-        return _failed_quota(Code.INTERNAL, _describe(exc))
+        return _failed_quota(Code.INTERNAL, HANDLER_FAILED)
 
     # -- Report ---------------------------------------------------------------------------------
 
@@ -732,6 +737,10 @@ class _QuotaPlan:
         assert valid_duration is not None
         status = Status(code, ", ".join(messages)) if code is not Code.OK else Status()
         return QuotaOutcome(granted, valid_duration, status, self.referenced)
+
+
+#: What a caller is told when a handler raised (the log has the exception).
+HANDLER_FAILED = "handler failed, see the server log"
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
+from mixer.redact import RedactingFilter, redact_value
+
 #: LogRecord attributes that are not ``extra=`` fields.
 _STANDARD_FIELDS: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime", "taskName"}
@@ -33,9 +35,10 @@ class JsonFormatter(logging.Formatter):
             entry["worker"] = self._worker
         for key, value in record.__dict__.items():
             if key not in _STANDARD_FIELDS and key not in entry:
-                entry[key] = value
+                entry[key] = redact_value(value)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            # RedactingFilter leaves the redacted traceback in exc_text.
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
@@ -43,8 +46,10 @@ def configure_logging(
     level: str, log_format: str, *, worker_index: int | None = None, stream: TextIO | None = None
 ) -> None:
     """Send every logger's records at ``level`` and above to ``stream`` (stderr) in ``log_format``
-    (``text`` or ``json``), replacing the root logger's handlers."""
+    (``text`` or ``json``), replacing the root logger's handlers. Secrets are redacted from every
+    record (:class:`mixer.redact.RedactingFilter`)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(RedactingFilter())
     if log_format == "json":
         handler.setFormatter(JsonFormatter(worker_index))
     else:

@@ -20,6 +20,7 @@ from mixer.templates._instances import (
     RequestContext,
     Subject,
     TraceSpanInstance,
+    field_is_verified,
 )
 from mixer.templates._spec import (
     BUILTIN_TEMPLATES,
@@ -51,4 +52,5 @@ __all__ = [
     "TemplateSpec",
     "TraceSpanInstance",
     "Variety",
+    "field_is_verified",
 ]

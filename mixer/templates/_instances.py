@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -18,10 +19,30 @@ class Instance:
 
 
 class RequestContext(Protocol):
-    """The two fields the runtime sets on instances of ``request_context`` templates."""
+    """The fields the runtime sets on instances of ``request_context`` templates.
+
+    ``produced``: the attributes that check handlers (a verified token's claims) produced in this
+    Check; everything else in ``attributes`` is what the caller sent. ``sources``: for each
+    configured value field, every attribute its expression read for this Check, present or
+    absent. Together they tell whether a field's value can only have come from a verifying
+    handler (see :func:`field_is_verified`).
+    """
 
     attributes: AttributeBag | None
     deduplication_id: str
+    produced: frozenset[str]
+    sources: Mapping[str, frozenset[str]]
+
+
+def field_is_verified(instance: RequestContext, name: str, trusted: frozenset[str] = frozenset()) -> bool:
+    """Whether field ``name`` of ``instance`` was computed only from attributes a check handler
+    produced in this Check or that the operator declares ``trusted`` (set by a proxy that verified
+    them). A field whose sources are unknown (not built by the runtime) is not verified; a field
+    made of literals alone is (the operator wrote it)."""
+    sources = instance.sources.get(name)
+    if sources is None:
+        return False
+    return all(source in instance.produced or source in trusted for source in sources)
 
 
 @dataclass(slots=True)
@@ -120,6 +141,8 @@ class ApiKeyInstance(Instance):
     timestamp: datetime | None = None
     attributes: AttributeBag | None = None
     deduplication_id: str = ""
+    produced: frozenset[str] = frozenset()
+    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -131,10 +154,11 @@ class CheckNothingInstance(Instance):
 class PlanCheckInstance(Instance):
     """Who calls (an API key, a principal, a plan claim) and what for (api, operation).
 
-    ``attributes`` and ``deduplication_id`` are not template fields: the runtime sets them on
-    every instance of a ``request_context`` template before the handler sees it, so that cost and
-    dimension expressions can read the request (its reads are recorded as referenced attributes)
-    and a retried Check is recognised.
+    ``attributes``, ``deduplication_id``, ``produced`` and ``sources`` are not template fields:
+    the runtime sets them on every instance of a ``request_context`` template before the handler
+    sees it, so that cost and dimension expressions can read the request (its reads are recorded
+    as referenced attributes), a retried Check is recognised, and a plan handler can tell a
+    verified ``plan`` or ``principal`` from a self-asserted one (:class:`RequestContext`).
     """
 
     template: ClassVar[str] = "plancheck"
@@ -145,3 +169,5 @@ class PlanCheckInstance(Instance):
     operation: str | None = None
     attributes: AttributeBag | None = None
     deduplication_id: str = ""
+    produced: frozenset[str] = frozenset()
+    sources: Mapping[str, frozenset[str]] = field(default_factory=dict)

@@ -65,7 +65,7 @@ class TemplateSpec:
     def __post_init__(self) -> None:
         if self.request_context:
             names = {f.name for f in dataclasses.fields(self.instance_type)}
-            missing = {"attributes", "deduplication_id"} - names
+            missing = {"attributes", "deduplication_id", "produced", "sources"} - names
             if missing:
                 raise TypeError(
                     f"template {self.name}: a request_context instance type needs {sorted(missing)}"

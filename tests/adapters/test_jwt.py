@@ -484,7 +484,9 @@ async def test_before_the_first_load_checks_are_unavailable_and_not_cached(jwks_
     try:
         result = await verify(handler, mint(claims(), rsa_key(), "RS256", "k1"))
         assert result.status.code is Code.UNAVAILABLE
-        assert "answered HTTP 503" in result.status.message
+        # The caller gets a generic reason; the key set's URL and the failure are in the log.
+        assert result.status.message == "signing keys not loaded"
+        assert "answered HTTP 503" in (handler.last_error or "")
         assert result.valid_duration == timedelta(0)
         assert result.valid_use_count == 0
     finally:
@@ -606,5 +608,39 @@ async def test_a_plan_claim_in_a_verified_token_picks_the_plan_end_to_end() -> N
         anonymous = await runtime.check(AttributeBag({}))
         assert anonymous.status.code is Code.UNAUTHENTICATED
         assert anonymous.status.message.endswith("no bearer token")
+    finally:
+        await runtime.shutdown(5.0)
+
+
+async def test_a_self_asserted_plan_claim_beside_the_jwt_handler_is_not_honoured() -> None:
+    # Tokens are optional here: a caller without one sends the claims a token would have carried.
+    text = PLANS_WITH_JWT.replace("required_claims: []", "required_claims: []\n    missing_token: allow")
+    registry = create_plugin_manager(load_entry_points=False, blocked=()).registry()
+    config = load_config_text(text, registry, source_name="jwt.yaml", environ={})
+    runtime = build_runtime(config, registry)
+    await runtime.start()
+    try:
+        asserted = [
+            AttributeBag(
+                {"request.auth.principal": f"{ISSUER}/mallory-{n}", "request.auth.claims": {"plan": "pro"}}
+            )
+            for n in range(2)
+        ]
+        first = await runtime.check(asserted[0])
+        assert first.status.code is Code.OK, first.status
+        # The default plan, as the one anonymous subject: the claim and the principal are ignored.
+        assert (first.headers["x-mixer-plan"], first.headers["x-mixer-subject"]) == ("free", "anonymous")
+        # free allows one a minute, and a fresh principal is no fresh counter.
+        assert (await runtime.check(asserted[1])).status.code is Code.RESOURCE_EXHAUSTED
+
+        # The same claim in a verified token is honoured, under the token's subject.
+        fresh = claims(exp=time.time() + 300, iat=time.time(), plan="pro")
+        token = "Bearer " + mint(fresh, ec_key(), "ES256", "e1")
+        verified = await runtime.check(AttributeBag({"request.headers": {"authorization": token}}))
+        assert verified.status.code is Code.OK, verified.status
+        assert (verified.headers["x-mixer-plan"], verified.headers["x-mixer-subject"]) == (
+            "pro",
+            f"{ISSUER}/alice",
+        )
     finally:
         await runtime.shutdown(5.0)

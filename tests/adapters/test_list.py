@@ -197,7 +197,8 @@ async def test_refresh_from_http_provider_keeps_last_good_list(provider: Provide
         clock[0] += 15  # 35 s since the last good fetch: past the ttl
         stale = await _check(handler, "carol")
         assert stale.status.code is Code.UNAVAILABLE
-        assert "HTTP 500" in stale.status.message
+        # The caller gets a generic reason; the fetch error is in the log.
+        assert stale.status.message == "list unavailable"
 
         provider.status = 200
         assert await handler.refresh()
@@ -275,3 +276,47 @@ async def test_file_provider(tmp_path: Path) -> None:
     assert not await handler.refresh()
     assert await _code(handler, "BOB") is Code.OK
     await handler.shutdown(1.0)
+
+
+# -- what callers and logs learn of a failing list ------------------------------------------------
+
+
+async def test_a_failing_fetch_tells_the_caller_nothing_and_the_log_no_password(
+    provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = provider.url.replace("http://", "http://lister:s3cret-pw@")
+    provider.status = 503
+    handler = _handler({"provider_url": url})
+    try:
+        with caplog.at_level(logging.WARNING, logger=_LOG.name):
+            assert not await handler.refresh()
+        answer = await _check(handler, "alice")
+        assert answer.status.code is Code.UNAVAILABLE
+        assert answer.status.message == "list unavailable"
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        # The detail is in the log, with the password redacted.
+        assert "HTTP 503" in logged
+        assert "lister:***@127.0.0.1" in logged
+        assert "s3cret-pw" not in logged
+        assert "s3cret-pw" not in (handler.last_error or "")
+    finally:
+        await handler.shutdown(1.0)
+
+
+async def test_a_list_line_that_does_not_parse_is_not_quoted_to_callers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "secret-dir" / "patterns.txt"
+    path.parent.mkdir()
+    path.write_text("ok.*\n(unclosed-secret-pattern\n")
+    handler = _handler({"provider_url": path.as_uri(), "entry_type": "REGEX"})
+    try:
+        with caplog.at_level(logging.WARNING, logger=_LOG.name):
+            assert not await handler.refresh()
+        answer = await _check(handler, "okay")
+        assert answer.status.code is Code.UNAVAILABLE
+        assert "secret" not in answer.status.message
+        assert str(tmp_path) not in answer.status.message
+        assert "unclosed-secret-pattern" in "\n".join(record.getMessage() for record in caplog.records)
+    finally:
+        await handler.shutdown(1.0)

@@ -234,12 +234,28 @@ async def test_unknown_or_missing_key_is_unauthenticated() -> None:
     assert (await h.handle_check(plancheck())).status.code is Code.UNAUTHENTICATED
 
 
+def verified(**fields: Any) -> PlanCheckInstance:
+    """A plancheck whose plan and principal came from a check handler's attributes."""
+    claims = frozenset({"request.auth.claims", "request.auth.principal"})
+    return plancheck(
+        **fields,
+        produced=claims,
+        sources={
+            "plan": frozenset({"request.auth.claims"}),
+            "principal": frozenset({"request.auth.principal"}),
+        },
+    )
+
+
 async def test_explicit_plan_claim() -> None:
     h = handler(PLAN_PARAMS, plan_map=PLANS)
-    result = await h.handle_check(plancheck(plan="pro", principal="user-9"))
+    result = await h.handle_check(verified(plan="pro", principal="user-9"))
     assert result.status.code is Code.OK
     assert result.headers == {"x-mixer-plan": "pro", "x-mixer-subject": "user-9"}
-    unknown = await h.handle_check(plancheck(plan="platinum", principal="user-9"))
+    # The same fields, asserted by the caller: no plan, no identity.
+    asserted = await h.handle_check(plancheck(plan="pro", principal="user-9"))
+    assert asserted.status.code is Code.UNAUTHENTICATED
+    unknown = await h.handle_check(verified(plan="platinum", principal="user-9"))
     assert unknown.status.code is Code.PERMISSION_DENIED
     assert 'plan "platinum" is not configured' in unknown.status.message
 
@@ -377,12 +393,43 @@ async def test_embedded_default_denies_unknown_and_missing_keys(embedded: Runtim
     assert (await embedded.check(AttributeBag({"context.protocol": "tcp"}))).status.code is Code.OK
 
 
-async def test_embedded_default_trusts_a_verified_plan_claim(embedded: Runtime) -> None:
-    claims = bag(request__auth__principal="issuer/user-1", request__auth__claims={"plan": "pro"})
-    outcome = await embedded.check(claims)
-    assert outcome.status.code is Code.OK
-    assert outcome.headers["x-mixer-subject"] == "issuer/user-1"
-    assert outcome.headers["x-mixer-plan"] == "pro"
+async def test_embedded_default_ignores_a_self_asserted_plan_claim(embedded: Runtime) -> None:
+    # No key and a plan claim nobody verified: a fresh principal per call must not buy a plan
+    # or a fresh counter.
+    for n in range(3):
+        claims = bag(
+            request__auth__principal=f"issuer/user-{n}", request__auth__claims={"plan": "enterprise"}
+        )
+        outcome = await embedded.check(claims)
+        assert outcome.status.code is Code.UNAUTHENTICATED
+        assert "x-mixer-plan" not in outcome.headers
+
+
+async def test_a_plan_claim_in_an_attribute_the_operator_trusts_is_honoured(
+    real_registry: Registry,
+) -> None:
+    # A proxy in front verifies tokens and sets request.auth.*; the operator says so.
+    text = embedded_config_text().replace(
+        "      trust_plan_claim: true\n",
+        "      trust_plan_claim: true\n      trusted_attributes: [request.auth.claims, request.auth.principal]\n",
+    )
+    assert "trusted_attributes" in text
+    config = load_config_text(text, real_registry, source_name="trusting.yaml", environ=EPHEMERAL_PORTS)
+    runtime = build_runtime(config, real_registry)
+    await runtime.start()
+    try:
+        claims = bag(request__auth__principal="issuer/user-1", request__auth__claims={"plan": "pro"})
+        outcome = await runtime.check(claims)
+        assert outcome.status.code is Code.OK, outcome.status
+        assert (outcome.headers["x-mixer-plan"], outcome.headers["x-mixer-subject"]) == (
+            "pro",
+            "issuer/user-1",
+        )
+        # Only what the operator listed: a principal from source.principal (mTLS) is not in it.
+        mtls = bag(source__principal="spiffe://mesh/sa/x", request__auth__claims={"plan": "pro"})
+        assert (await runtime.check(mtls)).status.code is Code.UNAUTHENTICATED
+    finally:
+        await runtime.shutdown(1.0)
 
 
 async def test_a_retried_check_does_not_spend_twice(embedded: Runtime) -> None:

@@ -624,6 +624,19 @@ def test_series_beyond_max_series_are_dropped_and_counted() -> None:
     assert value(handler, "mixer_prometheus_series") == 2
 
 
+def test_series_are_bounded_by_the_bytes_of_their_labels_too() -> None:
+    handler = make_handler({"metrics": [metric("x", "COUNTER")]})
+    handler._budget.max_bytes = 1024 * 1024
+    long_paths = [
+        MetricInstance("m.default", value=1, dimensions={"code": f"/{n}" + "p" * 100_000}) for n in range(20)
+    ]
+    report(handler, *long_paths)
+    # 1 MiB of budget holds five series of 200 KB (label text twice), not twenty.
+    assert handler.series_count == 5
+    assert handler.stats.series_dropped == 15
+    assert handler._budget.bytes <= 1024 * 1024
+
+
 # --- expiry -------------------------------------------------------------------------------------
 
 

@@ -362,10 +362,12 @@ def test_encoders_with_equal_settings_share_a_log_entry_line() -> None:
     untimed = LogEntryInstance("accesslog.istio-system", variables={"a": "1"})
     assert "10:00:00" in (first.encode(untimed) or "")
     assert "11:00:00" in (LineEncoder(StdioConfig(), lambda: later).encode(untimed) or "")
-    # The cache is bounded and counts what it evicts.
-    small = _SharedLines(limit=2)
-    entries = [LogEntryInstance(f"e{i}", variables={"i": str(i)}, timestamp=when) for i in range(5)]
-    for e in entries:
-        small.get(e, 0, lambda inst: inst.name)
-    assert small.evicted == 3
-    assert small.get(entries[-1], 0, lambda inst: "recomputed") == "e4"
+    # The cache is bounded in bytes and counts what it evicts.
+    small = _SharedLines(max_bytes=64 * 1024)
+    big = [LogEntryInstance(f"e{i}", variables={}, timestamp=when) for i in range(40)]
+    for e in big:
+        small.get(e, 0, lambda inst: inst.name + "x" * 4000)
+    assert small.cache.bytes <= 64 * 1024
+    assert small.evicted == len(big) - len(small.cache) > 0
+    assert small.get(big[-1], 0, lambda inst: "recomputed").startswith("e39x")  # type: ignore[union-attr]
+    assert small.get(big[0], 0, lambda inst: "recomputed") == "recomputed"

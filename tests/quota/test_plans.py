@@ -253,21 +253,30 @@ async def test_an_unidentified_caller_is_unauthenticated_without_a_default_plan(
     assert (await denied.resolve("x", "", "")).status.code is Code.PERMISSION_DENIED
 
 
-async def test_a_plan_claim_counts_only_when_trusted_and_with_a_principal() -> None:
+async def test_a_plan_claim_counts_only_when_trusted_verified_and_with_a_principal() -> None:
     trusting = resolver(trust_plan_claim=True, default_plan="free")
-    claimed = await trusting.resolve("", "pro", "user-7")
+    verified = {"plan_verified": True, "principal_verified": True}
+    claimed = await trusting.resolve("", "pro", "user-7", **verified)
     assert (claimed.subject, claimed.plan) == ("user-7", "pro")
-    assert (await trusting.resolve("", "pro", "")).plan == "free"
+    assert (await trusting.resolve("", "pro", "", **verified)).plan == "free"
     distrusting = resolver(default_plan="free")
-    assert (await distrusting.resolve("", "pro", "user-7")).plan == "free"
+    assert (await distrusting.resolve("", "pro", "user-7", **verified)).plan == "free"
+    # Self-asserted: the claim is ignored, and the principal picks no counter of its own.
+    asserted = await trusting.resolve("", "enterprise", "user-7")
+    assert (asserted.subject, asserted.plan) == ("anonymous", "free")
+    half = await trusting.resolve("", "enterprise", "user-7", principal_verified=True)
+    assert (half.subject, half.plan) == ("user-7", "free")
 
 
 async def test_principals_and_the_default_plan() -> None:
     r = resolver(principals={"spiffe://mesh/sa/batch": "enterprise"}, default_plan="free")
-    mapped = await r.resolve("", "", "spiffe://mesh/sa/batch")
+    mapped = await r.resolve("", "", "spiffe://mesh/sa/batch", principal_verified=True)
     assert (mapped.subject, mapped.plan) == ("spiffe://mesh/sa/batch", "enterprise")
     anonymous = await r.resolve("", "", "")
     assert (anonymous.subject, anonymous.plan) == ("anonymous", "free")
+    # A principal the caller merely sent maps to nothing and shares the anonymous counters.
+    unverified = await r.resolve("", "", "spiffe://mesh/sa/batch")
+    assert (unverified.subject, unverified.plan) == ("anonymous", "free")
 
 
 async def test_key_file_is_reloaded_on_change_and_keeps_the_last_good(tmp_path: Path) -> None:

@@ -10,12 +10,20 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from mixer.adapter import AdapterInfo, CheckHandler, CheckResult, HandlerEnv
-from mixer.attributes import AttributeBag, AttributeMatch, AttributeValue, Condition
+from mixer.attributes import ISTIO_MANIFEST, AttributeBag, AttributeMatch, AttributeValue, Condition
 from mixer.config import HandlerConfig, ValidatedConfig
+from mixer.expr import compile as compile_expression
 from mixer.registry import Registry
 from mixer.runtime import QuotaRequest, Runtime, build_runtime
+from mixer.runtime._produced import FieldSources, ProducedBag
 from mixer.status import Code, Status
-from mixer.templates import BUILTIN_TEMPLATES, Instance, ListEntryInstance
+from mixer.templates import (
+    BUILTIN_TEMPLATES,
+    Instance,
+    ListEntryInstance,
+    PlanCheckInstance,
+    field_is_verified,
+)
 from tests.runtime.support import (
     NS,
     SOURCE,
@@ -245,3 +253,42 @@ def test_the_produced_bag_layers_without_copying(
     assert all(name in layered for name in expected)
     # The producing phase's reads are kept.
     assert layered.referenced() == [AttributeMatch("z", ABSENCE)]
+
+
+def test_a_field_is_verified_only_when_every_attribute_it_read_was_produced() -> None:
+    manifest = ISTIO_MANIFEST
+    fields = {
+        "plan": compile_expression('request.auth.claims["plan"] | request.headers["x-plan"] | ""', manifest),
+        "principal": compile_expression('request.auth.principal | source.principal | ""', manifest),
+        "api": compile_expression('"catalog"', manifest),
+    }
+    sent = AttributeBag({"request.headers": {"x-plan": "enterprise"}, "source.principal": "spiffe://x"})
+
+    def verified(
+        produced: dict[str, AttributeValue], trusted: frozenset[str] = frozenset()
+    ) -> dict[str, bool]:
+        bag = ProducedBag(sent.tracking(), produced)
+        instance = PlanCheckInstance("p", produced=frozenset(produced), sources=FieldSources(fields, bag))
+        return {
+            name: field_is_verified(instance, name, trusted) for name in ("plan", "principal", "api", "nope")
+        }
+
+    # A token with a plan claim and a subject: both fields stop at what the jwt handler produced.
+    token: dict[str, AttributeValue] = {
+        "request.auth.claims": {"plan": "pro"},
+        "request.auth.principal": "iss/alice",
+    }
+    assert verified(token) == {"plan": True, "principal": True, "api": True, "nope": False}
+    # A token without a plan claim: the fallback reads a header the caller sent.
+    bare: dict[str, AttributeValue] = {
+        "request.auth.claims": {"sub": "alice"},
+        "request.auth.principal": "iss/alice",
+    }
+    assert verified(bare)["plan"] is False
+    # No token: the caller's own attributes, unless the operator trusts them.
+    assert verified({}) == {"plan": False, "principal": False, "api": True, "nope": False}
+    trusted = frozenset(
+        {"request.auth.claims", "request.headers", "request.auth.principal", "source.principal"}
+    )
+    assert verified({}, trusted)["plan"] is True
+    assert verified({}, trusted)["principal"] is True

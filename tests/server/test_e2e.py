@@ -82,6 +82,27 @@ async def test_embedded_default_serves_check_and_report(
     assert 'destination_service="reviews.default.svc.cluster.local"' in body
 
 
+async def test_embedded_default_access_log_keeps_no_api_key_in_clear(
+    default_server: ServerProcess, default_channel: grpc.aio.Channel
+) -> None:
+    marker = f"keyed-{uuid.uuid4().hex}"
+    key = f"demo-pro-key-{uuid.uuid4().hex}"
+    bags = [http_bag(f"{marker}-{n}", **{"request.api_key": key}) for n in range(2)]
+    bags.append(http_bag(f"{marker}-2", **{"request.headers": {"x-api-key": "another-key-" + marker}}))
+    assert await report(default_channel, bags) == b""
+
+    def access_log_lines() -> list[str] | None:
+        lines = [line for line in default_server.stdout().splitlines() if marker in line]
+        return lines if len(lines) == 3 else None
+
+    lines = wait_until(access_log_lines, 10, "three access log lines on stdout")
+    assert not any(key in line or "another-key-" in line for line in lines)
+    hashes = [json.loads(line)["apiKey"] for line in sorted(lines, key=lambda t: json.loads(t)["url"])]
+    # Hashed, not masked: records of one key can still be grouped, and told from another key's.
+    assert all(h.startswith("sha256:") for h in hashes)
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
 async def test_health_readiness_and_metrics(
     default_server: ServerProcess, default_channel: grpc.aio.Channel
 ) -> None:
