@@ -297,7 +297,11 @@ class ConfigCompiler:
         if not spec.compiledAdapter:
             self._error(obj, join_path(path, "compiledAdapter"), "required field is missing")
             return None
-        adapter = self.registry.adapter(spec.compiledAdapter)
+        # Istio's 1.1+ configs name compiled adapters by their Mixer names, which are the legacy
+        # kinds (``compiledAdapter: listchecker`` for the list adapter).
+        adapter = self.registry.adapter(spec.compiledAdapter) or self.registry.adapter_for_kind(
+            spec.compiledAdapter
+        )
         if adapter is None:
             names = sorted(self.registry.adapters)
             self._error(

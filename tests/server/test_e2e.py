@@ -134,7 +134,7 @@ async def test_denied_check_carries_the_denier_status_and_what_it_read(
     response = await check(policy_channel, {"destination.service.host": "blocked.svc"})
     result = response.precondition
     assert result.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-    assert result.status.message == "denyall.istio-system: not on the guest list"
+    assert result.status.message == "denyall.istio-system:not on the guest list"
     assert result.valid_duration.seconds == 7
     assert result.valid_use_count == 3
     referenced = decode_referenced_attributes(result.referenced_attributes)
