@@ -20,6 +20,7 @@ from mixer.templates._instances import (
     RequestContext,
     Subject,
     TraceSpanInstance,
+    mixer_instance_name,
 )
 from mixer.templates._spec import (
     BUILTIN_TEMPLATES,
@@ -51,4 +52,5 @@ __all__ = [
     "TemplateSpec",
     "TraceSpanInstance",
     "Variety",
+    "mixer_instance_name",
 ]

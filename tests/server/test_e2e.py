@@ -68,7 +68,7 @@ async def test_embedded_default_serves_check_and_report(
         return None
 
     entry = wait_until(access_log_line, 10, "the access log line on stdout")
-    assert entry["instance"] == "accesslog.istio-system"
+    assert entry["instance"] == "accesslog.instance.istio-system"
     assert entry["url"] == f"/{marker}"
     assert entry["requestId"] == marker
 
