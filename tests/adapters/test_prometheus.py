@@ -468,7 +468,7 @@ def test_counter_names_are_exposed_as_mixer_did_without_a_total_suffix() -> None
 def test_openmetrics_keeps_the_suffix_it_requires() -> None:
     handler = make_handler({"metrics": [metric("double_request_count", "COUNTER")]})
     report(handler, MetricInstance("m.default", value=2, dimensions={"code": "a"}))
-    text = generate_openmetrics(handler.registry).decode()
+    text = generate_openmetrics(handler.registry).decode()  # type: ignore[no-untyped-call]
     assert "# TYPE istio_double_request_count counter" in text
     assert 'istio_double_request_count_total{code="a"} 2.0' in text
 

@@ -117,7 +117,13 @@ def test_mixer_testdata_loads_as_one_directory() -> None:
         if f"testdata/{p.name}" not in SYMLINK_STUBS | {"testdata/kubernetesenv.yaml"}
     ]
     config = load_istio(*files)
-    assert {h.split(".")[0] for h in config.handlers} == {"denyall", "staticversion", "prometheus", "stdio", "memquota"}
+    assert {h.split(".")[0] for h in config.handlers} == {
+        "denyall",
+        "staticversion",
+        "prometheus",
+        "stdio",
+        "memquota",
+    }
     assert len(config.rules) >= 9
 
 
