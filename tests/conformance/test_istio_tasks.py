@@ -7,6 +7,7 @@ Report as Mixer dispatched them); handlers are not started, so no listener is bo
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -52,25 +53,32 @@ async def runtime_of() -> AsyncIterator[Any]:
         await rt.shutdown(5.0)
 
 
-async def ask_quota(rt: Runtime, attributes: AttributeBag, n: int) -> list[int]:
+async def ask_quota(rt: Runtime, attributes: AttributeBag, n: int, quota: str = QUOTA) -> list[int]:
     granted = []
     for _ in range(n):
         # A fresh deduplication id per request, as a proxy sends them.
-        outcome = await rt.check(attributes, {QUOTA: QuotaRequest(1)}, deduplication_id=uuid.uuid4().hex)
-        granted.append(outcome.quotas[QUOTA].granted_amount)
+        outcome = await rt.check(attributes, {quota: QuotaRequest(1)}, deduplication_id=uuid.uuid4().hex)
+        granted.append(outcome.quotas[quota].granted_amount)
     return granted
 
 
 # -- rate limiting (memquota) ---------------------------------------------------------------------
 
 
-async def test_productpage_rate_limit_of_the_task(runtime_of: Any) -> None:
+@pytest.mark.parametrize(
+    ("relative", "quota"),
+    [
+        ("policy/mixer-rule-productpage-ratelimit.yaml", QUOTA),
+        ("policy/mixer-rule-productpage-ratelimit-crd.yaml", "requestcount"),
+    ],
+)
+async def test_productpage_rate_limit_of_the_task(runtime_of: Any, relative: str, quota: str) -> None:
     """ "limits productpage to 2 requests every 5 seconds" (the memquota override for productpage)."""
-    rt = runtime_of("policy/mixer-rule-productpage-ratelimit.yaml")
+    rt = runtime_of(relative)
     productpage = bag(destination__labels={"app": "productpage", "version": "v1"})
-    assert await ask_quota(rt, productpage, 4) == [1, 1, 0, 0]
-    refused = await rt.check(productpage, {QUOTA: QuotaRequest(1)}, deduplication_id=uuid.uuid4().hex)
-    grant = refused.quotas[QUOTA]
+    assert await ask_quota(rt, productpage, 4, quota) == [1, 1, 0, 0]
+    refused = await rt.check(productpage, {quota: QuotaRequest(1)}, deduplication_id=uuid.uuid4().hex)
+    grant = refused.quotas[quota]
     # As Mixer's memquota: OK with nothing granted (the proxy refuses the request: 429).
     assert (grant.status.ok, grant.granted_amount) == (True, 0)
     # Mixer's memquota answers a refusal valid for no time, so the proxy asks again next request.
@@ -79,7 +87,7 @@ async def test_productpage_rate_limit_of_the_task(runtime_of: Any) -> None:
     trusted = bag(
         destination__labels={"app": "productpage"}, request__headers={"x-forwarded-for": "10.28.11.20"}
     )
-    assert await ask_quota(rt, trusted, 5) == [1] * 5
+    assert await ask_quota(rt, trusted, 5, quota) == [1] * 5
 
 
 async def test_ratings_rate_limit_of_the_task(runtime_of: Any) -> None:
@@ -96,24 +104,38 @@ async def test_ratings_rate_limit_of_the_task(runtime_of: Any) -> None:
 # -- denials and lists ----------------------------------------------------------------------------
 
 
-async def test_denial_by_label_of_the_task(runtime_of: Any) -> None:
-    rt = runtime_of("policy/mixer-rule-deny-label.yaml")
+@pytest.mark.parametrize(
+    ("relative", "handler"),
+    [
+        ("policy/mixer-rule-deny-label.yaml", "denyreviewsv3handler.istio-system"),
+        ("policy/mixer-rule-deny-label-crd.yaml", "denyreviewsv3handler.denier.istio-system"),
+    ],
+)
+async def test_denial_by_label_of_the_task(runtime_of: Any, relative: str, handler: str) -> None:
+    rt = runtime_of(relative)
     v3 = bag(destination__labels={"app": "ratings"}, source__labels={"app": "reviews", "version": "v3"})
     denied = await rt.check(v3)
     assert denied.status.code is Code.PERMISSION_DENIED
     # Mixer's dispatcher writes handler:message with no space (Envoy shows PERMISSION_DENIED:<that>).
-    assert denied.status.message == "denyreviewsv3handler.istio-system:Not allowed"
+    assert denied.status.message == f"{handler}:Not allowed"
     v2 = bag(destination__labels={"app": "ratings"}, source__labels={"app": "reviews", "version": "v2"})
     assert (await rt.check(v2)).status.ok
 
 
-async def test_whitelist_of_the_task(runtime_of: Any) -> None:
-    rt = runtime_of("policy/mixer-rule-deny-whitelist.yaml")
+@pytest.mark.parametrize(
+    ("relative", "handler"),
+    [
+        ("policy/mixer-rule-deny-whitelist.yaml", "whitelist.istio-system"),
+        ("policy/mixer-rule-deny-whitelist-crd.yaml", "whitelist.listchecker.istio-system"),
+    ],
+)
+async def test_whitelist_of_the_task(runtime_of: Any, relative: str, handler: str) -> None:
+    rt = runtime_of(relative)
     v3 = bag(destination__labels={"app": "ratings"}, source__labels={"app": "reviews", "version": "v3"})
     denied = await rt.check(v3)
     # PERMISSION_DENIED (403) as Mixer since 1.1, not NOT_FOUND (which Envoy sends as 404).
     assert denied.status.code is Code.PERMISSION_DENIED
-    assert denied.status.message == "whitelist.istio-system:v3 is not whitelisted"
+    assert denied.status.message == f"{handler}:v3 is not whitelisted"
     assert denied.valid_duration == timedelta(seconds=300)
     assert denied.valid_use_count == 10000
     for version in ("v1", "v2"):
@@ -121,15 +143,20 @@ async def test_whitelist_of_the_task(runtime_of: Any) -> None:
         assert (await rt.check(allowed)).status.ok
 
 
-async def test_ip_whitelist_of_the_task(runtime_of: Any) -> None:
-    import ipaddress
-
-    rt = runtime_of("policy/mixer-rule-deny-ip.yaml")
+@pytest.mark.parametrize(
+    ("relative", "handler"),
+    [
+        ("policy/mixer-rule-deny-ip.yaml", "whitelistip.istio-system"),
+        ("policy/mixer-rule-deny-ip-crd.yaml", "whitelistip.listchecker.istio-system"),
+    ],
+)
+async def test_ip_whitelist_of_the_task(runtime_of: Any, relative: str, handler: str) -> None:
+    rt = runtime_of(relative)
     gateway = {"istio": "ingressgateway"}
     outside = bag(source__ip=ipaddress.ip_address("192.0.2.7"), source__labels=gateway)
     denied = await rt.check(outside)
     assert denied.status.code is Code.PERMISSION_DENIED
-    assert denied.status.message == "whitelistip.istio-system:192.0.2.7 is not whitelisted"
+    assert denied.status.message == f"{handler}:192.0.2.7 is not whitelisted"
     inside = bag(source__ip=ipaddress.ip_address("10.57.0.3"), source__labels=gateway)
     assert (await rt.check(inside)).status.ok
 
@@ -147,8 +174,15 @@ def exposition_lines(handler: PrometheusHandler) -> list[str]:
     return handler.exposition().decode().splitlines()
 
 
-async def test_collecting_metrics_of_the_task(runtime_of: Any) -> None:
-    rt = runtime_of("telemetry/metrics.yaml")
+@pytest.mark.parametrize(
+    ("relative", "handler"),
+    [
+        ("telemetry/metrics.yaml", "doublehandler.istio-system"),
+        ("telemetry/metrics-crd.yaml", "doublehandler.prometheus.istio-system"),
+    ],
+)
+async def test_collecting_metrics_of_the_task(runtime_of: Any, relative: str, handler: str) -> None:
+    rt = runtime_of(relative)
     request = bag(
         context__reporter__kind="inbound",
         source__workload__name="productpage-v1",
@@ -157,7 +191,7 @@ async def test_collecting_metrics_of_the_task(runtime_of: Any) -> None:
     )
     outcome = rt.report([request])
     assert not outcome.errors
-    lines = exposition_lines(prometheus(rt, "doublehandler.istio-system"))
+    lines = exposition_lines(prometheus(rt, handler))
     # The task queries istio_double_request_count: exactly that name, 2 per request.
     assert "# TYPE istio_double_request_count counter" in lines
     series = (
@@ -166,7 +200,7 @@ async def test_collecting_metrics_of_the_task(runtime_of: Any) -> None:
     )
     assert f"{series} 2" in lines
     rt.report([request, request])
-    assert f"{series} 6" in exposition_lines(prometheus(rt, "doublehandler.istio-system"))
+    assert f"{series} 6" in exposition_lines(prometheus(rt, handler))
     assert not [line for line in lines if "double_request_count_total" in line]
 
 
@@ -192,8 +226,15 @@ def test_the_exposition_is_valid_for_promtool() -> None:
     assert all(p.startswith("istio_double_request_count ") and "suffix" in p for p in problems), problems
 
 
-async def test_tcp_metrics_of_the_task(runtime_of: Any) -> None:
-    rt = runtime_of("telemetry/tcp-metrics.yaml")
+@pytest.mark.parametrize(
+    ("relative", "handler_name"),
+    [
+        ("telemetry/tcp-metrics.yaml", "mongohandler.default"),
+        ("telemetry/tcp-metrics-crd.yaml", "mongohandler.prometheus.default"),
+    ],
+)
+async def test_tcp_metrics_of_the_task(runtime_of: Any, relative: str, handler_name: str) -> None:
+    rt = runtime_of(relative)
     connection = {
         "context__protocol": "tcp",
         "destination__service__host": "mongodb.default.svc.cluster.local",
@@ -205,7 +246,7 @@ async def test_tcp_metrics_of_the_task(runtime_of: Any) -> None:
     }
     # The rules live in namespace default: an inbound report is in the server's namespace.
     rt.report([bag(context__reporter__kind="inbound", destination__namespace="default", **connection)])
-    handler = prometheus(rt, "mongohandler.default")
+    handler = prometheus(rt, handler_name)
     labels = '{destination_version="v1",source_service="ratings-v2",source_version="v2"}'
     assert f"istio_mongo_sent_bytes{labels} 260" in exposition_lines(handler)
     assert f"istio_mongo_received_bytes{labels} 94" in exposition_lines(handler)
