@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from adapters.memquota._config import RateLimitAlgorithm
+from adapters.memquota._handler import MemquotaHandler
 from adapters.prometheus import PrometheusHandler
+from adapters.redisquota._handler import RedisquotaHandler
 from adapters.stdio._config import StdioConfig
 from adapters.stdio._handler import LineEncoder
 from mixer.attributes import AttributeBag, AttributeValue, NanoDuration
@@ -315,3 +318,16 @@ def test_collecting_logs_in_the_legacy_form() -> None:
     record = newlog_line(config, attributes, name)
     assert record["instance"] == "newlog.logentry.istio-system"
     assert record["latency"] == "250ns"
+
+
+# -- quota adapter defaults -----------------------------------------------------------------------
+
+
+def test_quota_algorithms_default_as_in_mixer() -> None:
+    # Mixer's memquota always slid its windows; its redisquota's rate_limit_algorithm defaults to
+    # FIXED_WINDOW. A quota that names no algorithm gets the adapter's.
+    assert MemquotaHandler.default_algorithm is RateLimitAlgorithm.ROLLING_WINDOW
+    assert RedisquotaHandler.default_algorithm is RateLimitAlgorithm.FIXED_WINDOW
+    (handler,) = load_istio("policy/mixer-rule-productpage-ratelimit.yaml").handlers.values()
+    (quota,) = handler.params.model_dump()["quotas"]
+    assert quota["rate_limit_algorithm"] is None
