@@ -238,7 +238,7 @@ def test_the_exposition_is_valid_for_promtool() -> None:
 )
 async def test_tcp_metrics_of_the_task(runtime_of: Any, relative: str, handler_name: str) -> None:
     rt = runtime_of(relative)
-    connection = {
+    connection: dict[str, AttributeValue] = {
         "context__protocol": "tcp",
         "destination__service__host": "mongodb.default.svc.cluster.local",
         "source__workload__name": "ratings-v2",
@@ -314,7 +314,10 @@ def test_collecting_logs_of_the_task() -> None:
 def test_collecting_logs_in_the_legacy_form() -> None:
     config = load_istio("telemetry/log-entry-crd.yaml")
     (name,) = config.instances
-    attributes = {"response.duration": NanoDuration(250), "request.time": datetime(2019, 1, 2, tzinfo=UTC)}
+    attributes: dict[str, AttributeValue] = {
+        "response.duration": NanoDuration(250),
+        "request.time": datetime(2019, 1, 2, tzinfo=UTC),
+    }
     record = newlog_line(config, attributes, name)
     assert record["instance"] == "newlog.logentry.istio-system"
     assert record["latency"] == "250ns"
