@@ -85,6 +85,13 @@ class NanoDuration(timedelta):
         return self.nanoseconds >= nanoseconds_of(other)
 
 
+def nano_duration(seconds: int, nanos: int) -> NanoDuration:
+    """A :class:`NanoDuration` from a protobuf Duration's non-negative parts (the decoder's fast path)."""
+    self = timedelta.__new__(NanoDuration, 0, seconds, nanos // 1000)
+    self.nanoseconds = seconds * 1_000_000_000 + nanos
+    return self
+
+
 def nanoseconds_of(value: timedelta) -> int:
     """A duration in whole nanoseconds (exact for a :class:`NanoDuration`)."""
     if isinstance(value, NanoDuration):

@@ -23,9 +23,9 @@ from mixer.attributes import (
     AttributeManifest,
     AttributeValue,
     IPAddress,
-    NanoDuration,
     ValueType,
     duration_from_nanoseconds,
+    nano_duration,
 )
 from mixer.decision import QuotaRequest
 from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
@@ -322,7 +322,7 @@ def _decode_values(
                     out[table[k]] = _negative_or_bad_duration(table[k], seconds, nanos)
                 elif nanos % 1000:
                     # Go's nanosecond durations, kept: Mixer prints them (``13.601485ms``).
-                    out[table[k]] = NanoDuration(seconds * _NANOS_PER_SECOND + nanos)
+                    out[table[k]] = nano_duration(seconds, nanos)
                 else:
                     out[table[k]] = timedelta(0, seconds, nanos // 1000)
         if bytes_:
