@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from adapters.prometheus._config import SELF_METRIC_PREFIX, PrometheusConfig
+from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricKind, PrometheusConfig
 from adapters.prometheus._series import (
     COUNTER,
     GAUGE,
@@ -89,6 +89,12 @@ class PrometheusHandler(ReportHandler):
         self._clock = clock
         self._budget = SeriesBudget(config.max_series)
         self._metrics = tuple(MetricSeries(m, self._budget, self.stats, env.logger) for m in config.metrics)
+        # OpenMetrics would rename a counter without the _total suffix (Prometheus would then store
+        # `istio_double_request_count_total`, which Mixer's users never queried): such a handler
+        # answers in the text format only, as Mixer's did.
+        self._openmetrics = all(
+            m.kind is not MetricKind.COUNTER or m.full_name.endswith("_total") for m in config.metrics
+        )
         self._qualified: dict[str, list[MetricSeries]] = {}
         self._bare: dict[str, list[MetricSeries]] = {}
         for metric in self._metrics:
@@ -246,7 +252,7 @@ class PrometheusHandler(ReportHandler):
         return encode_text(self._collector.snapshot())
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = _encoder_for(request.headers.get("Accept", ""))
+        encoder, content_type = _encoder_for(request.headers.get("Accept", ""), self._openmetrics)
         if self.aggregator is not None:
             peers = await self._fetch_peers()
             body = await asyncio.to_thread(self._render_aggregate, encoder, peers)
@@ -402,14 +408,17 @@ class _Families:
         return render(self._families)
 
 
-def _encoder_for(accept: str) -> tuple[Callable[[list[FamilySnapshot]], bytes], str]:
+def _encoder_for(
+    accept: str, allow_openmetrics: bool = True
+) -> tuple[Callable[[list[FamilySnapshot]], bytes], str]:
     """The encoder of families the scraper asked for, and its content type.
 
     The text format is written by :func:`encode_text` (names as Mixer exposed them); OpenMetrics,
-    which Mixer never spoke and which requires ``_total`` on counter samples, by prometheus_client.
+    which Mixer never spoke and which requires ``_total`` on counter samples, by prometheus_client,
+    and only when ``allow_openmetrics``.
     """
     encoder, content_type = choose_encoder(accept)
-    if not content_type.startswith("application/openmetrics-text"):
+    if not allow_openmetrics or not content_type.startswith("application/openmetrics-text"):
         return encode_text, TEXT_CONTENT_TYPE
 
     def openmetrics(families: list[FamilySnapshot]) -> bytes:
