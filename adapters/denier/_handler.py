@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from adapters.denier._config import DenierConfig
 from mixer import CheckHandler, CheckResult, QuotaArgs, QuotaHandler, QuotaResult, Status
 from mixer.templates import Instance, QuotaInstance
@@ -16,9 +18,9 @@ class DenierHandler(CheckHandler, QuotaHandler):
             valid_duration=config.valid_duration,
             valid_use_count=config.valid_use_count,
         )
-        # As Mixer's denier: an OK status with nothing granted, which the runtime turns into
-        # RESOURCE_EXHAUSTED for a caller that asked for an amount.
-        self.quota_result = QuotaResult(granted_amount=0, valid_duration=config.valid_duration)
+        # As Mixer's denier: an empty answer (OK status, nothing granted, valid for no time), which
+        # the runtime turns into RESOURCE_EXHAUSTED for a caller that asked for an amount.
+        self.quota_result = QuotaResult(granted_amount=0, valid_duration=timedelta(0))
 
     async def handle_check(self, instance: Instance) -> CheckResult:
         return self.check_result

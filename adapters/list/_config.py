@@ -40,7 +40,7 @@ class ListConfig(BaseModel):
     #: Entries always in the list, in addition to the fetched ones.
     overrides: list[str] = Field(default_factory=list)
     entry_type: EntryType = EntryType.STRINGS
-    #: ``false``: only listed values pass (NOT_FOUND otherwise); ``true``: listed values are denied.
+    #: ``false``: only listed values pass (PERMISSION_DENIED otherwise); ``true``: listed values are denied.
     blacklist: bool = False
     #: Bound on one fetch (ours, not Mixer's).
     fetch_timeout: PositiveDuration = timedelta(seconds=10)

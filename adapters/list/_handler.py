@@ -84,7 +84,9 @@ class ListHandler(CheckHandler):
             return self._answer(
                 Status(Code.PERMISSION_DENIED, f"{value} is blacklisted") if found else Status()
             )
-        return self._answer(Status() if found else Status(Code.NOT_FOUND, f"{value} is not whitelisted"))
+        # PERMISSION_DENIED as Mixer since 1.1 (1.0 said NOT_FOUND, which Envoy turns into a 404).
+        denied = Status(Code.PERMISSION_DENIED, f"{value} is not whitelisted")
+        return self._answer(Status() if found else denied)
 
     def _answer(self, status: Status) -> CheckResult:
         return CheckResult(

@@ -62,9 +62,11 @@ class QuotaParams(_Params):
     max_amount: int = Field(ge=0)
     #: The window: allocations count against the quota for this long.
     valid_duration: PositiveDuration
-    #: ROLLING_WINDOW's step; zero: a tenth of valid_duration.
+    #: ROLLING_WINDOW's step; zero: the adapter's default (memquota: Mixer's 100 ms tick;
+    #: redisquota: a tenth of valid_duration).
     bucket_duration: NonNegativeDuration = timedelta(0)
-    rate_limit_algorithm: RateLimitAlgorithm = RateLimitAlgorithm.FIXED_WINDOW
+    #: None: the adapter's default, as Mixer's (memquota: ROLLING_WINDOW; redisquota: FIXED_WINDOW).
+    rate_limit_algorithm: RateLimitAlgorithm | None = None
     overrides: list[OverrideParams] = []
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ PLAN_VALID_DURATION = timedelta(0)
 PLAN_VALID_USE_COUNT = 1
 #: Quota instance names resolved to their configured quota, kept at most (names come from config).
 MAX_RESOLVED_NAMES = 4096
+#: Mixer memquota's rolling window step (ticksPerSecond = 10).
+MIXER_TICK_SECONDS = 0.1
+#: Longer windows get longer steps, so that one counter never holds more buckets than this.
+MAX_DEFAULT_BUCKETS = 600
 #: The message of a check or quota refused because the counter store could not answer.
 STORE_UNAVAILABLE = "quota store unavailable"
 
@@ -63,6 +68,11 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
     """
 
     failure_policy: FailurePolicy | None = None
+    #: The algorithm of a quota that names none (Mixer's redisquota: FIXED_WINDOW).
+    default_algorithm = RateLimitAlgorithm.FIXED_WINDOW
+    #: Mixer's memquota: windows of whole seconds sliding in 100 ms ticks; a refused allocation
+    #: (nothing granted, not best effort) and a request for nothing are valid for no time.
+    mixer_memquota = False
 
     def __init__(
         self,
@@ -203,10 +213,18 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
             )
         if args.amount < 0:
             return QuotaResult(0, timedelta(0), Status(Code.INVALID_ARGUMENT, "negative quota amount"))
+        if args.amount == 0 and self.mixer_memquota:
+            return QuotaResult(0, timedelta(0))
         limit = _effective(quota, instance.dimensions)
         seconds = limit.valid_duration.total_seconds()
-        if quota.rate_limit_algorithm is RateLimitAlgorithm.ROLLING_WINDOW:
-            bucket = quota.bucket_duration.total_seconds() or seconds / 10
+        if (quota.rate_limit_algorithm or self.default_algorithm) is RateLimitAlgorithm.ROLLING_WINDOW:
+            if self.mixer_memquota:
+                seconds = float(math.ceil(seconds))
+                bucket = quota.bucket_duration.total_seconds() or max(
+                    MIXER_TICK_SECONDS, seconds / MAX_DEFAULT_BUCKETS
+                )
+            else:
+                bucket = quota.bucket_duration.total_seconds() or seconds / 10
             request = CounterRequest(
                 _quota_key(quota.name, instance.dimensions),
                 args.amount,
@@ -234,8 +252,12 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
                 return QuotaResult(args.amount, limit.valid_duration)
             return QuotaResult(0, timedelta(0), Status(Code.UNAVAILABLE, STORE_UNAVAILABLE))
         self._store_answered()
-        # As Mixer's memquota: OK with what was granted (nothing, when exhausted), valid for the window.
-        return QuotaResult(allocation.decisions[0].granted, limit.valid_duration)
+        granted = allocation.decisions[0].granted
+        if granted == 0 and not args.best_effort and self.mixer_memquota:
+            # Mixer's memquota: a refusal is valid for no time, so the proxy asks again next time.
+            return QuotaResult(0, timedelta(0))
+        # OK with what was granted (nothing, when exhausted), valid for the window.
+        return QuotaResult(granted, limit.valid_duration)
 
     def _quota(self, instance_name: str) -> QuotaParams | None:
         if instance_name in self._resolved:
@@ -256,6 +278,8 @@ class MemquotaHandler(CounterStoreHandler):
 
     config: MemquotaConfig
     store: MemoryCounterStore
+    default_algorithm = RateLimitAlgorithm.ROLLING_WINDOW
+    mixer_memquota = True
 
     def __init__(
         self,

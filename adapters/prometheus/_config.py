@@ -204,18 +204,21 @@ class MetricInfo(_Model):
 
     @property
     def exposed_name(self) -> str:
-        """The family name in the exposition: counters always end in ``_total`` there."""
-        full = self.full_name
-        if self.kind is MetricKind.COUNTER and not full.endswith("_total"):
-            return f"{full}_total"
-        return full
+        """The name in the text exposition: ``full_name`` exactly, as Mixer's adapter wrote it.
+
+        Mixer added no ``_total`` to counters: ``name: double_request_count`` is scraped as
+        ``istio_double_request_count`` (only the OpenMetrics format, which requires the suffix,
+        writes its samples as ``..._total``).
+        """
+        return self.full_name
 
     def claimed_names(self) -> frozenset[str]:
         """Every family and sample name the metric writes in either exposition format, for clash checks."""
         exposed = self.exposed_name
-        names = {self.full_name, exposed}
+        names = {exposed}
         if self.kind is MetricKind.COUNTER:
-            names.add(exposed.removesuffix("_total"))  # the OpenMetrics family name
+            family = exposed.removesuffix("_total")  # the OpenMetrics family and sample names
+            names.update((family, f"{family}_total"))
         elif self.kind is MetricKind.DISTRIBUTION:
             names.update(f"{exposed}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
         return frozenset(names)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from adapters.prometheus._config import SELF_METRIC_PREFIX, PrometheusConfig
+from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricKind, PrometheusConfig
 from adapters.prometheus._series import (
     COUNTER,
     GAUGE,
@@ -23,6 +23,7 @@ from adapters.prometheus._series import (
     MetricSeries,
     SeriesBudget,
     SeriesCollector,
+    encode_text,
     render,
 )
 from adapters.prometheus._workers import (
@@ -43,6 +44,8 @@ from mixer.templates import MetricInstance
 _KIND_INFIXES = frozenset({"metric", "instance"})
 #: Instance names are few (they come from config), but the resolution cache still gets a bound.
 _MAX_ROUTES = 10_000
+#: The text format version Mixer's Go client served (encode_text writes it).
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ListenError(OSError):
@@ -86,6 +89,12 @@ class PrometheusHandler(ReportHandler):
         self._clock = clock
         self._budget = SeriesBudget(config.max_series)
         self._metrics = tuple(MetricSeries(m, self._budget, self.stats, env.logger) for m in config.metrics)
+        # OpenMetrics would rename a counter without the _total suffix (Prometheus would then store
+        # `istio_double_request_count_total`, which Mixer's users never queried): such a handler
+        # answers in the text format only, as Mixer's did.
+        self._openmetrics = all(
+            m.kind is not MetricKind.COUNTER or m.full_name.endswith("_total") for m in config.metrics
+        )
         self._qualified: dict[str, list[MetricSeries]] = {}
         self._bare: dict[str, list[MetricSeries]] = {}
         for metric in self._metrics:
@@ -238,14 +247,18 @@ class PrometheusHandler(ReportHandler):
         self._port = int(runner.addresses[0][1])
         self._log.info("prometheus handler %s: /metrics on %s:%d", self._name, host, self._port)
 
+    def exposition(self) -> bytes:
+        """This process's series in the text format, as ``/metrics`` serves them without workers."""
+        return encode_text(self._collector.snapshot())
+
     async def _serve_metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        encoder, content_type = _encoder_for(request.headers.get("Accept", ""), self._openmetrics)
         if self.aggregator is not None:
             peers = await self._fetch_peers()
             body = await asyncio.to_thread(self._render_aggregate, encoder, peers)
         else:
-            # Rendering a large registry takes long enough to stall Reports; a thread keeps the loop free.
-            body = await asyncio.to_thread(encoder, self.registry)
+            # Rendering many series takes long enough to stall Reports; a thread keeps the loop free.
+            body = await asyncio.to_thread(lambda: encoder(self._collector.snapshot()))
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response
@@ -339,7 +352,7 @@ class PrometheusHandler(ReportHandler):
         return None
 
     def _render_aggregate(
-        self, encoder: Callable[[CollectorRegistry], bytes], peers: dict[int, WorkerSnapshot | None]
+        self, encoder: Callable[[list[FamilySnapshot]], bytes], peers: dict[int, WorkerSnapshot | None]
     ) -> bytes:
         aggregator = self.aggregator
         assert aggregator is not None
@@ -366,7 +379,7 @@ class PrometheusHandler(ReportHandler):
         )
         families.append(
             FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}worker_fetch_errors",
+                f"{SELF_METRIC_PREFIX}worker_fetch_errors_total",
                 COUNTER,
                 "Fetches of another worker's series that failed (its last series were used).",
                 ("handler",),
@@ -375,16 +388,14 @@ class PrometheusHandler(ReportHandler):
         )
         families.append(
             FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}carried_series_dropped",
+                f"{SELF_METRIC_PREFIX}carried_series_dropped_total",
                 COUNTER,
                 "Series of replaced workers not carried into the totals: max_series reached.",
                 ("handler",),
                 {handler: (float(carried_dropped),)},
             )
         )
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(families))
-        return encoder(registry)
+        return encoder(families)
 
 
 class _Families:
@@ -395,3 +406,24 @@ class _Families:
 
     def collect(self) -> Iterator[Metric]:
         return render(self._families)
+
+
+def _encoder_for(
+    accept: str, allow_openmetrics: bool = True
+) -> tuple[Callable[[list[FamilySnapshot]], bytes], str]:
+    """The encoder of families the scraper asked for, and its content type.
+
+    The text format is written by :func:`encode_text` (names as Mixer exposed them); OpenMetrics,
+    which Mixer never spoke and which requires ``_total`` on counter samples, by prometheus_client,
+    and only when ``allow_openmetrics``.
+    """
+    encoder, content_type = choose_encoder(accept)
+    if not allow_openmetrics or not content_type.startswith("application/openmetrics-text"):
+        return encode_text, TEXT_CONTENT_TYPE
+
+    def openmetrics(families: list[FamilySnapshot]) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families(families))
+        return encoder(registry)
+
+    return openmetrics, content_type

@@ -330,6 +330,48 @@ def render(families: Iterable[FamilySnapshot]) -> Iterator[Metric]:
         yield scalar
 
 
+def encode_text(families: Iterable[FamilySnapshot]) -> bytes:
+    """The text format (0.0.4) as Mixer's Go client wrote it: family names exactly as configured.
+
+    prometheus_client's own encoder appends ``_total`` to every counter, which Mixer never did
+    (``istio_double_request_count`` stays that), so the text format is written here. Label
+    pairs are sorted by name, a histogram's ``le`` last, numbers formatted as Go prints them.
+    """
+    out: list[str] = []
+    for family in families:
+        name = family.name
+        kind = "histogram" if family.kind == HISTOGRAM else "counter" if family.kind == COUNTER else "gauge"
+        out.append(f"# HELP {name} {_escape_help(family.help)}\n# TYPE {name} {kind}\n")
+        order = sorted(range(len(family.label_names)), key=family.label_names.__getitem__)
+        for labels, values in family.series.items():
+            pairs = ",".join(f'{family.label_names[i]}="{_escape_label(labels[i])}"' for i in order)
+            if family.kind != HISTOGRAM:
+                out.append(
+                    f"{name}{{{pairs}}} {go_float(values[0])}\n"
+                    if pairs
+                    else f"{name} {go_float(values[0])}\n"
+                )
+                continue
+            prefix = f"{pairs}," if pairs else ""
+            running = 0.0
+            for le, count in zip((*map(go_float, family.bounds), "+Inf"), values[:-1], strict=True):
+                running += count
+                out.append(f'{name}_bucket{{{prefix}le="{le}"}} {go_float(running)}\n')
+            braced = f"{{{pairs}}}" if pairs else ""
+            out.append(
+                f"{name}_sum{braced} {go_float(values[-1])}\n{name}_count{braced} {go_float(running)}\n"
+            )
+    return "".join(out).encode()
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 class SeriesCollector:
     """The prometheus_client collector over a handler's metrics plus its own ``mixer_prometheus_*``."""
 
@@ -364,12 +406,12 @@ class SeriesCollector:
             ("series_expired", "Label sets removed by the expiration policy.", stats.series_expired),
             ("instances_unmatched", "Instances no configured metric names.", stats.instances_unmatched),
         ):
-            full_name = f"{SELF_METRIC_PREFIX}{name}"
+            full_name = f"{SELF_METRIC_PREFIX}{name}_total"
             counts: dict[tuple[str, ...], tuple[float, ...]] = {handler: (float(value),)}
             families.append(FamilySnapshot(full_name, COUNTER, help_text, ("handler",), counts))
         families.append(
             FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}values_rejected",
+                f"{SELF_METRIC_PREFIX}values_rejected_total",
                 COUNTER,
                 "Metric values not recorded, by metric and reason.",
                 ("handler", "metric", "reason"),

@@ -17,7 +17,7 @@ from adapters.stdio._sinks import RotatingFileSink, Sink, StreamSink
 from mixer import HandlerOverloaded, ReportBatch, ReportHandler
 from mixer.attributes import format_duration, to_jsonable
 from mixer.cache import ByteLRU
-from mixer.templates import Instance, LogEntryInstance, MetricInstance
+from mixer.templates import Instance, LogEntryInstance, MetricInstance, mixer_instance_name
 
 #: Lines waiting to be written; past this, report batches are refused and counted as dropped.
 DEFAULT_MAX_BUFFERED_LINES = 10_000
@@ -157,7 +157,8 @@ class LineEncoder:
             fields = {"value": instance.value, **dict(sorted(instance.dimensions.items()))}
             if self._redact is not None:
                 fields = self._redact.apply(fields)
-            return self._line(self._metric_level, self._now(), instance.name, fields)
+            name = mixer_instance_name(instance.name, instance.template)
+            return self._line(self._metric_level, self._now(), name, fields)
         return None
 
     def _log_line(self, instance: LogEntryInstance, when: datetime | None = None) -> str | None:
@@ -167,7 +168,8 @@ class LineEncoder:
         fields = {k: v for k, v in sorted(instance.variables.items()) if v is not None}
         if self._redact is not None:
             fields = self._redact.apply(fields)
-        return self._line(level, when or instance.timestamp or self._now(), instance.name, fields)
+        name = mixer_instance_name(instance.name, instance.template)  # newlog.instance.istio-system
+        return self._line(level, when or instance.timestamp or self._now(), name, fields)
 
     def _line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
         if self._json:

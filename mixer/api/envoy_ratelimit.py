@@ -20,8 +20,9 @@ A descriptor is OVER_LIMIT when the quota granted less than asked or the precond
 for a policy reason; its ``current_limit``, ``limit_remaining`` and ``duration_until_reset`` come
 from the rate limits of plan checks (the limit that refused the request, else the one with the
 least left). A Mixer quota that refused gives no limit figures: its ``duration_until_reset`` is
-the quota answer's valid duration (memquota: the window length, an upper bound). An over-limit
-answer carries ``Retry-After``; Envoy derives its own ``x-ratelimit-*`` headers from the statuses.
+the quota answer's valid duration when it has one (memquota, as Mixer's, answers a refusal with
+none: no duration, and no ``Retry-After`` from it). An over-limit answer carries ``Retry-After``
+when some figure gives one; Envoy derives its own ``x-ratelimit-*`` headers from the statuses.
 An OK answer passes the plan headers (``x-mixer-plan``, ...) on as ``request_headers_to_add``.
 
 A verdict the runtime could not reach (INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, ...) ends the
@@ -158,7 +159,8 @@ def descriptor_verdict(outcome: CheckOutcome, quota: str, amount: int) -> Descri
             raise CallFailure(grpc_code(grant.status.code), grant.status.message)
         if not grant.status.ok or grant.granted_amount < amount:
             over_limit = True
-            quota_wait = grant.valid_duration.total_seconds()
+            # A refusal valid for no time (memquota's, as Mixer's) says nothing of when to retry.
+            quota_wait = grant.valid_duration.total_seconds() or None
     refused = [rl for rl in outcome.rate_limits if rl.retry_after is not None]
     limit: RateLimitInfo | None = None
     if refused:

@@ -24,6 +24,86 @@ _NS_PER_UNIT: Final = {
 }
 _DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([a-z\u00b5\u03bc]+)")
 _MAX_DURATION_NS: Final = 2**63 - 1
+_MICROSECOND: Final = timedelta(microseconds=1)
+
+
+class NanoDuration(timedelta):
+    """A duration that keeps Go's nanosecond resolution, where a timedelta stops at microseconds.
+
+    As a timedelta it is the duration truncated toward zero to the microsecond, so every timedelta
+    consumer works unchanged; comparisons, hashing, formatting (:func:`format_duration`) and the
+    wire encoding use the exact ``nanoseconds``. Arithmetic gives plain timedeltas.
+    """
+
+    __slots__ = ("nanoseconds",)
+    nanoseconds: int
+
+    def __new__(cls, nanoseconds: int) -> NanoDuration:
+        micros = abs(nanoseconds) // 1000
+        self = super().__new__(cls, microseconds=-micros if nanoseconds < 0 else micros)
+        self.nanoseconds = nanoseconds
+        return self
+
+    def __reduce__(self) -> tuple[type[NanoDuration], tuple[int]]:
+        return (NanoDuration, (self.nanoseconds,))
+
+    def __repr__(self) -> str:
+        return f"NanoDuration({self.nanoseconds})"
+
+    def __hash__(self) -> int:
+        # Equal to a plain timedelta only when whole microseconds, and then hashed as one.
+        return timedelta.__hash__(self) if self.nanoseconds % 1000 == 0 else hash(("ns", self.nanoseconds))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds == nanoseconds_of(other)
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds != nanoseconds_of(other)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds < nanoseconds_of(other)
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds <= nanoseconds_of(other)
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds > nanoseconds_of(other)
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, timedelta):
+            return NotImplemented
+        return self.nanoseconds >= nanoseconds_of(other)
+
+
+def nano_duration(seconds: int, nanos: int) -> NanoDuration:
+    """A :class:`NanoDuration` from a protobuf Duration's non-negative parts (the decoder's fast path)."""
+    self = timedelta.__new__(NanoDuration, 0, seconds, nanos // 1000)
+    self.nanoseconds = seconds * 1_000_000_000 + nanos
+    return self
+
+
+def nanoseconds_of(value: timedelta) -> int:
+    """A duration in whole nanoseconds (exact for a :class:`NanoDuration`)."""
+    if isinstance(value, NanoDuration):
+        return value.nanoseconds
+    return (value // _MICROSECOND) * 1000
+
+
+def duration_from_nanoseconds(nanoseconds: int) -> timedelta:
+    """A plain timedelta when the value is whole microseconds, else a :class:`NanoDuration`."""
+    if nanoseconds % 1000 == 0:
+        return timedelta(microseconds=nanoseconds // 1000)
+    return NanoDuration(nanoseconds)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -31,7 +111,7 @@ def parse_duration(text: str) -> timedelta:
 
     :raises ValueError: not a Go duration.
 
-    Python's timedelta holds microseconds, so finer parts are truncated toward zero.
+    Sub-microsecond parts are kept (a :class:`NanoDuration`), as Go's nanosecond durations.
     """
     s = text
     negative = False
@@ -60,26 +140,27 @@ def parse_duration(text: str) -> timedelta:
         pos = m.end()
     if negative:
         total_ns = -total_ns
-    micros = abs(total_ns) // 1000
-    return timedelta(microseconds=-micros if negative else micros)
+    return duration_from_nanoseconds(total_ns)
 
 
 def format_duration(value: timedelta) -> str:
-    """Go's ``time.Duration.String()`` at microsecond resolution: ``1.5ms``, ``1m30s``, ``1h0m0s``."""
-    micros = value // timedelta(microseconds=1)
-    sign = "-" if micros < 0 else ""
-    micros = abs(micros)
-    if micros == 0:
+    """Go's ``time.Duration.String()``: ``13.601485ms``, ``1.5µs``, ``250ns``, ``1m30s``, ``1h0m0s``."""
+    nanos = nanoseconds_of(value)
+    sign = "-" if nanos < 0 else ""
+    nanos = abs(nanos)
+    if nanos == 0:
         return "0s"
-    if micros < 1_000:
-        return f"{sign}{micros}µs"
-    if micros < 1_000_000:
-        return f"{sign}{_decimal(micros, 1_000, 3)}ms"
-    seconds, fraction = divmod(micros, 1_000_000)
+    if nanos < 1_000:
+        return f"{sign}{nanos}ns"
+    if nanos < 1_000_000:
+        return f"{sign}{_decimal(nanos, 1_000, 3)}µs"
+    if nanos < 1_000_000_000:
+        return f"{sign}{_decimal(nanos, 1_000_000, 6)}ms"
+    seconds, fraction = divmod(nanos, 1_000_000_000)
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     head = f"{hours}h{minutes}m" if hours else (f"{minutes}m" if minutes else "")
-    return f"{sign}{head}{_decimal(seconds * 1_000_000 + fraction, 1_000_000, 6)}s"
+    return f"{sign}{head}{_decimal(seconds * 1_000_000_000 + fraction, 1_000_000_000, 9)}s"
 
 
 def _decimal(amount: int, unit: int, places: int) -> str:

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Final
 from mixer.cli._attrflags import AttributeFlagError, add_attribute_flags, attributes_from_args
 from mixer.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, MixerCallError, MixerClient
 from mixer.decision import QuotaRequest
+from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
 from mixer.status import Code
 from mixer.wire import ReportEncoding, encode_check_request, encode_report_request
 
@@ -114,7 +116,10 @@ def register(sub: Any) -> None:
         help="ask for a quota (repeatable)",
     )
     group.add_argument(
-        "--dedup", default="", metavar="ID", help="deduplication id (the same on every repeat)"
+        "--dedup",
+        default="",
+        metavar="ID",
+        help="deduplication id (the same on every repeat; default: a fresh id for each call)",
     )
     group.add_argument(
         "--fail-on-deny", action="store_true", help=f"exit {EXIT_DENIED} when any answer is not OK"
@@ -164,7 +169,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return 1
 
     async def call(client: MixerClient) -> tuple[str, dict[str, Any]]:
-        answer = await client.send_check(request)
+        if args.dedup:
+            answer = await client.send_check(request)
+        else:
+            # Each call is a new request, as a proxy sends it: with one shared (or empty) id the
+            # server would take every call after the first for a retry and grant it again.
+            fresh = CheckRequest()
+            fresh.CopyFrom(request)
+            fresh.deduplication_id = uuid.uuid4().hex
+            answer = await client.send_check(fresh)
         return answer.code.name, answer.to_json()
 
     results = asyncio.run(_drive(args, "Check", call))

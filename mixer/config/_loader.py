@@ -54,6 +54,23 @@ from mixer.templates import TemplateSpec, Variety
 CORE_KINDS = ("attributemanifest", "handler", "instance", "rule", "plan")
 #: Kinds Istio's proxies (through Pilot) consume, not Mixer; accepted in a config bundle and ignored.
 PROXY_SIDE_KINDS = frozenset({"QuotaSpec", "QuotaSpecBinding", "HTTPAPISpec", "HTTPAPISpecBinding"})
+#: API groups of objects other controllers consume (kubectl applies them from the same file as
+#: Mixer's, as Istio's OOP adapter samples do); Mixer never received them. A misspelt Mixer group
+#: is not among them and is still refused.
+OTHER_API_GROUPS = frozenset(
+    {
+        "",  # core: v1 Service, ConfigMap, ...
+        "apps",
+        "batch",
+        "autoscaling",
+        "policy",
+        "rbac.authorization.k8s.io",
+        "networking.k8s.io",
+        "networking.istio.io",
+        "security.istio.io",
+        "authentication.istio.io",
+    }
+)
 _OUT_OF_PROCESS_KINDS = ("adapter", "template")
 _HANDLER, _INSTANCE, _RULE, _MANIFEST = "handler", "instance", "rule", "attributemanifest"
 _PLAN = "plan"
@@ -158,12 +175,30 @@ class ConfigCompiler:
 
     # -- phase 1: documents to declared objects ---------------------------------------------
 
+    def _for_another_controller(self, body: dict[str, Any]) -> bool:
+        """A Kubernetes object of another API group (not a Mixer kind under a wrong apiVersion)."""
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if not isinstance(api_version, str) or not isinstance(kind, str):
+            return False
+        group, _, version = api_version.rpartition("/")
+        if group not in OTHER_API_GROUPS or (group == "" and version != "v1"):
+            return False
+        mixer_kind = (
+            kind in CORE_KINDS
+            or kind in _OUT_OF_PROCESS_KINDS
+            or self.registry.template(kind) is not None
+            or self.registry.adapter_for_kind(kind) is not None
+        )
+        return not mixer_kind
+
     def _declare(self, source: SourceRef, body: Any) -> None:
         if not isinstance(body, dict):
             self.issues.add(source, f"a document must be a mapping, got {_describe(body)}")
             return
         if body.get("kind") == "List":
             self._declare_list(source, body)
+            return
+        if self._for_another_controller(body):
             return
         try:
             envelope = Envelope.model_validate(body)
@@ -346,7 +381,11 @@ class ConfigCompiler:
         if not spec.compiledAdapter:
             self._error(obj, join_path(path, "compiledAdapter"), "required field is missing")
             return None
-        adapter = self.registry.adapter(spec.compiledAdapter)
+        # Istio's 1.1+ configs name compiled adapters by their Mixer names, which are the legacy
+        # kinds (``compiledAdapter: listchecker`` for the list adapter).
+        adapter = self.registry.adapter(spec.compiledAdapter) or self.registry.adapter_for_kind(
+            spec.compiledAdapter
+        )
         if adapter is None:
             names = sorted(self.registry.adapters)
             self._error(

@@ -7,11 +7,13 @@ expression text or the plugin manager.
 
 Namespaces
     Rules in the default config namespace (``istio-system`` unless configured) apply to all
-    traffic. Rules in namespace N apply only to requests whose identity namespace is N: the value
-    of ``destination.namespace``, or of ``destination.service.namespace`` when the former is
-    absent. The identity namespace is read only when some rule of the variety being dispatched is
-    scoped to a namespace, so it appears in a Check's referenced attributes exactly when the
-    decision depended on it.
+    traffic. Rules in namespace N apply only to requests whose identity namespace is N. As in
+    Mixer, it depends on ``context.reporter.kind`` (``inbound`` when absent): for ``inbound``
+    the value of ``destination.namespace`` (or of ``destination.service.namespace`` when the
+    former is absent), for ``outbound`` (a client-side report) the value of
+    ``source.namespace``; other kinds have none. The identity namespace is read only when some
+    rule of the variety being dispatched is scoped to a namespace, so it appears in a Check's
+    referenced attributes exactly when the decision depended on it.
 
 Check (:meth:`Runtime.check`), as Mixer answered it
     - Every read goes through ``bag.tracking()``; ``CheckOutcome.referenced`` lists what the

@@ -22,8 +22,14 @@ ReportAction: TypeAlias = tuple[int, Build, str]
 #: (match or None, sampler or None, actions, rule name): a tuple because Report unpacks it per record.
 ReportRule: TypeAlias = tuple[Evaluate | None, Sampler | None, tuple[ReportAction, ...], str]
 
-#: Where the identity namespace of a request comes from, in order of preference.
-IDENTITY_NAMESPACE_ATTRIBUTES = ("destination.namespace", "destination.service.namespace")
+#: Where the identity namespace of a request comes from, in order of preference, by the reporter
+#: kind (``context.reporter.kind``, ``inbound`` when absent): the server side's own namespace for an
+#: inbound report, the client's for an outbound one, as Mixer's dispatcher. Any other kind has none.
+IDENTITY_NAMESPACE_ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
+    "inbound": ("destination.namespace", "destination.service.namespace"),
+    "outbound": ("source.namespace",),
+}
+REPORTER_KIND_ATTRIBUTE = "context.reporter.kind"
 
 T = TypeVar("T")
 
@@ -111,7 +117,8 @@ class Scoped(Generic[T]):
 
 
 def identity_namespace(bag: AttributeBag) -> str | None:
-    for name in IDENTITY_NAMESPACE_ATTRIBUTES:
+    kind = bag.get(REPORTER_KIND_ATTRIBUTE)
+    for name in IDENTITY_NAMESPACE_ATTRIBUTES.get(kind if isinstance(kind, str) else "inbound", ()):
         value = bag.get(name)
         if value is not None:
             return value if isinstance(value, str) else None

@@ -732,7 +732,7 @@ class _QuotaPlan:
             if status.code is not Code.OK:
                 if code is Code.OK:
                     code = status.code
-                messages.append(f"{name}: {status.message or status.code.name}")
+                messages.append(f"{name}:{status.message}")
         assert granted is not None
         assert valid_duration is not None
         status = Status(code, ", ".join(messages)) if code is not Code.OK else Status()
@@ -777,7 +777,7 @@ def _combine_check(
         if status.code is not Code.OK:
             if code is Code.OK:
                 code = status.code
-            messages.append(f"{name}: {status.message or status.code.name}")
+            messages.append(f"{name}:{status.message}")
         elif result.headers:
             headers.update(result.headers)
     assert valid_duration is not None

@@ -21,6 +21,7 @@ from mixer.templates._instances import (
     Subject,
     TraceSpanInstance,
     field_is_verified,
+    mixer_instance_name,
 )
 from mixer.templates._spec import (
     BUILTIN_TEMPLATES,
@@ -53,4 +54,5 @@ __all__ = [
     "TraceSpanInstance",
     "Variety",
     "field_is_verified",
+    "mixer_instance_name",
 ]

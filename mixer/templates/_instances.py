@@ -18,6 +18,21 @@ class Instance:
     name: str
 
 
+def mixer_instance_name(name: str, template: str) -> str:
+    """The name Mixer gave an instance in what adapters see and write.
+
+    Mixer named a 1.1+ ``kind: instance`` ``newlog.instance.istio-system`` and a legacy
+    ``kind: logentry`` ``newlog.logentry.istio-system``; ours are ``newlog.istio-system`` and
+    (already Mixer's) ``newlog.logentry.istio-system``. A name without a namespace stays as is.
+    """
+    base, dot, namespace = name.rpartition(".")
+    if not dot or not base:
+        return name
+    if base.rpartition(".")[2] in (template, "instance") and "." in base:
+        return name
+    return f"{base}.instance.{namespace}"
+
+
 class RequestContext(Protocol):
     """The fields the runtime sets on instances of ``request_context`` templates.
 

@@ -3,7 +3,9 @@
 Servers decode with :func:`decode_check_request` and :func:`decode_report_request` and answer
 with :func:`build_check_response`; both decode errors carry the gRPC code to answer with
 (``exc.code``): :class:`WireDecodeError` is INVALID_ARGUMENT, :class:`GlobalDictionaryMismatch`
-INTERNAL. Timestamps and durations are held to the microsecond: nanoseconds are truncated.
+INTERNAL. Durations keep their nanoseconds (a :class:`~mixer.attributes.NanoDuration` below the
+microsecond); timestamps are held to the microsecond (nanoseconds truncated), which is also what
+Mixer's stdio adapter printed.
 """
 
 from __future__ import annotations

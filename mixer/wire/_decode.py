@@ -24,6 +24,8 @@ from mixer.attributes import (
     AttributeValue,
     IPAddress,
     ValueType,
+    duration_from_nanoseconds,
+    nano_duration,
 )
 from mixer.decision import QuotaRequest
 from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
@@ -219,8 +221,7 @@ def _negative_or_bad_duration(name: str, seconds: int, nanos: int) -> timedelta:
         raise WireDecodeError(f"duration attribute {name!r} has nanos {nanos} outside +-999999999")
     if (seconds < 0 < nanos) or (nanos < 0 < seconds):
         raise WireDecodeError(f"duration attribute {name!r} has seconds and nanos of different signs")
-    # Toward zero, so that -1.5us and 1.5us have the same magnitude.
-    return timedelta(0, seconds, -(-nanos // 1000))
+    return duration_from_nanoseconds(seconds * _NANOS_PER_SECOND + nanos)
 
 
 #: Packed address -> address object. Proxies send the same few pod addresses over and over, and
@@ -319,6 +320,9 @@ def _decode_values(
                 nanos = d.nanos
                 if nanos < 0 or seconds < 0 or seconds > _MAX_DURATION_SECONDS or nanos >= _NANOS_PER_SECOND:
                     out[table[k]] = _negative_or_bad_duration(table[k], seconds, nanos)
+                elif nanos % 1000:
+                    # Go's nanosecond durations, kept: Mixer prints them (``13.601485ms``).
+                    out[table[k]] = nano_duration(seconds, nanos)
                 else:
                     out[table[k]] = timedelta(0, seconds, nanos // 1000)
         if bytes_:
@@ -365,7 +369,8 @@ def decode_attributes(
     """The attributes ``msg`` carries, by name.
 
     Values take the Python forms of :data:`mixer.attributes.AttributeValue`: TIMESTAMP is a UTC
-    ``datetime`` (nanoseconds truncated to microseconds), DURATION a ``timedelta`` (likewise),
+    ``datetime`` (nanoseconds truncated to microseconds), DURATION a ``timedelta`` (a
+    :class:`~mixer.attributes.NanoDuration` when it has nanoseconds below the microsecond),
     bytes of an attribute the manifest types IP_ADDRESS an ``ipaddress`` object, other bytes
     ``bytes``, STRING_MAP a :class:`FrozenStringMap`. The manifest is consulted only for IP
     addresses: a value in a typed map other than its declared type is passed through as sent.

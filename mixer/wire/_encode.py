@@ -11,7 +11,7 @@ from typing import Final
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mixer.attributes import ISTIO_MANIFEST, AttributeBag, AttributeValue, ValueType, conforms
+from mixer.attributes import ISTIO_MANIFEST, AttributeBag, AttributeValue, ValueType, conforms, nanoseconds_of
 from mixer.decision import QuotaRequest
 from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
@@ -72,12 +72,12 @@ def timestamp_of(value: datetime) -> Timestamp:
 
 def duration_of(value: timedelta) -> Duration:
     """A Duration for a timedelta, seconds and nanos of the same sign as the protobuf type requires."""
-    micros = value // _MICROSECOND
-    seconds, rest = divmod(abs(micros), 1_000_000)
+    nanos = nanoseconds_of(value)
+    seconds, rest = divmod(abs(nanos), 1_000_000_000)
     if seconds > _MAX_DURATION_SECONDS:
         raise ValueError(f"duration {value} is outside google.protobuf.Duration's +-10000 years")
-    sign = -1 if micros < 0 else 1
-    return Duration(seconds=sign * seconds, nanos=sign * rest * 1000)
+    sign = -1 if nanos < 0 else 1
+    return Duration(seconds=sign * seconds, nanos=sign * rest)
 
 
 def _ip_bytes(name: str, value: object) -> bytes:

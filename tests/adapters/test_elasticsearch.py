@@ -374,7 +374,7 @@ def test_metric_and_span_documents_and_other_templates() -> None:
         "@timestamp": "2024-05-06T07:08:09.123456Z",
         "level": "info",
         "time": "2024-05-06T07:08:09.123456Z",
-        "instance": "requestcount.istio-system",
+        "instance": "requestcount.instance.istio-system",
         "value": 1,
         "code": 200,
     }

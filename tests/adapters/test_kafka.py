@@ -359,7 +359,7 @@ def test_json_tracespan_takes_stdio_shape() -> None:
     record = json.loads(JsonEncoder(lambda: _NOW).encode(_span(4, parent_span_id=None)))
     assert record["level"] == "info"
     assert record["time"] == "2024-05-06T07:08:09.012000Z"
-    assert record["instance"] == "tracing.istio-system"
+    assert record["instance"] == "tracing.instance.istio-system"
     assert record["span_id"] == "0000000000000005"
     assert record["span_tags"] == {"seq": 4, "http.method": "GET"}
     assert record["destination_ip"] == "10.0.0.7"

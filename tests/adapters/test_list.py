@@ -72,7 +72,7 @@ async def test_whitelist(
         assert await _code(handler, value) is Code.OK, value
     for value in unlisted:
         result = await _check(handler, value)
-        assert result.status.code is Code.NOT_FOUND, value
+        assert result.status.code is Code.PERMISSION_DENIED, value
         assert result.status.message == f"{value} is not whitelisted"
 
 
@@ -178,12 +178,12 @@ async def test_refresh_from_http_provider_keeps_last_good_list(provider: Provide
             Code.OK,
             Code.OK,
             Code.OK,
-            Code.NOT_FOUND,
+            Code.PERMISSION_DENIED,
         ]
 
         provider.body = "carol\n"
         assert await handler.refresh()
-        assert await _code(handler, "alice") is Code.NOT_FOUND
+        assert await _code(handler, "alice") is Code.PERMISSION_DENIED
         assert await _code(handler, "carol") is Code.OK
 
         provider.status = 500
@@ -271,7 +271,7 @@ async def test_file_provider(tmp_path: Path) -> None:
     assert await _code(handler, "alice") is Code.OK
     path.write_text("bob\n")
     assert await handler.refresh()
-    assert await _code(handler, "alice") is Code.NOT_FOUND
+    assert await _code(handler, "alice") is Code.PERMISSION_DENIED
     path.unlink()
     assert not await handler.refresh()
     assert await _code(handler, "BOB") is Code.OK

@@ -85,16 +85,51 @@ def test_describes_itself() -> None:
     assert ADAPTER.uses_plans
 
 
-async def test_quota_fixed_window_grants_max_amount_per_window() -> None:
+async def test_quota_grants_max_amount_per_window() -> None:
     clock = FakeClock(6000.0)
     h = handler(QUOTA_PARAMS, clock=clock)
     instance = quota({"destination": "ratings"})
-    assert await grants(h, instance, 4) == [1, 1, 1, 0]
-    result = await h.handle_quota(instance, QuotaArgs("", 1))
-    assert result.valid_duration == timedelta(seconds=10)
-    assert result.status.code is Code.OK
+    granted = await h.handle_quota(instance, QuotaArgs("", 1))
+    assert (granted.granted_amount, granted.valid_duration) == (1, timedelta(seconds=10))
+    assert await grants(h, instance, 3) == [1, 1, 0]
+    refused = await h.handle_quota(instance, QuotaArgs("", 1))
+    # Mixer's memquota: a refusal is valid for no time (so the proxy does not cache it).
+    assert (refused.granted_amount, refused.valid_duration) == (0, timedelta(0))
+    assert refused.status.code is Code.OK
     clock.advance(10)
     assert await grants(h, instance, 1) == [1]
+
+
+async def test_quota_window_slides_as_mixers_memquota() -> None:
+    # The rate-limiting task's "sliding window of sub-second resolution": two grants late in one
+    # epoch-aligned 5 s window still count 2 s later, where a fixed window would have reset.
+    clock = FakeClock(6004.5)
+    h = handler({"quotas": [{"name": "q", "maxAmount": 2, "validDuration": "5s"}]}, clock=clock)
+    instance = quota(name="q.istio-system")
+    assert await grants(h, instance, 2) == [1, 1]
+    clock.advance(2)  # 6006.5: a new fixed window, the same sliding one
+    assert await grants(h, instance, 1) == [0]
+    clock.advance(2.9)  # 6009.4: the first two are 4.9 s old, still in the window
+    assert await grants(h, instance, 1) == [0]
+    clock.advance(0.2)  # 6009.6: 5.1 s old, slid out (100 ms ticks)
+    assert await grants(h, instance, 2) == [1, 1]
+
+
+async def test_fixed_window_when_a_quota_asks_for_it() -> None:
+    clock = FakeClock(6004.5)
+    params = {
+        "quotas": [{"name": "q", "maxAmount": 2, "validDuration": "5s", "rateLimitAlgorithm": "FIXED_WINDOW"}]
+    }
+    h = handler(params, clock=clock)
+    instance = quota(name="q.istio-system")
+    assert await grants(h, instance, 3) == [1, 1, 0]
+    clock.advance(2)  # 6006.5: the next epoch-aligned window
+    assert await grants(h, instance, 1) == [1]
+
+
+async def test_asking_for_nothing_gets_an_empty_answer() -> None:
+    result = await handler(QUOTA_PARAMS).handle_quota(quota({"destination": "x"}), QuotaArgs("", 0))
+    assert (result.granted_amount, result.valid_duration, result.status.ok) == (0, timedelta(0), True)
 
 
 async def test_the_first_matching_override_applies() -> None:

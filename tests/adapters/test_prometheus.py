@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pydantic import BaseModel, ValidationError
@@ -150,7 +150,7 @@ def report(handler: PrometheusHandler, *instances: MetricInstance) -> None:
 
 
 def exposition(handler: PrometheusHandler) -> str:
-    return generate_latest(handler.registry).decode()
+    return handler.exposition().decode()
 
 
 def samples(handler: PrometheusHandler) -> list[Sample]:
@@ -450,11 +450,27 @@ def test_linear_buckets_layout() -> None:
     ]
 
 
-def test_counter_without_total_suffix_is_exposed_with_it() -> None:
-    handler = make_handler({"metrics": [metric("requests", "COUNTER")]})
-    report(handler, MetricInstance("m.default", value=1, dimensions={"code": "a"}))
-    assert value(handler, "istio_requests_total", code="a") == 1
+def test_counter_names_are_exposed_as_mixer_did_without_a_total_suffix() -> None:
+    # prometheus_client's parser (behind value()) renames counter samples to *_total, so the raw
+    # text is what shows the name Mixer's Go client wrote (the metrics task queries it).
+    handler = make_handler(
+        {"metrics": [metric("double_request_count", "COUNTER"), metric("requests_total", "COUNTER")]}
+    )
+    report(handler, MetricInstance("m.default", value=2, dimensions={"code": "a"}))
+    lines = exposition(handler).splitlines()
+    assert "# TYPE istio_double_request_count counter" in lines
+    assert 'istio_double_request_count{code="a"} 2' in lines
+    assert 'istio_requests_total{code="a"} 2' in lines
+    assert not [line for line in lines if "double_request_count_total" in line or "total_total" in line]
     assert "_created" not in exposition(handler)
+
+
+def test_openmetrics_keeps_the_suffix_it_requires() -> None:
+    handler = make_handler({"metrics": [metric("double_request_count", "COUNTER")]})
+    report(handler, MetricInstance("m.default", value=2, dimensions={"code": "a"}))
+    text = generate_openmetrics(handler.registry).decode()  # type: ignore[no-untyped-call]
+    assert "# TYPE istio_double_request_count counter" in text
+    assert 'istio_double_request_count_total{code="a"} 2.0' in text
 
 
 @pytest.mark.parametrize(
@@ -813,7 +829,7 @@ def test_exposition_passes_promtool_check_metrics() -> None:
         )
     result = subprocess.run(
         [promtool, "check", "metrics"],
-        input=generate_latest(handler.registry),
+        input=handler.exposition(),
         capture_output=True,
         timeout=60,
         check=False,

@@ -280,8 +280,6 @@ async def test_in_a_config_through_the_runtime() -> None:
         assert (await runtime.check(AttributeBag({**dev, "request.method": "GET"}))).status.code is Code.OK
         denied = await runtime.check(AttributeBag({**dev, "request.method": "POST", "request.path": "/x"}))
         assert denied.status.code is Code.PERMISSION_DENIED
-        assert (
-            denied.status.message == 'rbac.istio-system: RBAC: user "iss/ann" (groups: dev) may not POST /x'
-        )
+        assert denied.status.message == 'rbac.istio-system:RBAC: user "iss/ann" (groups: dev) may not POST /x'
     finally:
         await runtime.shutdown(5.0)

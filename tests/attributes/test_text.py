@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mixer.attributes import ValueType, format_duration, parse_duration, to_jsonable
+from mixer.attributes import NanoDuration, ValueType, format_duration, parse_duration, to_jsonable
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from mixer.attributes import ValueType, format_duration, parse_duration, to_json
         ("-2.5s", timedelta(seconds=-2.5)),
         ("1us", timedelta(microseconds=1)),
         ("1µs", timedelta(microseconds=1)),
-        ("1500ns", timedelta(microseconds=1)),
+        ("1500ns", NanoDuration(1500)),
         ("0", timedelta(0)),
         ("+1s", timedelta(seconds=1)),
         ("1m0.5s", timedelta(minutes=1, milliseconds=500)),
@@ -45,6 +45,12 @@ def test_parse_duration_rejects(text: str) -> None:
         (timedelta(seconds=90), "1m30s"),
         (timedelta(hours=1), "1h0m0s"),
         (timedelta(seconds=-1.5), "-1.5s"),
+        # Go's nanosecond resolution, as Mixer's stdio printed response.duration.
+        (NanoDuration(13_601_485), "13.601485ms"),
+        (NanoDuration(250), "250ns"),
+        (NanoDuration(1_500), "1.5µs"),
+        (NanoDuration(61_000_000_001), "1m1.000000001s"),
+        (NanoDuration(-1_999), "-1.999µs"),
     ],
 )
 def test_format_duration_matches_go(value: timedelta, text: str) -> None:
@@ -84,3 +90,15 @@ def test_to_jsonable_covers_every_value_kind() -> None:
         "list": [1, None],
         "dc": {"kind": "INT64", "at": "2026-11-25T10:00:00.125000Z"},
     }
+
+
+def test_nano_durations_compare_hash_and_pickle_by_their_nanoseconds() -> None:
+    import pickle
+
+    value = NanoDuration(13_601_485)
+    assert value != timedelta(microseconds=13_601)
+    assert timedelta(microseconds=13_601) < value < timedelta(microseconds=13_602)
+    assert NanoDuration(5_000) == timedelta(microseconds=5)
+    assert hash(NanoDuration(5_000)) == hash(timedelta(microseconds=5))
+    assert pickle.loads(pickle.dumps(value)) == value
+    assert to_jsonable(value) == "13.601485ms"

@@ -176,6 +176,21 @@ def test_repeat_sends_n_and_summarises(
     assert summary["elapsed_s"] >= 0
 
 
+def test_without_dedup_every_call_is_a_new_request(
+    server: MixerServerDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One shared (empty) id would make the server replay the first quota answer to every call.
+    code = main(
+        ["check", "--server", server.address, "--quota", "requestcount=1", "--repeat", "5", "--quiet"]
+    )
+    assert code == 0
+    ids = [c.deduplication_id for c in server.checks]
+    assert len(ids) == 5
+    assert all(ids)
+    assert len(set(ids)) == 5
+    capsys.readouterr()
+
+
 def test_repeat_quiet_prints_only_the_summary(
     server: MixerServerDouble, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -410,3 +410,18 @@ def test_not_utf8(tmp_path: Path, registry: Registry) -> None:
     path.write_bytes(b"kind: \xff\xfe\n")
     with pytest.raises(ConfigError, match=r"bin.yaml: not UTF-8 text \(byte 6\)"):
         load_config([path], registry, environ={})
+
+
+def test_objects_of_other_controllers_are_skipped_but_not_misplaced_mixer_kinds(
+    errors_of: ErrorsOf,
+) -> None:
+    text = docs(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {replicas: 1}\n",
+        "apiVersion: apps/v1\nkind: handler\nmetadata: {name: h}\nspec: {compiledAdapter: recorder}\n",
+        "apiVersion: v2\nkind: Service\nmetadata: {name: t}\nspec: {}\n",
+    )
+    errors = errors_of(text)
+    assert errors[0].startswith("test.yaml: document 3 (handler h.istio-system): apiVersion: Input should be")
+    assert errors[1].startswith("test.yaml: document 4 (Service t.istio-system): apiVersion: Input should be")
+    assert len(errors) == 2

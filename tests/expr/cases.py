@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from ipaddress import ip_address
 
-from mixer.attributes import Condition, ValueType
+from mixer.attributes import Condition, NanoDuration, ValueType
 from mixer.expr import (
     AbsentAttributeError,
     EvaluationError,
@@ -416,7 +416,7 @@ FUNCTIONS = [
     ok('duration("2.5s")', timedelta(seconds=2.5)),
     ok('duration("300ms")', timedelta(milliseconds=300)),
     ok('duration("1us")', timedelta(microseconds=1)),
-    ok('duration("1500ns")', timedelta(microseconds=1)),
+    ok('duration("1500ns")', NanoDuration(1500)),
     ok('duration("-1.5h")', timedelta(hours=-1.5)),
     ok('duration("0")', timedelta(0)),
     ok('duration("1h2m3s4ms")', timedelta(hours=1, minutes=2, seconds=3, milliseconds=4)),

@@ -93,7 +93,7 @@ async def test_auth_denials_map_to_http_statuses(served: Served) -> None:
     blocked = await served.client.get(AUTH_PATH, headers={**KEY, "X-Original-URI": "/blocked"})
     assert blocked.status == 403
     assert blocked.headers["X-Mixer-Code"] == "PERMISSION_DENIED"
-    assert (await body_of(blocked))["status"]["message"] == "denyall.istio-system: not on the guest list"
+    assert (await body_of(blocked))["status"]["message"] == "denyall.istio-system:not on the guest list"
     # A denied request spent nothing: the plan check runs after the denier passed.
     assert (await served.client.get(AUTH_PATH, headers=KEY)).status == 200
     assert (await served.client.get(AUTH_PATH, headers=KEY)).status == 200

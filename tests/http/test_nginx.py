@@ -185,7 +185,7 @@ async def test_nginx_enforces_plans_and_reports_every_request(stack: Stack) -> N
         # Only whole lines: the writer may be half way through the last one.
         text = stack.mixer.stdout_path.read_text("utf-8")
         lines = [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
-        return [e for e in lines if e.get("instance") == "accesslog.istio-system"]
+        return [e for e in lines if e.get("instance") == "accesslog.instance.istio-system"]
 
     # The stdio handler writes from its own thread, a little after the metrics count.
     entries = await asyncio.to_thread(

@@ -95,7 +95,7 @@ async def test_one_denial() -> None:
     )
     rt = runtime(cfg)
     outcome = await rt.check(bag())
-    assert outcome.status == Status(Code.PERMISSION_DENIED, "deny.istio-system: not allowed")
+    assert outcome.status == Status(Code.PERMISSION_DENIED, "deny.istio-system:not allowed")
     assert outcome.valid_duration == timedelta(seconds=5)
     assert outcome.valid_use_count == 1000
     assert len(recording(rt, "deny").checks) == 1
@@ -109,14 +109,14 @@ async def test_first_failing_handler_in_rule_order_and_all_messages_joined() -> 
     )
     outcome = await runtime(cfg).check(bag(source__name="x"))
     assert outcome.status == Status(
-        Code.UNAUTHENTICATED, "a.istio-system: who are you, b.istio-system: go away"
+        Code.UNAUTHENTICATED, "a.istio-system:who are you, b.istio-system:go away"
     )
 
 
 async def test_an_ok_handler_does_not_hide_a_failing_one() -> None:
     cfg = two_checkers({}, {"code": Code.RESOURCE_EXHAUSTED, "message": "slow down"})
     outcome = await runtime(cfg).check(bag())
-    assert outcome.status == Status(Code.RESOURCE_EXHAUSTED, "b.istio-system: slow down")
+    assert outcome.status == Status(Code.RESOURCE_EXHAUSTED, "b.istio-system:slow down")
 
 
 async def test_validity_is_the_minimum_over_handlers() -> None:
@@ -142,7 +142,7 @@ async def test_handler_exception_is_internal_and_does_not_crash() -> None:
     rt = runtime(cfg)
     outcome = await rt.check(bag())
     # The caller gets a generic reason; the exception's text is for the log.
-    assert outcome.status == Status(Code.INTERNAL, "a.istio-system: handler failed, see the server log")
+    assert outcome.status == Status(Code.INTERNAL, "a.istio-system:handler failed, see the server log")
     # A failure the runtime made must not be cached by the proxy.
     assert outcome.valid_duration == timedelta(0)
     assert outcome.valid_use_count == 0
@@ -154,7 +154,7 @@ async def test_timeout_is_deadline_exceeded_for_the_late_handler_only() -> None:
     rt = runtime(cfg)
     outcome = await rt.check(bag(), timeout=0.05)
     assert outcome.status == Status(
-        Code.DEADLINE_EXCEEDED, "a.istio-system: deadline exceeded, b.istio-system: no"
+        Code.DEADLINE_EXCEEDED, "a.istio-system:deadline exceeded, b.istio-system:no"
     )
     assert rt.stats.handler_timeouts == {fq("a"): 1}
 
@@ -192,7 +192,7 @@ async def test_instance_build_error_fails_the_check_naming_the_instance() -> Non
     rt = runtime(cfg)
     outcome = await rt.check(bag(request__headers={"other": "1"}))
     assert outcome.status.code is Code.INTERNAL
-    assert outcome.status.message.startswith("list.istio-system: instance user.istio-system: ")
+    assert outcome.status.message.startswith("list.istio-system:instance user.istio-system: ")
     assert "x-user" in outcome.status.message
     assert outcome.valid_use_count == 0
     assert rt.stats.instance_errors == 1
@@ -373,7 +373,7 @@ async def test_quota_handler_failure_grants_nothing() -> None:
     outcome = await rt.check(AttributeBag(SHOP), {"requestcount": QuotaRequest(1)})
     result = outcome.quotas["requestcount"]
     assert result.granted_amount == 0
-    assert result.status == Status(Code.INTERNAL, "mq.istio-system: handler failed, see the server log")
+    assert result.status == Status(Code.INTERNAL, "mq.istio-system:handler failed, see the server log")
     assert outcome.status.ok
 
 
@@ -417,7 +417,10 @@ async def test_namespaced_rules_apply_only_to_their_identity_namespace() -> None
     rt = runtime(namespaced_config())
     denied = await rt.check(bag(destination__namespace="shop"))
     assert denied.status.code is Code.PERMISSION_DENIED
-    assert denied.referenced == [AttributeMatch("destination.namespace", EXACT)]
+    assert denied.referenced == [
+        AttributeMatch("context.reporter.kind", ABSENCE),
+        AttributeMatch("destination.namespace", EXACT),
+    ]
 
     elsewhere = await rt.check(bag(destination__namespace="default"))
     assert elsewhere.status.ok
@@ -429,11 +432,31 @@ async def test_identity_namespace_falls_back_to_the_service_namespace() -> None:
     outcome = await rt.check(bag(destination__service__namespace="shop"))
     assert outcome.status.code is Code.PERMISSION_DENIED
     assert outcome.referenced == [
+        AttributeMatch("context.reporter.kind", ABSENCE),
         AttributeMatch("destination.namespace", ABSENCE),
         AttributeMatch("destination.service.namespace", EXACT),
     ]
     outcome = await rt.check(bag())
     assert outcome.status.ok
+
+
+async def test_outbound_reports_take_the_identity_namespace_from_the_source() -> None:
+    # Mixer's dispatcher: a client-side (outbound) report belongs to the client's namespace.
+    rt = runtime(namespaced_config())
+    outbound = await rt.check(
+        bag(context__reporter__kind="outbound", source__namespace="shop", destination__namespace="default")
+    )
+    assert outbound.status.code is Code.PERMISSION_DENIED
+    assert outbound.referenced == [
+        AttributeMatch("context.reporter.kind", EXACT),
+        AttributeMatch("source.namespace", EXACT),
+    ]
+    inbound = await rt.check(
+        bag(context__reporter__kind="inbound", source__namespace="shop", destination__namespace="default")
+    )
+    assert inbound.status.ok
+    other = await rt.check(bag(context__reporter__kind="gateway", destination__namespace="shop"))
+    assert other.status.ok
 
 
 async def test_identity_namespace_not_read_without_namespaced_rules() -> None:
@@ -489,7 +512,7 @@ async def test_handler_headers_dropped_when_denied() -> None:
     outcome = await runtime(cfg).check(bag())
     assert outcome.headers == {}
     assert outcome.request_header_operations == []
-    assert outcome.status == Status(Code.PERMISSION_DENIED, "b.istio-system: PERMISSION_DENIED")
+    assert outcome.status == Status(Code.PERMISSION_DENIED, "b.istio-system:")
 
 
 async def test_header_value_error_leaves_the_operation_out() -> None:

@@ -137,7 +137,7 @@ async def test_references_name_what_the_producer_read_never_the_produced_attribu
 async def test_a_producer_refusal_decides_the_check_alone() -> None:
     rt = runtime(basic_config(claims={"plan": "pro"}))
     outcome = await rt.check(bag("forged"))
-    assert outcome.status == Status(Code.UNAUTHENTICATED, f"{fq('auth')}: bad token")
+    assert outcome.status == Status(Code.UNAUTHENTICATED, f"{fq('auth')}:bad token")
     assert outcome.valid_duration == timedelta(seconds=5)
     gate: RecordingHandler = the(rt, "gate")
     assert gate.checks == []

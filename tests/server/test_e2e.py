@@ -68,7 +68,7 @@ async def test_embedded_default_serves_check_and_report(
         return None
 
     entry = wait_until(access_log_line, 10, "the access log line on stdout")
-    assert entry["instance"] == "accesslog.istio-system"
+    assert entry["instance"] == "accesslog.instance.istio-system"
     assert entry["url"] == f"/{marker}"
     assert entry["requestId"] == marker
 
@@ -155,7 +155,7 @@ async def test_denied_check_carries_the_denier_status_and_what_it_read(
     response = await check(policy_channel, {"destination.service.host": "blocked.svc"})
     result = response.precondition
     assert result.status.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
-    assert result.status.message == "denyall.istio-system: not on the guest list"
+    assert result.status.message == "denyall.istio-system:not on the guest list"
     assert result.valid_duration.seconds == 7
     assert result.valid_use_count == 3
     referenced = decode_referenced_attributes(result.referenced_attributes)

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mixer.attributes import AttributeManifest, ValueType
+from mixer.attributes import AttributeManifest, NanoDuration, ValueType, nanoseconds_of
 from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest, ReferencedAttributes
 from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
@@ -185,16 +185,19 @@ def test_bad_durations(seconds: int, nanos: int, message: str) -> None:
     [
         (0, 7_250_000, timedelta(microseconds=7250)),
         (-1, -500_000_000, timedelta(seconds=-1.5)),
-        (0, -1_999, timedelta(microseconds=-1)),
-        (0, 1_999, timedelta(microseconds=1)),
-        (315_576_000_000, 999_999_999, timedelta(seconds=315_576_000_000, microseconds=999_999)),
+        (0, -1_999, NanoDuration(-1_999)),
+        (0, 1_999, NanoDuration(1_999)),
+        (315_576_000_000, 999_999_999, NanoDuration(315_576_000_000 * 10**9 + 999_999_999)),
         (-315_576_000_000, 0, timedelta(seconds=-315_576_000_000)),
     ],
 )
-def test_durations_truncate_toward_zero(seconds: int, nanos: int, expected: timedelta) -> None:
+def test_durations_keep_their_nanoseconds(seconds: int, nanos: int, expected: timedelta) -> None:
     msg = _words()
     msg.durations[RESPONSE_DURATION].CopyFrom(Duration(seconds=seconds, nanos=nanos))
-    assert decode_attributes(msg)["response.duration"] == expected
+    decoded = decode_attributes(msg)["response.duration"]
+    assert isinstance(decoded, timedelta)
+    assert nanoseconds_of(decoded) == seconds * 10**9 + nanos
+    assert decoded == expected
 
 
 @pytest.mark.parametrize("length", [0, 3, 5, 15, 17])
