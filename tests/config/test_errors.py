@@ -8,8 +8,9 @@ import pytest
 
 import mixer.config
 import mixer.config._source
-from mixer.config import ConfigError, ConfigIssue, SourceRef, load_config
+from mixer.config import ConfigError, ConfigIssue, SourceRef, load_config, load_config_text
 from mixer.registry import Registry
+from plugins.manager import create_plugin_manager
 from tests.config.conftest import ErrorsOf, doc, docs
 
 HANDLER = doc("handler", "rec", "compiledAdapter: recorder")
@@ -411,3 +412,47 @@ def test_not_utf8(tmp_path: Path, registry: Registry) -> None:
     path.write_bytes(b"kind: \xff\xfe\n")
     with pytest.raises(ConfigError, match=r"bin.yaml: not UTF-8 text \(byte 6\)"):
         load_config([path], registry, environ={})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(a)\\\\1", "backreference \\1 is not supported by RE2"),
+        ("^(?=admin)", "lookaround assertions are not supported by RE2"),
+    ],
+)
+def test_rule_pattern_re2_refuses_is_a_config_error(errors_of: ErrorsOf, pattern: str, reason: str) -> None:
+    rule = doc(
+        "rule",
+        "r",
+        f"""
+        match: '"{pattern}".matches(request.path)'
+        actions:
+        - handler: rec
+          instances: [count]
+        """,
+    )
+    message = one(errors_of(docs(HANDLER, METRIC, rule)))
+    assert message.startswith(
+        "test.yaml: document 3 (rule r.istio-system): spec.match: invalid regular expression"
+    )
+    assert reason in message
+
+
+def test_list_entry_re2_refuses_is_a_config_error() -> None:
+    registry = create_plugin_manager(load_entry_points=False, blocked=()).registry()
+    handler = doc(
+        "handler",
+        "paths",
+        """
+        compiledAdapter: list
+        params:
+          entryType: REGEX
+          overrides: ["^/ok$", "(a)\\\\1", "^(?!x)"]
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text(handler, registry, source_name="lists.yaml", environ={})
+    message = one([str(issue) for issue in info.value.issues])
+    assert message.startswith("lists.yaml: document 1 (handler paths.istio-system): spec.params")
+    assert "invalid regular expression '(a)\\\\1': backreference \\1 is not supported by RE2" in message

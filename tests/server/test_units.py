@@ -13,8 +13,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from mixer.attributes import ISTIO_MANIFEST, AttributeBag
 from mixer.cli import build_parser
 from mixer.cli._serve import options_from_args
+from mixer.expr import compile as compile_expression
 from mixer.runtime import RuntimeStats
 from mixer.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -174,6 +176,18 @@ def test_json_logs() -> None:
     assert first["time"].endswith("+00:00")
     assert "ValueError: boom" in second["exception"]
     assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+def test_refused_request_patterns_are_counted_in_metrics() -> None:
+    metrics = ServerMetrics(lambda: None)
+    before = metric_value(generate_latest(metrics.registry).decode(), "mixer_request_regex_refused_total")
+    assert before is not None
+    expr = compile_expression('request.headers["re"].matches(request.path)', ISTIO_MANIFEST)
+    assert expr.evaluate(AttributeBag({"request.path": "/a", "request.headers": {"re": "(a)\\1"}})) is False
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "mixer_request_regex_refused_total") == before + 1
+    assert metric_value(text, "mixer_request_regex_cache_evictions_total") is not None
+    assert metric_value(text, "mixer_request_regex_cache_bytes") is not None
 
 
 def test_runtime_stats_are_read_at_scrape_time() -> None:
