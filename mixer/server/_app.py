@@ -72,6 +72,7 @@ class MixerServer:
             max_attributes=options.max_attributes,
             max_string_length=options.max_string_length,
             max_map_entries=options.max_map_entries,
+            max_report_records=options.max_report_records,
             check_timeout=options.check_timeout,
         )
         self.grpc_address: ListenAddress | None = None

@@ -16,8 +16,10 @@ from mixer.wire._check import (
 from mixer.wire._decode import (
     DEFAULT_MAX_ATTRIBUTES,
     DEFAULT_MAX_MAP_ENTRIES,
+    DEFAULT_MAX_REPORT_RECORDS,
     DEFAULT_MAX_STRING_LENGTH,
     DecodedCheck,
+    ReportReader,
     decode_attributes,
     decode_check_request,
     decode_report_request,
@@ -36,12 +38,13 @@ from mixer.wire._encode import (
     encode_report_request,
     timestamp_of,
 )
-from mixer.wire._errors import GlobalDictionaryMismatch, WireDecodeError
+from mixer.wire._errors import GlobalDictionaryMismatch, ReportTooLarge, WireDecodeError
 from mixer.wire._maps import FrozenStringMap
 
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTES",
     "DEFAULT_MAX_MAP_ENTRIES",
+    "DEFAULT_MAX_REPORT_RECORDS",
     "DEFAULT_MAX_STRING_LENGTH",
     "GLOBAL_WORDS",
     "GLOBAL_WORD_COUNT",
@@ -50,6 +53,8 @@ __all__ = [
     "FrozenStringMap",
     "GlobalDictionaryMismatch",
     "ReportEncoding",
+    "ReportReader",
+    "ReportTooLarge",
     "WireDecodeError",
     "build_check_response",
     "check_global_word_count",
