@@ -10,7 +10,7 @@ key, and only then does a slow pass work out which index was wrong and say so.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
@@ -543,7 +543,7 @@ def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, pos
         shift += 7
-    raise _malformed_report("truncated or overlong varint")
+    raise WireDecodeError("malformed message: truncated or overlong varint")
 
 
 class ReportReader:
@@ -612,18 +612,19 @@ class ReportReader:
                 spans.append((start, end))
                 pos = end
                 continue
-            tag, pos = _varint(data, pos, size)
-            wire_type = tag & 7
-            if wire_type == 2:
-                length, pos = _varint(data, pos, size)
-                end = pos + length
-            elif wire_type == 0:
-                end = _varint(data, pos, size)[1]
-            elif wire_type == 5:
-                end = pos + 4
-            elif wire_type == 1:
-                end = pos + 8
-            else:
+            try:
+                tag, pos = _varint(data, pos, size)
+                wire_type = tag & 7
+                if wire_type == 2:
+                    length, pos = _varint(data, pos, size)
+                    end = pos + length
+                elif wire_type == 0:
+                    end = _varint(data, pos, size)[1]
+                else:
+                    end = pos + (4 if wire_type == 5 else 8)
+            except WireDecodeError:
+                raise _malformed_report("truncated or overlong varint") from None
+            if wire_type not in (0, 1, 2, 5):
                 raise _malformed_report(f"unsupported wire type {wire_type}")
             if end > size:
                 raise _malformed_report("truncated field")
@@ -657,3 +658,49 @@ class ReportReader:
         chunk = _parse(ReportRequest, self.data[self._spans[first][0] : self._spans[last - 1][1]])
         self._next = last
         return elements.decode(chunk.attributes, first)
+
+
+def count_entries(data: bytes, containers: Container[int], limit: int) -> int:
+    """How many field-1 elements the length-delimited top-level fields ``containers`` of a serialized
+    message hold together, counting no further than ``limit + 1`` and parsing nothing.
+
+    For messages shaped like Envoy's ``StreamAccessLogsMessage`` (``http_logs { repeated log_entry
+    = 1 }``): a count over ``limit`` is known after walking ``limit + 1`` entries, however many more
+    the message carries.
+
+    :raises WireDecodeError: the framing is malformed.
+    """
+    count = 0
+    for number, start, end in _length_delimited(data, 0, len(data)):
+        if number in containers:
+            for inner, _, _ in _length_delimited(data, start, end):
+                if inner == 1:
+                    count += 1
+                    if count > limit:
+                        return count
+    return count
+
+
+def _length_delimited(data: bytes, pos: int, size: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, payload start, payload end)`` of each length-delimited field in the range."""
+    while pos < size:
+        tag, pos = _varint(data, pos, size)
+        wire_type = tag & 7
+        if wire_type == 2:
+            length, pos = _varint(data, pos, size)
+            end = pos + length
+            if end > size:
+                raise WireDecodeError("malformed message: truncated field")
+            yield tag >> 3, pos, end
+            pos = end
+            continue
+        if wire_type == 0:
+            pos = _varint(data, pos, size)[1]
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 1:
+            pos += 8
+        else:
+            raise WireDecodeError(f"malformed message: unsupported wire type {wire_type}")
+        if pos > size:
+            raise WireDecodeError("malformed message: truncated field")
