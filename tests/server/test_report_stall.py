@@ -14,6 +14,7 @@ import pytest
 
 from mixer.api.mixer_v1 import CHECK_METHOD, REPORT_METHOD
 from mixer.attributes import AttributeValue
+from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
 from mixer.server import DEFAULT_MAX_REPORT_RECORDS
 from mixer.wire import ReportEncoding, encode_check_request, encode_report_request
 from tests.server.support import ServerProcess, launcher, metric_value
@@ -107,3 +108,35 @@ async def test_checks_keep_their_latency_during_the_largest_report(
     records = metric_value(embedded_server.metrics(), "mixer_report_records_total")
     assert records is not None
     assert records >= REPEATS * DEFAULT_MAX_REPORT_RECORDS
+
+
+async def test_a_report_over_the_bound_is_resource_exhausted_without_a_stall(
+    embedded_server: ServerProcess,
+) -> None:
+    # The shape that stalled the server for seconds: 450,000 tiny bags, 3.6 MB, under the size limit.
+    one = encode_report_request([{"request.id": "x"}])
+    element = one.attributes[0].SerializeToString()
+    header = ReportRequest(global_word_count=one.global_word_count, default_words=one.default_words)
+    payload = header.SerializeToString() + (b"\x0a" + bytes([len(element)]) + element) * 450_000
+    assert len(payload) < 4 * 1024 * 1024
+    async with grpc.aio.insecure_channel(embedded_server.grpc_target) as channel:
+        report = channel.unary_unary(REPORT_METHOD)
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await report(payload, timeout=30)
+        elapsed = time.perf_counter() - started
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"more than {DEFAULT_MAX_REPORT_RECORDS} records" in (info.value.details() or "")
+        # Refused after scanning 10,001 elements, not after parsing 450,000 (seconds before).
+        assert elapsed < 2.0, f"refused after {elapsed:.2f}s"
+        over = encode_report_request([{"request.id": "x"}] * (DEFAULT_MAX_REPORT_RECORDS + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await report(over.SerializeToString(), timeout=30)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    exposition = embedded_server.metrics()
+    assert (
+        metric_value(
+            exposition, "mixer_requests_total", api="mixer_v1", method="Report", code="RESOURCE_EXHAUSTED"
+        )
+        == 2
+    )
