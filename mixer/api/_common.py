@@ -18,9 +18,9 @@ from mixer.wire import (
 )
 
 #: Top-level fields of a ReportRequest scanned between two yields to the event loop (a few ms).
-REPORT_SCAN_SLICE: Final = 1024
+REPORT_SCAN_SLICE: Final = 512
 #: Report elements parsed and decoded between two yields (tens of µs each).
-REPORT_DECODE_SLICE: Final = 128
+REPORT_DECODE_SLICE: Final = 64
 
 
 class Admission:

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 MAX_REPORT_ERRORS = 10
 #: How long :meth:`Runtime.report_in_slices` may hold the event loop before it yields (seconds).
 #: Building one Istio request's instances takes 50 to 250 µs, so a slice is some tens of bags.
-REPORT_SLICE_SECONDS: Final = 0.005
+REPORT_SLICE_SECONDS: Final = 0.002
 #: Bags built between two looks at the clock.
 _REPORT_STEP: Final = 8
 
