@@ -545,10 +545,13 @@ class Runtime:
             deadline = started + slice_seconds
             end = position
             batches = self._new_batches()
-            while end < total and perf_counter() < deadline:
+            # At least one step per slice, however late the clock says it is.
+            while True:
                 step = min(total, end + _REPORT_STEP)
                 self._build_report(bags, end, step, batches, tally)
                 end = step
+                if end >= total or perf_counter() >= deadline:
+                    break
             self._dispatch_report(batches, tally)
             position = end
             if position < total:
