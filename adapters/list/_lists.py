@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import re
 from collections.abc import Iterable, Iterator
 from typing import Protocol
+
+from mixer.expr import Regex, RegexError, compile_re2
 
 
 class EntryType(enum.Enum):
@@ -58,31 +59,31 @@ class CaseInsensitiveStringList:
 
 
 class RegexList:
-    """Unanchored searches, as Go's ``regexp.MatchString`` in Mixer's list adapter."""
+    """Unanchored searches, as Go's ``regexp.MatchString`` in Mixer's list adapter: RE2, linear time."""
 
     def __init__(self, entries: Iterable[str]) -> None:
-        patterns: list[re.Pattern[str]] = []
+        patterns: list[Regex] = []
         for entry in entries:
             try:
-                patterns.append(re.compile(entry))
-            except re.error as exc:
+                patterns.append(compile_re2(entry))
+            except RegexError as exc:
                 raise ValueError(f"invalid regular expression {entry!r}: {exc}") from None
         self._count = len(patterns)
         self._patterns = patterns
-        self._combined: re.Pattern[str] | None = None
-        # One alternation scans the value once instead of once per entry; only safe when no
-        # entry has groups (back-references would be renumbered) and inline flags stay local.
-        if patterns and all(p.groups == 0 for p in patterns):
+        self._combined: Regex | None = None
+        # One alternation scans the value once instead of once per entry. RE2 scopes inline flags to
+        # their group and has no backreferences to renumber, so only a budget overrun stops it.
+        if len(patterns) > 1:
             try:
-                self._combined = re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
-            except re.error:
+                self._combined = compile_re2("|".join(f"(?:{p.pattern})" for p in patterns))
+            except RegexError:
                 self._combined = None
 
     def contains(self, value: object) -> bool:
         text = _text(value)
         if self._combined is not None:
-            return self._combined.search(text) is not None
-        return any(p.search(text) is not None for p in self._patterns)
+            return self._combined.search(text)
+        return any(p.search(text) for p in self._patterns)
 
     def __len__(self) -> int:
         return self._count

@@ -46,6 +46,8 @@ from mixer.proto.envoy.data.accesslog.v3.accesslog_pb2 import (
     TLSProperties,
 )
 from mixer.proto.envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage
+from mixer.runtime import yield_for
+from mixer.wire import WireDecodeError, count_entries
 
 if TYPE_CHECKING:
     from mixer.api._registry import ServiceContext
@@ -296,11 +298,46 @@ def _response_flags(flags: ResponseFlags) -> str:
     return ",".join(codes) or "-"
 
 
-def message_bags(
+#: ``http_logs`` and ``tcp_logs``: the fields of a StreamAccessLogsMessage that hold entries.
+_ENTRY_CONTAINERS: Final = frozenset({2, 3})
+#: Entries turned into bags between two yields to the event loop.
+_ENTRY_SLICE: Final = 128
+
+
+async def message_bags_in_slices(
     message: StreamAccessLogsMessage, identifier: Identifier | None, limits: ServiceLimits
 ) -> tuple[str, list[AttributeBag], int]:
+    """:func:`message_bags`, yielding to the event loop every ``_ENTRY_SLICE`` entries."""
+    kind = message.WhichOneof("log_entries") or ""
+    if kind == "http_logs":
+        entries: Any = message.http_logs.log_entry
+    elif kind == "tcp_logs":
+        entries = message.tcp_logs.log_entry
+    else:
+        return "", [], 0
+    if len(entries) <= _ENTRY_SLICE:
+        return message_bags(message, identifier, limits)
+    bags: list[AttributeBag] = []
+    invalid = 0
+    for first in range(0, len(entries), _ENTRY_SLICE):
+        started = perf_counter()
+        kind, some, skipped = message_bags(message, identifier, limits, entries[first : first + _ENTRY_SLICE])
+        bags += some
+        invalid += skipped
+        if first + _ENTRY_SLICE < len(entries):
+            await yield_for(perf_counter() - started)
+    return kind, bags, invalid
+
+
+def message_bags(
+    message: StreamAccessLogsMessage,
+    identifier: Identifier | None,
+    limits: ServiceLimits,
+    only: Any = None,
+) -> tuple[str, list[AttributeBag], int]:
     """The entries of one message as bags: ``(kind, bags, invalid)`` where ``kind`` is ``http``
-    or ``tcp`` (``""`` for a message with no entries) and ``invalid`` counts skipped entries."""
+    or ``tcp`` (``""`` for a message with no entries) and ``invalid`` counts skipped entries.
+    ``only``: these entries of the message instead of all of them."""
     kind = message.WhichOneof("log_entries") or ""
     entries: Any
     build: Callable[[Any, Identifier | None], dict[str, AttributeValue]]
@@ -312,7 +349,7 @@ def message_bags(
         return "", [], 0
     bags: list[AttributeBag] = []
     invalid = 0
-    for entry in entries:
+    for entry in entries if only is None else only:
         try:
             attrs = build(entry, identifier)
             check_limits(attrs, limits, f"{kind} access log entry")
@@ -376,9 +413,12 @@ class EnvoyAccessLogService:
         self.streams += 1
         code = "OK"
         identifier: Identifier | None = None
+        too_large: int | None = None
         try:
             async for data in request_iterator:
-                identifier = self.consume(data, identifier)
+                identifier, too_large = await self.consume(data, identifier)
+                if too_large is not None:
+                    break
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
@@ -386,46 +426,71 @@ class EnvoyAccessLogService:
             self._log.exception("StreamAccessLogs failed unexpectedly")
             code = INTERNAL[0].name
         finally:
+            if too_large is not None:
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED.name
             self.streams -= 1
             self._metrics.observe(code, perf_counter() - started)
         if code == INTERNAL[0].name:
             await context.abort(*INTERNAL)
+        if too_large is not None:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"an access log message has more than {self._limits.max_report_records} entries "
+                "(see --max-report-records)",
+            )
         return b""
 
-    def consume(self, data: bytes, identifier: Identifier | None) -> Identifier | None:
-        """Report the entries of one serialized message; the stream's identifier afterwards."""
+    async def consume(
+        self, data: bytes, identifier: Identifier | None
+    ) -> tuple[Identifier | None, int | None]:
+        """Report the entries of one serialized message.
+
+        :returns: the stream's identifier afterwards, and the entry count when the message has more
+            than ``max_report_records`` entries (nothing of it is reported; the stream should end).
+        """
+        limit = self._limits.max_report_records
         try:
+            # Counted before parsing: parsing hundreds of thousands of tiny entries takes seconds.
+            entries = count_entries(data, _ENTRY_CONTAINERS, limit)
             message: StreamAccessLogsMessage = parse(StreamAccessLogsMessage, data)
-        except EnvoyRequestError as exc:
+        except (EnvoyRequestError, WireDecodeError) as exc:
             self._metrics.decode_errors.inc()
             self._log.debug("skipped an access log message: %s", exc)
-            return identifier
+            return identifier, None
+        if entries > limit:
+            self._metrics.decode_errors.inc()
+            self._log.warning("access log message with more than %d entries refused", limit)
+            return identifier, entries
         if message.HasField("identifier"):
             identifier = message.identifier
-        kind, bags, invalid = message_bags(message, identifier, self._limits)
+        kind, bags, invalid = await message_bags_in_slices(message, identifier, self._limits)
         if not kind:
-            return identifier
+            return identifier, None
         counter = self._entries
         if invalid:
             counter.labels(kind, "invalid").inc(invalid)
         if not bags:
-            return identifier
+            return identifier, None
         if self._admission.full:
             counter.labels(kind, "dropped").inc(len(bags))
-            return identifier
-        # report() never awaits, so the runtime cannot be swapped underneath it: no lease needed.
+            return identifier, None
+        # Dispatch yields between slices, so the runtime is held across them.
+        holder = self._holder
+        runtime = holder.acquire()
         try:
-            status = self._holder.current.report(bags).status
+            status = (await runtime.report_in_slices(bags)).status
         except Exception:
             self._log.exception("access log Report failed unexpectedly")
             counter.labels(kind, "dropped").inc(len(bags))
-            return identifier
+            return identifier, None
+        finally:
+            holder.release(runtime)
         if status.ok:
             counter.labels(kind, "reported").inc(len(bags))
         else:
             self._log.debug("access log entries dropped: %s", status.message)
             counter.labels(kind, "dropped").inc(len(bags))
-        return identifier
+        return identifier, None
 
 
 def grpc_service(context: ServiceContext) -> grpc.GenericRpcHandler:

@@ -56,6 +56,7 @@ from mixer.api._json_attributes import AttributeConversionError, attributes_from
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.client import CheckAnswer, RouteDirectiveAnswer
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult, QuotaRequest
+from mixer.runtime import yield_for
 from mixer.status import Code, http_status
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ __all__ = [
     "auth_attributes",
     "auth_response_headers",
     "check_answer_json",
+    "decode_report_body",
     "http_routes",
     "parse_check_body",
     "parse_report_body",
@@ -349,14 +351,152 @@ def parse_report_body(data: object, manifest: Mapping[str, Any], limits: Service
     records = data["records"]
     if not isinstance(records, list):
         _malformed("records must be an array of attribute objects")
+    if len(records) > limits.max_report_records:
+        raise _too_many_records(limits)
+    return _record_bags(records, 0, manifest, limits)
+
+
+def _record_bags(
+    records: list[Any], first: int, manifest: Mapping[str, Any], limits: ServiceLimits
+) -> list[AttributeBag]:
     bags: list[AttributeBag] = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, first):
         try:
             bags.append(
                 AttributeBag(attributes_from_json(record, manifest, limits, where=f"records[{index}]"))
             )
         except AttributeConversionError as exc:
             _malformed(str(exc))
+    return bags
+
+
+def _too_many_records(limits: ServiceLimits) -> HttpRefusal:
+    return HttpRefusal(
+        413,
+        Code.RESOURCE_EXHAUSTED,
+        f"the report has more than {limits.max_report_records} records (see --max-report-records)",
+    )
+
+
+_REPORT_SHAPE: Final = "the body must be a JSON object {'records': [...]} and nothing else"
+_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_SPACE: Final = re.compile(r"[ \t\n\r]*")
+
+
+class _ReportRecords:
+    """The records of a ``/v1/report`` body, parsed a few at a time.
+
+    ``json.loads`` of a whole 4 MiB body holds the event loop for tens of milliseconds and builds
+    every record before any can be counted; here the object around the array is walked by hand and
+    each record parsed on its own, so the count is known (and refused) record by record.
+    """
+
+    def __init__(self, body: bytes, limits: ServiceLimits) -> None:
+        try:
+            self._text = body.decode(json.detect_encoding(body), "surrogatepass")
+        except UnicodeDecodeError as exc:
+            _malformed(f"the body is not JSON: {exc}")
+        self._limits = limits
+        self.count = 0
+        self.done = False
+        self._pos = self._open()
+
+    def _space(self, pos: int) -> int:
+        match = _JSON_SPACE.match(self._text, pos)
+        assert match is not None  # "*" matches the empty string
+        return match.end()
+
+    def _value(self, pos: int) -> tuple[Any, int]:
+        try:
+            value, end = _JSON_DECODER.raw_decode(self._text, pos)
+        except RecursionError:
+            _malformed("the JSON body is nested too deeply")
+        except ValueError as exc:
+            _malformed(f"the body is not JSON: {exc}")
+        return value, end
+
+    def _open(self) -> int:
+        """The position of the first record, past ``{"records": [``."""
+        text = self._text
+        pos = self._space(0)
+        if not text.startswith("{", pos):
+            self._value(pos)  # not JSON at all: say so, as for any body
+            _malformed(_REPORT_SHAPE)
+        pos = self._space(pos + 1)
+        if not text.startswith('"', pos):
+            self._value(0)
+            _malformed(_REPORT_SHAPE)
+        key, pos = self._value(pos)
+        pos = self._space(pos)
+        if key != "records" or not text.startswith(":", pos):
+            self._value(0)
+            _malformed(_REPORT_SHAPE)
+        pos = self._space(pos + 1)
+        if not text.startswith("[", pos):
+            self._value(0)
+            _malformed("records must be an array of attribute objects")
+        pos = self._space(pos + 1)
+        if text.startswith("]", pos):
+            self._close(pos + 1)
+        return pos
+
+    def _close(self, pos: int) -> None:
+        text = self._text
+        pos = self._space(pos)
+        if not text.startswith("}", pos):
+            self._value(0)
+            _malformed(_REPORT_SHAPE)
+        if self._space(pos + 1) != len(text):
+            self._value(0)
+            _malformed("the body is not JSON: extra data after the object")
+        self.done = True
+
+    def read(self, count: int) -> list[Any]:
+        """Up to ``count`` more records (parsed JSON values).
+
+        :raises HttpRefusal: 400 for malformed JSON or shape, 413 past ``max_report_records``.
+        """
+        text = self._text
+        limit = self._limits.max_report_records
+        records: list[Any] = []
+        pos = self._pos
+        while not self.done and len(records) < count:
+            if self.count == limit:
+                raise _too_many_records(self._limits)
+            record, pos = self._value(pos)
+            records.append(record)
+            self.count += 1
+            pos = self._space(pos)
+            if text.startswith(",", pos):
+                pos = self._space(pos + 1)
+            elif text.startswith("]", pos):
+                self._close(pos + 1)
+            else:
+                self._value(0)
+                _malformed("the body is not JSON: expected ',' or ']' between records")
+        self._pos = pos
+        return records
+
+
+#: Records parsed and converted between two yields to the event loop.
+REPORT_RECORD_SLICE: Final = 128
+
+
+async def decode_report_body(
+    body: bytes, manifest: Mapping[str, Any], limits: ServiceLimits
+) -> list[AttributeBag]:
+    """:func:`parse_report_body` of a raw body, a slice of records at a time with yields between.
+
+    :raises HttpRefusal: 400 naming what is wrong; 413 past ``limits.max_report_records``.
+    """
+    reader = _ReportRecords(body, limits)
+    bags: list[AttributeBag] = []
+    while not reader.done:
+        started = perf_counter()
+        first = reader.count
+        bags += _record_bags(reader.read(REPORT_RECORD_SLICE), first, manifest, limits)
+        if not reader.done:
+            await yield_for(perf_counter() - started)
     return bags
 
 
@@ -477,14 +617,16 @@ class HttpCheckService:
             raise HttpRefusal(503, Code.UNAVAILABLE, "not ready: no config has loaded yet")
         return holder
 
-    async def _read_json(self, request: web.Request) -> Any:
+    async def _read_body(self, request: web.Request) -> bytes:
         try:
-            body = await request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise HttpRefusal(
                 413, Code.RESOURCE_EXHAUSTED, "the body is over the size limit (see --max-message-size)"
             ) from None
-        return _decode_json(body)
+
+    async def _read_json(self, request: web.Request) -> Any:
+        return _decode_json(await self._read_body(request))
 
     async def _auth(self, request: web.Request) -> web.Response:
         holder = self._holder()
@@ -519,11 +661,15 @@ class HttpCheckService:
         return web.json_response(check_answer_json(outcome), headers={"Cache-Control": "no-store"})
 
     async def _report(self, request: web.Request) -> web.Response:
-        data = await self._read_json(request)
-        # Nothing below awaits, so the runtime cannot be swapped underneath this call (no lease).
-        runtime = self._holder().current
-        bags = parse_report_body(data, runtime.config.manifest, self._limits)
-        status = runtime.report(bags).status
+        body = await self._read_body(request)
+        holder = self._holder()
+        # Decoding and dispatch yield between slices, so the runtime is held across them.
+        runtime = holder.acquire()
+        try:
+            bags = await decode_report_body(body, runtime.config.manifest, self._limits)
+            status = (await runtime.report_in_slices(bags)).status
+        finally:
+            holder.release(runtime)
         if not status.ok:
             raise HttpRefusal(http_status(status.code), status.code, status.message)
         return web.json_response({"status": "OK", "records": len(bags)}, status=202)

@@ -10,6 +10,7 @@ Every call ends in exactly one of these (see docs/serving.md for the table):
 - Report: an empty ReportResponse once every bag is in its handlers' queues; the runtime's
   :attr:`ReportOutcome.status <mixer.runtime.ReportOutcome.status>` otherwise (UNAVAILABLE when a
   handler is overloaded, UNKNOWN with the reasons when instances or handlers failed).
+- RESOURCE_EXHAUSTED for a Report of more bags than ``ServiceLimits.max_report_records``.
 - INVALID_ARGUMENT for a malformed request or one over a decoding limit; INTERNAL for a
   ``global_word_count`` above this server's dictionary; UNAVAILABLE when the process already has
   ``Admission.limit`` requests in flight; DEADLINE_EXCEEDED when the caller's deadline passes
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
-from mixer.api._common import Admission, ServiceLimits
+from mixer.api._common import Admission, ServiceLimits, decode_report_in_slices
 from mixer.api._details import rate_limit_details
 from mixer.api._status import DEADLINE_EXCEEDED, INTERNAL, OVERLOADED, decode_failure, grpc_code
 from mixer.status import Code
@@ -34,7 +35,6 @@ from mixer.wire import (
     WireDecodeError,
     build_check_response,
     decode_check_request,
-    decode_report_request,
 )
 
 if TYPE_CHECKING:
@@ -154,38 +154,39 @@ class MixerV1Service:
         if admission.in_flight >= admission.limit:
             metrics.observe(OVERLOADED[0].name, perf_counter() - started)
             await context.abort(*OVERLOADED)
-        # Nothing below awaits, so the runtime cannot be swapped or shut down underneath this call
-        # and no other call can observe it in flight: no lease, no in-flight count.
-        runtime = self._holder.current
+        # A large Report is decoded and dispatched in slices that yield to the event loop, so it
+        # holds its runtime (a reload may swap runtimes meanwhile) and counts as in flight.
+        admission.in_flight += 1
+        self.in_flight += 1
+        holder = self._holder
+        runtime = holder.acquire()
+        code = "OK"
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
-            limits = self._limits
-            bags = decode_report_request(
-                request,
-                runtime.config.manifest,
-                max_attributes=limits.max_attributes,
-                max_string_length=limits.max_string_length,
-                max_map_entries=limits.max_map_entries,
-            )
-        except (WireDecodeError, GlobalDictionaryMismatch) as exc:
-            metrics.decode_errors.inc()
-            failure = decode_failure(exc)
-        except Exception:
-            self._log.exception("Report failed to decode unexpectedly")
-            failure = INTERNAL
-        else:
             try:
-                status = runtime.report(bags).status
-            except Exception:
-                self._log.exception("Report failed unexpectedly")
-                failure = INTERNAL
+                bags = await decode_report_in_slices(request, runtime.config.manifest, self._limits)
+            except (WireDecodeError, GlobalDictionaryMismatch) as exc:
+                metrics.decode_errors.inc()
+                failure = decode_failure(exc)
             else:
+                status = (await runtime.report_in_slices(bags)).status
                 if status.code is not Code.OK:
                     failure = (grpc_code(status.code), status.message)
+        except asyncio.CancelledError:
+            code = "DEADLINE_EXCEEDED" if _expired(context) else "CANCELLED"
+            raise
+        except Exception:
+            self._log.exception("Report failed unexpectedly")
+            failure = INTERNAL
+        finally:
+            holder.release(runtime)
+            admission.in_flight -= 1
+            self.in_flight -= 1
+            if failure is not None:
+                code = failure[0].name
+            metrics.observe(code, perf_counter() - started)
         if failure is None:
-            metrics.observe("OK", perf_counter() - started)
             return _EMPTY_REPORT_RESPONSE
-        metrics.observe(failure[0].name, perf_counter() - started)
         await context.abort(*failure)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 

@@ -39,6 +39,7 @@ from prometheus_client import Counter, Gauge
 from mixer.api._common import ServiceLimits
 from mixer.api._json_attributes import AttributeConversionError, check_limits
 from mixer.attributes import AttributeBag, AttributeValue
+from mixer.runtime import yield_for
 from mixer.status import Code
 
 if TYPE_CHECKING:
@@ -415,16 +416,24 @@ class SyslogReceiver:
                 async with asyncio.timeout(self._flush_interval):
                     await self._wakeup.wait()
             self._wakeup.clear()
-            self.flush()
+            # A full queue is many batches: the loop gets a turn between two of them.
+            pending = self._pending
+            while pending:
+                started = perf_counter()
+                self._report(self._next_batch())
+                if pending:
+                    await yield_for(perf_counter() - started)
 
     def flush(self) -> None:
         """Report everything queued now, in batches of at most ``batch_size``."""
+        while self._pending:
+            self._report(self._next_batch())
+
+    def _next_batch(self) -> list[AttributeBag]:
         pending, sizes = self._pending, self._sizes
-        while pending:
-            count = min(self._batch_size, len(pending))
-            batch = [pending.popleft() for _ in range(count)]
-            self._pending_bytes -= sum(sizes.popleft() for _ in range(count))
-            self._report(batch)
+        count = min(self._batch_size, len(pending))
+        self._pending_bytes -= sum(sizes.popleft() for _ in range(count))
+        return [pending.popleft() for _ in range(count)]
 
     def _report(self, batch: list[AttributeBag]) -> None:
         started = perf_counter()

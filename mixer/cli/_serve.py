@@ -21,7 +21,12 @@ from mixer.server import (
     ListenAddress,
     ServeOptions,
 )
-from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
+from mixer.wire import (
+    DEFAULT_MAX_ATTRIBUTES,
+    DEFAULT_MAX_MAP_ENTRIES,
+    DEFAULT_MAX_REPORT_RECORDS,
+    DEFAULT_MAX_STRING_LENGTH,
+)
 
 _SIZE = re.compile(r"(\d+)\s*(|k|ki|kib|kb|m|mi|mib|mb)", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "ki": 1024, "kib": 1024, "kb": 1024}
@@ -179,6 +184,16 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"entries per string map before INVALID_ARGUMENT (default {DEFAULT_MAX_MAP_ENTRIES})",
     )
+    p.add_argument(
+        "--max-report-records",
+        type=int,
+        default=DEFAULT_MAX_REPORT_RECORDS,
+        metavar="N",
+        help=(
+            "bags per Report, records per HTTP report or access-log message, before "
+            f"RESOURCE_EXHAUSTED / HTTP 413 (default {DEFAULT_MAX_REPORT_RECORDS})"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -209,6 +224,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_attributes=args.max_attributes,
         max_string_length=args.max_string_length,
         max_map_entries=args.max_map_entries,
+        max_report_records=args.max_report_records,
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

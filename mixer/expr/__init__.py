@@ -13,6 +13,7 @@ from mixer.expr._errors import (
     ExpressionSyntaxError,
     ExpressionTypeError,
 )
+from mixer.expr._regex import PatternCacheStats, Regex, RegexError, compile_re2, request_pattern_stats
 
 __all__ = [
     "AbsentAttributeError",
@@ -21,7 +22,12 @@ __all__ = [
     "ExpressionError",
     "ExpressionSyntaxError",
     "ExpressionTypeError",
+    "PatternCacheStats",
+    "Regex",
+    "RegexError",
     "compile",
+    "compile_re2",
     "evaluate",
     "referenced_names",
+    "request_pattern_stats",
 ]

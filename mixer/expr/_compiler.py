@@ -24,7 +24,7 @@ from mixer.attributes import (
 from mixer.expr import _functions as fn
 from mixer.expr._errors import AbsentAttributeError, EvaluationError, ExpressionTypeError
 from mixer.expr._parser import Attribute, Binary, Call, Chain, Index, Literal, Node, Unary, parse
-from mixer.expr._regex import RegexError, compile_re2
+from mixer.expr._regex import REQUEST_PATTERNS, RegexError, compile_re2
 from mixer.expr._types import CONVERTERS, NUMERIC, ORDERED, ConversionError
 
 # Values are typed by the checker, not by Python's type system, so closures handle them as Any.
@@ -743,14 +743,9 @@ class _Checker:
 
     def _regex(self, pattern: _Code, subject: _Code, pos: int) -> _Code:
         if not pattern.is_const:
-
-            def search(p: str, s: str) -> bool:
-                try:
-                    return compile_re2(p).search(s) is not None
-                except RegexError as exc:
-                    raise fn.OpError(f"invalid regular expression {p!r}: {exc}") from None
-
-            return self._apply(search, _B, [pattern, subject], pos, fallible=True)
+            # A pattern from the request: RE2 bounds its cost; one RE2 refuses matches nothing and is
+            # counted, so a caller cannot turn a rule's match into an error.
+            return self._apply(REQUEST_PATTERNS.search, _B, [pattern, subject], pos, fallible=False)
         source = pattern.const
         assert isinstance(source, str)
         try:
@@ -759,9 +754,10 @@ class _Checker:
             raise self._error(f"invalid regular expression {source!r}: {exc}", pos) from None
         find = compiled.search
         if subject.is_const:
-            return _constant(_B, find(subject.const) is not None)
+            assert isinstance(subject.const, str)
+            return _constant(_B, find(subject.const))
         s = subject.strict
-        return _Code(_B, lambda bag: find(s(bag)) is not None, subject.names)
+        return _Code(_B, lambda bag: find(s(bag)), subject.names)
 
 
 def _compare_attribute(name: str, const: Value, negate: bool, pos: int) -> Evaluator:

@@ -1,184 +1,190 @@
-"""RE2 patterns on Python's ``re``: reject what RE2 lacks, translate what differs.
+"""RE2 patterns, matched in time linear in the text: Go's regexp dialect on Google's RE2 engine.
 
-Mixer evaluated ``matches`` with Go's regexp (RE2). A pattern accepted here must mean the same as in
-Go, so constructs ``re`` has and RE2 lacks (backreferences, lookaround, possessive and atomic groups,
-conditionals) are errors instead of silently working.
+Mixer evaluated ``matches`` (and the list adapter its REGEX entries) with Go's regexp, an RE2
+engine. RE2 has no backtracking, so no pattern, however nested its quantifiers, costs more than
+linear time in the text, and the constructs that would need backtracking (backreferences,
+lookaround, possessive and atomic groups) are refused when the pattern is compiled.
+
+The ``re2`` module's own ``compile`` keeps every pattern it has seen in an LRU cache bounded only by
+count (each entry may hold up to its memory budget, 8 MiB by default), so patterns are compiled here
+through the engine object directly: a config pattern lives as long as the rule or list holding it,
+and patterns a caller supplies go through :class:`PatternCache`, bounded in bytes.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Final
+import threading
+from dataclasses import dataclass
+from typing import Any, Final
+
+import re2
 
 from mixer.cache import ByteLRU
 
-_POSIX_CLASSES: Final = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_FLAGS: Final = frozenset("imsU")
+_ENGINE: Final[Any] = re2._re2.RE2
+_UNANCHORED: Final[Any] = _ENGINE.Anchor.UNANCHORED
+_NO_MATCH: Final = (-1, -1)
+
+#: RE2's own default memory budget per pattern (program and DFA caches).
+CONFIG_MAX_MEM: Final = 8 << 20
+#: The budget of a pattern taken from a request: enough for any sane header-sized pattern, small
+#: enough that the cache of them stays small. A pattern whose program needs more is refused.
+REQUEST_MAX_MEM: Final = 256 << 10
+#: What the cache of request-supplied patterns may hold, in bytes charged per entry.
+REQUEST_CACHE_BYTES: Final = 16 << 20
+
+# RE2 explains refusals in its own terms; these say which Perl feature the pattern needed.
+_HINTS: Final = (
+    ("invalid perl operator: (?=", "lookaround assertions are not supported by RE2"),
+    ("invalid perl operator: (?!", "lookaround assertions are not supported by RE2"),
+    ("invalid perl operator: (?<=", "lookaround assertions are not supported by RE2"),
+    ("invalid perl operator: (?<!", "lookaround assertions are not supported by RE2"),
+    ("invalid perl operator: (?>", "atomic groups are not supported by RE2"),
+    ("invalid perl operator: (?(", "conditional groups are not supported by RE2"),
+    ("bad repetition operator: ++", "possessive quantifiers are not supported by RE2"),
+    ("bad repetition operator: *+", "possessive quantifiers are not supported by RE2"),
+    ("bad repetition operator: ?+", "possessive quantifiers are not supported by RE2"),
+    ("bad repetition operator: }+", "possessive quantifiers are not supported by RE2"),
+)
 
 
 class RegexError(ValueError):
-    """The pattern is not valid RE2 (or uses RE2 syntax this implementation does not support)."""
+    """The pattern is not valid RE2 (Go regexp) syntax, or needs more memory than its budget."""
 
 
-def translate(pattern: str) -> str:
-    """The Python ``re`` pattern (compiled with re.ASCII) that matches what RE2 ``pattern`` matches."""
-    out: list[str] = []
-    multiline = False
+def _options(max_mem: int) -> Any:
+    options = re2.Options()
+    # Refusals are reported to the caller; RE2 would also print each one to stderr.
+    options.log_errors = False
+    options.max_mem = max_mem
+    return options
+
+
+_CONFIG_OPTIONS: Final = _options(CONFIG_MAX_MEM)
+_REQUEST_OPTIONS: Final = _options(REQUEST_MAX_MEM)
+
+
+def _encode(text: str) -> bytes:
+    # Lone surrogates (JSON "\ud800") cannot be UTF-8; passed through they are invalid bytes that
+    # RE2 matches only where a pattern allows any byte, as Go treats invalid UTF-8.
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _refuse_go_differences(pattern: str) -> None:
+    """Refuse what RE2 accepts and Go's regexp does not, so a pattern means the same in both."""
     i = 0
     n = len(pattern)
-    in_class = False
     while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= n:
-                raise RegexError("trailing backslash")
-            esc = pattern[i + 1]
-            if esc.isdigit() and esc != "0":
-                raise RegexError(f"backreference \\{esc} is not supported by RE2")
-            if esc == "Q":
-                end = pattern.find("\\E", i + 2)
-                literal = pattern[i + 2 :] if end < 0 else pattern[i + 2 : end]
-                out.append(re.escape(literal))
-                i = n if end < 0 else end + 2
-                continue
-            if esc == "z":
-                out.append("\\Z")
-            elif esc in "ZGC" or esc in "pP":
-                raise RegexError(f"\\{esc} is not supported")
-            elif esc == "x" and pattern.startswith("{", i + 2):
-                end = pattern.find("}", i + 3)
-                digits = pattern[i + 3 : end] if end >= 0 else ""
-                try:
-                    code = int(digits, 16)
-                    char = chr(code)
-                except (ValueError, OverflowError):
-                    raise RegexError(f"invalid \\x{{{digits}}} escape") from None
-                out.append(re.escape(char))
-                i = end + 1
-                continue
-            else:
-                out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if ch == "[" and pattern.startswith("[:", i):
-                end = pattern.find(":]", i + 2)
-                name = pattern[i + 2 : end] if end >= 0 else ""
-                if name.startswith("^"):
-                    raise RegexError(f"negated class [:{name}:] is not supported")
-                if name not in _POSIX_CLASSES:
-                    raise RegexError(f"unknown character class [:{name}:]")
-                out.append(_POSIX_CLASSES[name])
-                i = end + 2
-                continue
-            if ch == "[" or ch in "&~|" or (ch == "-" and out[-1] == "-"):
-                # Python warns about (and may one day change) "[" and doubled "&&", "~~", "||", "--"
-                # inside a class (future set operations); escaped, they are literals in both dialects.
-                out.append("\\" + ch)
-            else:
-                if ch == "]":
-                    in_class = False
-                out.append(ch)
+        if pattern[i] != "\\" or i + 1 >= n:
             i += 1
             continue
-        if ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                # A "]" first in a class is a literal in both dialects.
-                out.append("\\]")
-                i += 1
+        esc = pattern[i + 1]
+        if esc == "C":
+            raise RegexError("\\C is not supported")
+        if esc == "Q":
+            end = pattern.find("\\E", i + 2)
+            i = n if end < 0 else end + 2
             continue
-        if ch == "(" and pattern.startswith("(?", i):
-            i = _group_prefix(pattern, i, out)
-            if "m" in out[-1] and not out[-1].startswith("(?P"):
-                multiline = True
-            continue
-        if ch in "*+?}" and i + 1 < n and pattern[i + 1] == "+":
-            raise RegexError("possessive quantifiers are not supported by RE2")
-        if ch == "$":
-            out.append("$" if multiline else "\\Z")
-            i += 1
-            continue
-        out.append(ch)
-        i += 1
-    if in_class:
-        raise RegexError("missing closing ]")
-    return "".join(out)
+        i += 2
 
 
-def _group_prefix(pattern: str, i: int, out: list[str]) -> int:
-    rest = pattern[i + 2 :]
-    if rest.startswith(("=", "!", "<=", "<!")):
-        raise RegexError("lookaround assertions are not supported by RE2")
-    if rest.startswith(">"):
-        raise RegexError("atomic groups are not supported by RE2")
-    if rest.startswith("("):
-        raise RegexError("conditional groups are not supported by RE2")
-    if rest.startswith("P="):
-        raise RegexError("backreferences are not supported by RE2")
-    if rest.startswith(("P<", "<")):
-        start = i + 2 + (2 if rest.startswith("P<") else 1)
-        end = pattern.find(">", start)
-        if end < 0:
-            raise RegexError("unterminated group name")
-        out.append(f"(?P<{pattern[start:end]}>")
-        return end + 1
-    j = i + 2
-    while j < len(pattern) and pattern[j] in _FLAGS | {"-"}:
-        j += 1
-    flags = pattern[i + 2 : j]
-    if j >= len(pattern) or pattern[j] not in ":)" or (not flags and pattern[j] == ")"):
-        raise RegexError(f"invalid or unsupported group syntax {pattern[i : j + 1]!r}")
-    if "U" in flags:
-        raise RegexError("the U (ungreedy) flag is not supported")
-    if pattern[j] == ")" and i != 0:
-        # Python accepts inline flags only at the very start; RE2 scopes them to the enclosing group.
-        raise RegexError("flags are supported only at the start of the pattern or as (?flags:...)")
-    out.append(pattern[i : j + 1])
-    return j + 1
+@dataclass(frozen=True, slots=True, eq=False)
+class Regex:
+    """A compiled RE2 pattern; :meth:`search` is Go's ``regexp.MatchString`` (unanchored)."""
+
+    pattern: str
+    engine: Any
+    #: Bytes charged for holding it: the pattern and the memory budget RE2 may grow into.
+    cost: int
+
+    def search(self, text: str) -> bool:
+        data = _encode(text)
+        spans = self.engine.Match(_UNANCHORED, data, 0, len(data))
+        return bool(spans[0] != _NO_MATCH)
 
 
-def compile_re2(pattern: str) -> re.Pattern[str]:
-    """A compiled search pattern for RE2 ``pattern``; cached for patterns only known at run time.
+def _compile(pattern: str, options: Any, max_mem: int) -> Regex:
+    _refuse_go_differences(pattern)
+    encoded = _encode(pattern)
+    engine = _ENGINE(encoded, options)
+    if not engine.ok():
+        message = engine.error().decode("utf-8", "replace")
+        for prefix, hint in _HINTS:
+            if message.startswith(prefix):
+                raise RegexError(hint)
+        if message == "invalid perl operator: (?P" and "(?P=" in pattern:
+            raise RegexError("backreferences are not supported by RE2")
+        if message.startswith("invalid escape sequence: \\") and message[-1:].isdigit():
+            raise RegexError(f"backreference {message[-2:]} is not supported by RE2")
+        raise RegexError(message)
+    return Regex(pattern, engine, len(encoded) + max_mem)
 
-    The cache is bounded in bytes: a pattern may come from a request, and may be long.
+
+def compile_re2(pattern: str) -> Regex:
+    """``pattern`` compiled with RE2's default budget: for patterns from configuration.
+
+    :raises RegexError: the pattern is not valid Go regexp syntax; the message says why.
     """
-    compiled = _COMPILED.get(pattern)
-    if compiled is None:
-        translated = translate(pattern)
-        try:
-            compiled = re.compile(translated, re.ASCII)
-        except re.error as exc:
-            raise RegexError(str(exc)) from None
-        _COMPILED.put(pattern, compiled)
-    return compiled
+    return _compile(pattern, _CONFIG_OPTIONS, CONFIG_MAX_MEM)
 
 
-def _compiled_size(pattern: str, compiled: re.Pattern[str]) -> int:
-    # A compiled pattern takes several times its text; the factor errs on the high side.
-    return 8 * len(pattern) + 1000
+@dataclass(frozen=True, slots=True)
+class PatternCacheStats:
+    entries: int
+    bytes: int
+    capacity_bytes: int
+    evictions: int
+    refused: int
 
 
-_COMPILED: ByteLRU[str, re.Pattern[str]] = ByteLRU(
-    4 * 1024 * 1024, max_entries=256, size=_compiled_size, name="expr.runtime_patterns"
-)
+class PatternCache:
+    """Compiled patterns that callers supplied, least recently used first out, bounded in bytes.
+
+    A pattern RE2 refuses is counted (:attr:`refused`) and matches nothing: a caller's bad pattern is
+    the caller's problem, not an error of the configured rule. Each entry is charged its pattern
+    plus the memory budget RE2 may use for it.
+    """
+
+    def __init__(self, capacity_bytes: int = REQUEST_CACHE_BYTES, max_mem: int = REQUEST_MAX_MEM) -> None:
+        self._max_mem = max_mem
+        self._options = _options(max_mem)
+        self._entries: ByteLRU[str, Regex] = ByteLRU(
+            capacity_bytes, size=lambda _pattern, regex: regex.cost, name="expr.request_patterns"
+        )
+        # Expressions may be evaluated off the event loop (tests, tools); the LRU itself is not
+        # thread-safe.
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    @property
+    def evictions(self) -> int:
+        return self._entries.evictions
+
+    def search(self, pattern: str, text: str) -> bool:
+        """Whether ``pattern`` (RE2) is found in ``text``; ``False`` when RE2 refuses the pattern."""
+        with self._lock:
+            regex = self._entries.get(pattern)
+        if regex is None:
+            try:
+                regex = _compile(pattern, self._options, self._max_mem)
+            except RegexError:
+                with self._lock:
+                    self.refused += 1
+                return False
+            with self._lock:
+                self._entries.put(pattern, regex)
+        return regex.search(text)
+
+    def stats(self) -> PatternCacheStats:
+        with self._lock:
+            held = self._entries.stats()
+        return PatternCacheStats(held.entries, held.bytes, held.max_bytes, held.evictions, self.refused)
+
+
+#: The process's cache of patterns taken from requests (``request.headers["x"].matches(...)``).
+REQUEST_PATTERNS: Final = PatternCache()
+
+
+def request_pattern_stats() -> PatternCacheStats:
+    """The counts of the process's cache of request-supplied patterns (for the server's metrics)."""
+    return REQUEST_PATTERNS.stats()

@@ -103,10 +103,11 @@ from mixer.runtime._outcomes import (
     RuntimeDelta,
     RuntimeStats,
 )
-from mixer.runtime._runtime import Runtime
+from mixer.runtime._runtime import REPORT_SLICE_SECONDS, Runtime, yield_for
 
 __all__ = [
     "IDENTITY_NAMESPACE_ATTRIBUTES",
+    "REPORT_SLICE_SECONDS",
     "CheckOutcome",
     "HeaderOperationResult",
     "QuotaOutcome",
@@ -117,4 +118,5 @@ __all__ = [
     "RuntimeDelta",
     "RuntimeStats",
     "build_runtime",
+    "yield_for",
 ]

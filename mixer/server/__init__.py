@@ -45,6 +45,7 @@ from mixer.server._options import (
 )
 from mixer.server._reload import ConfigSource, Reloader
 from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, WorkerSupervisor, run_workers
+from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_HTTP_LISTEN",
     "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MAX_REPORT_RECORDS",
     "DEFAULT_RELOAD_INTERVAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "EXIT_FAILURE",

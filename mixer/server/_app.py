@@ -72,6 +72,7 @@ class MixerServer:
             max_attributes=options.max_attributes,
             max_string_length=options.max_string_length,
             max_map_entries=options.max_map_entries,
+            max_report_records=options.max_report_records,
             check_timeout=options.check_timeout,
         )
         self.grpc_address: ListenAddress | None = None
@@ -290,6 +291,8 @@ class MixerServer:
             await self._reloader.close(left(0.25))
         if self._holder is not None:
             runtime: Runtime = self._holder.current
+            # HTTP reports yield between slices and hold the runtime: let those in flight finish.
+            await self._holder.drained(runtime, left(0.3))
             logger.info("stopping: draining handlers of generation %d", runtime.generation)
             # Keep a slice for the plugins' hooks and closing the HTTP port.
             await runtime.shutdown(left(0.9))

@@ -22,8 +22,9 @@ class RuntimeHolder:
 
     A request that awaits takes its runtime with :meth:`acquire` and hands it back with
     :meth:`release`, so a reload can wait (:meth:`drained`) until the requests that started on the
-    retired runtime have finished before shutting its handlers down. A request that never awaits
-    (Report) may read :attr:`current` directly: nothing can swap it underneath.
+    retired runtime have finished before shutting its handlers down; Reports count, since they
+    yield between slices. Code that never awaits between reading :attr:`current` and finishing
+    with it (a syslog batch) may read it directly: nothing can swap it underneath.
     """
 
     __slots__ = ("_active", "_waiters", "current", "info")

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mixer import __version__
 from mixer.collectors import AdapterCollectors
 from mixer.delivery import DeliveryCollector
+from mixer.expr import request_pattern_stats
 from mixer.quota._redis_metrics import RedisQuotaCollector
 from mixer.runtime import RuntimeStats
 
@@ -146,6 +147,7 @@ class ServerMetrics:
         registry.register(DeliveryCollector())
         registry.register(RedisQuotaCollector())
         registry.register(AdapterCollectors())
+        registry.register(RequestPatternCollector())
 
     def method(self, api: str, method: str) -> MethodMetrics:
         return MethodMetrics(self, api, method)
@@ -208,3 +210,28 @@ class RuntimeStatsCollector(Collector):
             for handler, count in sorted(counts.items()):
                 family.add_metric([handler], count)
             yield family
+
+
+class RequestPatternCollector(Collector):
+    """Exports the process's cache of regular expressions taken from requests, read when scraped."""
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        stats = request_pattern_stats()
+        yield CounterMetricFamily(
+            "mixer_request_regex_refused",
+            "Regular expressions taken from requests that RE2 refused (each matched nothing)",
+            value=stats.refused,
+        )
+        yield CounterMetricFamily(
+            "mixer_request_regex_cache_evictions",
+            "Compiled request regular expressions dropped from the cache to stay within its bytes",
+            value=stats.evictions,
+        )
+        yield GaugeMetricFamily(
+            "mixer_request_regex_cache_bytes",
+            "Bytes charged to the cache of compiled request regular expressions",
+            value=stats.bytes,
+        )

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Final
 
 from mixer.server._net import ListenAddress
-from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
+from mixer.wire import (
+    DEFAULT_MAX_ATTRIBUTES,
+    DEFAULT_MAX_MAP_ENTRIES,
+    DEFAULT_MAX_REPORT_RECORDS,
+    DEFAULT_MAX_STRING_LENGTH,
+)
 
 #: istio.mixer.v1's conventional port, on loopback unless told otherwise.
 DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:9091"
@@ -52,6 +57,7 @@ class ServeOptions:
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
+    max_report_records: int = DEFAULT_MAX_REPORT_RECORDS
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -74,6 +80,7 @@ class ServeOptions:
             ("--max-attributes", self.max_attributes),
             ("--max-string-length", self.max_string_length),
             ("--max-map-entries", self.max_map_entries),
+            ("--max-report-records", self.max_report_records),
         ):
             if value < 1:
                 problems.append(f"{flag} must be at least 1")
@@ -130,6 +137,8 @@ class ServeOptions:
             str(self.max_string_length),
             "--max-map-entries",
             str(self.max_map_entries),
+            "--max-report-records",
+            str(self.max_report_records),
         ]
         if self.syslog_listen is not None:
             argv += ["--syslog-listen", self.syslog_listen]

@@ -18,8 +18,11 @@ from mixer.wire._check import (
 from mixer.wire._decode import (
     DEFAULT_MAX_ATTRIBUTES,
     DEFAULT_MAX_MAP_ENTRIES,
+    DEFAULT_MAX_REPORT_RECORDS,
     DEFAULT_MAX_STRING_LENGTH,
     DecodedCheck,
+    ReportReader,
+    count_entries,
     decode_attributes,
     decode_check_request,
     decode_report_request,
@@ -38,12 +41,13 @@ from mixer.wire._encode import (
     encode_report_request,
     timestamp_of,
 )
-from mixer.wire._errors import GlobalDictionaryMismatch, WireDecodeError
+from mixer.wire._errors import GlobalDictionaryMismatch, ReportTooLarge, WireDecodeError
 from mixer.wire._maps import FrozenStringMap
 
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTES",
     "DEFAULT_MAX_MAP_ENTRIES",
+    "DEFAULT_MAX_REPORT_RECORDS",
     "DEFAULT_MAX_STRING_LENGTH",
     "GLOBAL_WORDS",
     "GLOBAL_WORD_COUNT",
@@ -52,9 +56,12 @@ __all__ = [
     "FrozenStringMap",
     "GlobalDictionaryMismatch",
     "ReportEncoding",
+    "ReportReader",
+    "ReportTooLarge",
     "WireDecodeError",
     "build_check_response",
     "check_global_word_count",
+    "count_entries",
     "decode_attributes",
     "decode_check_request",
     "decode_referenced_attributes",

@@ -10,7 +10,7 @@ key, and only then does a slow pass work out which index was wrong and say so.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeVar
@@ -32,7 +32,7 @@ from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
 from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
 from mixer.wire._dictionary import GLOBAL_WORD_COUNT, GLOBAL_WORDS, check_global_word_count
-from mixer.wire._errors import WireDecodeError
+from mixer.wire._errors import ReportTooLarge, WireDecodeError
 from mixer.wire._maps import FrozenStringMap
 
 #: Istio 1.4 proxies send 30 to 60 attributes; a thousand leaves room for custom ones.
@@ -42,6 +42,8 @@ DEFAULT_MAX_ATTRIBUTES: Final = 1000
 DEFAULT_MAX_STRING_LENGTH: Final = 256 * 1024
 #: Entries of one STRING_MAP (Envoy allows 100 request headers by default).
 DEFAULT_MAX_MAP_ENTRIES: Final = 1000
+#: Bags in one Report (records in one HTTP report). Istio 1.4 proxies batch about a thousand.
+DEFAULT_MAX_REPORT_RECORDS: Final = 10_000
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NANOS_PER_SECOND: Final = 1_000_000_000
@@ -438,6 +440,7 @@ def decode_report_request(
     data: bytes | bytearray | memoryview | ReportRequest,
     manifest: Mapping[str, ValueType] = ISTIO_MANIFEST,
     *,
+    max_records: int = DEFAULT_MAX_REPORT_RECORDS,
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES,
@@ -446,44 +449,263 @@ def decode_report_request(
 
     An element whose own word list is empty resolves its indices against ``default_words``.
     Under DELTA_ENCODING bag k holds element 0 updated by elements 1..k (``max_attributes``
-    then bounds the accumulated bag); under INDEPENDENT_ENCODING each element is whole.
+    then bounds the accumulated bag); under INDEPENDENT_ENCODING each element is whole. A server
+    decodes through :class:`ReportReader` instead, a slice at a time.
 
+    :raises ReportTooLarge: more than ``max_records`` elements.
     :raises GlobalDictionaryMismatch: the client used more global words than this server knows.
     :raises WireDecodeError: anything malformed; the message names the element.
     """
-    limits = _limits(max_attributes, max_string_length, max_map_entries)
-    msg = data if isinstance(data, ReportRequest) else _parse(ReportRequest, data)
-    check_global_word_count(msg.global_word_count)
-    semantics = msg.repeated_attributes_semantics
-    if semantics != _INDEPENDENT and semantics != _DELTA:  # noqa: PLR1714 - enum ints, not a set
-        raise WireDecodeError(f"unknown repeated_attributes_semantics {int(semantics)}")
-    ip_names = _ISTIO_IP_NAMES if manifest is ISTIO_MANIFEST else _ip_names(manifest)
-    default_table: dict[int, str] | None = None
-    decode = _decode_values
-    bags: list[AttributeBag] = []
-    append = bags.append
-    delta = semantics == _DELTA
-    current: dict[str, AttributeValue] = {}
-    for position, element in enumerate(msg.attributes):
-        try:
-            own_words = element.words
-            if own_words:
-                table = _lookup_table(own_words, limits)
+    if isinstance(data, ReportRequest):
+        if len(data.attributes) > max_records:
+            raise _too_large(max_records)
+        elements = _ReportElements(
+            data, manifest, _limits(max_attributes, max_string_length, max_map_entries)
+        )
+        return elements.decode(data.attributes, 0)
+    reader = ReportReader(
+        data,
+        manifest,
+        max_records=max_records,
+        max_attributes=max_attributes,
+        max_string_length=max_string_length,
+        max_map_entries=max_map_entries,
+    )
+    reader.scan(len(reader.data) + 1)
+    return reader.read(max_records)
+
+
+def _too_large(max_records: int) -> ReportTooLarge:
+    return ReportTooLarge(f"the Report has more than {max_records} records (see --max-report-records)")
+
+
+class _ReportElements:
+    """Decodes the elements of one ReportRequest in order, carrying the delta-encoded bag along."""
+
+    __slots__ = ("_current", "_default_table", "_default_words", "_delta", "_ip_names", "_limits")
+
+    def __init__(self, header: ReportRequest, manifest: Mapping[str, ValueType], limits: _Limits) -> None:
+        check_global_word_count(header.global_word_count)
+        semantics = header.repeated_attributes_semantics
+        if semantics != _INDEPENDENT and semantics != _DELTA:  # noqa: PLR1714 - enum ints, not a set
+            raise WireDecodeError(f"unknown repeated_attributes_semantics {int(semantics)}")
+        self._delta = semantics == _DELTA
+        self._default_words = header.default_words
+        self._default_table: dict[int, str] | None = None
+        self._ip_names = _ISTIO_IP_NAMES if manifest is ISTIO_MANIFEST else _ip_names(manifest)
+        self._limits = limits
+        self._current: dict[str, AttributeValue] = {}
+
+    def decode(self, elements: Sequence[CompressedAttributes], first: int) -> list[AttributeBag]:
+        """Bags for ``elements``, the next ones after the ``first`` already decoded."""
+        limits = self._limits
+        ip_names = self._ip_names
+        decode = _decode_values
+        delta = self._delta
+        current = self._current
+        bags: list[AttributeBag] = []
+        append = bags.append
+        for position, element in enumerate(elements, first):
+            try:
+                own_words = element.words
+                if own_words:
+                    table = _lookup_table(own_words, limits)
+                else:
+                    if self._default_table is None:
+                        self._default_table = _lookup_table(self._default_words, limits)
+                    table = self._default_table
+                values = decode(element, table, ip_names, limits)
+                if delta:
+                    if position:
+                        values = {**current, **values}
+                        if len(values) > limits.max_attributes:
+                            raise WireDecodeError(
+                                f"accumulated bag has {len(values)} attributes: exceeds max_attributes "
+                                f"({limits.max_attributes})"
+                            )
+                    current = values
+            except WireDecodeError as exc:
+                raise WireDecodeError(f"report element {position}: {exc}") from None
+            append(AttributeBag(values))
+        self._current = current
+        return bags
+
+
+_REPORT_NAME: Final = ReportRequest.DESCRIPTOR.full_name
+
+
+def _malformed_report(reason: str) -> WireDecodeError:
+    return WireDecodeError(f"malformed {_REPORT_NAME}: {reason}")
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while pos < end and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise WireDecodeError("malformed message: truncated or overlong varint")
+
+
+class ReportReader:
+    """A serialized ReportRequest decoded a slice at a time, so a large one never holds the caller.
+
+    :meth:`scan` walks the message's top-level fields without parsing the elements, and refuses the
+    Report as soon as it sees one element more than ``max_records``, so an oversized Report costs
+    only the scan of its first ``max_records`` elements. :meth:`read` then parses and decodes the
+    next elements. Each call does work bounded by its argument; the caller yields between calls.
+    """
+
+    def __init__(
+        self,
+        data: bytes | bytearray | memoryview,
+        manifest: Mapping[str, ValueType] = ISTIO_MANIFEST,
+        *,
+        max_records: int = DEFAULT_MAX_REPORT_RECORDS,
+        max_attributes: int = DEFAULT_MAX_ATTRIBUTES,
+        max_string_length: int = DEFAULT_MAX_STRING_LENGTH,
+        max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES,
+    ) -> None:
+        self.data = data if isinstance(data, bytes) else bytes(data)
+        self._manifest = manifest
+        self._max_records = max_records
+        self._limits = _limits(max_attributes, max_string_length, max_map_entries)
+        self._pos = 0
+        self._spans: list[tuple[int, int]] = []
+        self._header = bytearray()
+        self._elements: _ReportElements | None = None
+        self._next = 0
+
+    @property
+    def records(self) -> int:
+        """The elements seen so far (all of them once :meth:`scan` has returned ``True``)."""
+        return len(self._spans)
+
+    @property
+    def done(self) -> bool:
+        """Whether every element has been read."""
+        return self._elements is not None and self._next >= len(self._spans)
+
+    def scan(self, fields: int) -> bool:
+        """Walk up to ``fields`` more top-level fields; whether the scan is complete.
+
+        :raises ReportTooLarge: more than ``max_records`` elements.
+        :raises GlobalDictionaryMismatch: (when complete) more global words than this server knows.
+        :raises WireDecodeError: the framing or the fields other than the elements are malformed.
+        """
+        if self._elements is not None:
+            return True
+        data = self.data
+        size = len(data)
+        pos = self._pos
+        spans = self._spans
+        limit = self._max_records
+        while pos < size and fields > 0:
+            fields -= 1
+            start = pos
+            if data[pos] == 0x0A and pos + 2 < size and data[pos + 1] < 0x80:
+                # The common case, an element shorter than 128 bytes, without the general varint loop.
+                end = pos + 2 + data[pos + 1]
+                if end > size:
+                    raise _malformed_report("truncated field")
+                if len(spans) == limit:
+                    raise _too_large(limit)
+                spans.append((start, end))
+                pos = end
+                continue
+            try:
+                tag, pos = _varint(data, pos, size)
+                wire_type = tag & 7
+                if wire_type == 2:
+                    length, pos = _varint(data, pos, size)
+                    end = pos + length
+                elif wire_type == 0:
+                    end = _varint(data, pos, size)[1]
+                else:
+                    end = pos + (4 if wire_type == 5 else 8)
+            except WireDecodeError:
+                raise _malformed_report("truncated or overlong varint") from None
+            if wire_type not in (0, 1, 2, 5):
+                raise _malformed_report(f"unsupported wire type {wire_type}")
+            if end > size:
+                raise _malformed_report("truncated field")
+            if tag == 0x0A:  # field 1, length-delimited: one element of ``attributes``
+                if len(spans) == limit:
+                    raise _too_large(limit)
+                spans.append((start, end))
             else:
-                if default_table is None:
-                    default_table = _lookup_table(msg.default_words, limits)
-                table = default_table
-            values = decode(element, table, ip_names, limits)
-            if delta:
-                if position:
-                    values = {**current, **values}
-                    if len(values) > limits.max_attributes:
-                        raise WireDecodeError(
-                            f"accumulated bag has {len(values)} attributes: exceeds max_attributes "
-                            f"({limits.max_attributes})"
-                        )
-                current = values
-        except WireDecodeError as exc:
-            raise WireDecodeError(f"report element {position}: {exc}") from None
-        append(AttributeBag(values))
-    return bags
+                self._header += data[start:end]
+            pos = end
+        self._pos = pos
+        if pos < size:
+            return False
+        self._elements = _ReportElements(_parse(ReportRequest, self._header), self._manifest, self._limits)
+        return True
+
+    def read(self, count: int) -> list[AttributeBag]:
+        """The bags of the next ``count`` elements (fewer at the end); call after :meth:`scan`.
+
+        :raises WireDecodeError: an element is malformed; the message names it.
+        """
+        elements = self._elements
+        if elements is None:
+            raise RuntimeError("read() before the scan is complete")
+        first = self._next
+        last = min(len(self._spans), first + count)
+        if first >= last:
+            return []
+        # The bytes from the first element's start to the last one's end parse as a ReportRequest
+        # holding exactly those elements (any other field between them is already in the header).
+        chunk = _parse(ReportRequest, self.data[self._spans[first][0] : self._spans[last - 1][1]])
+        self._next = last
+        return elements.decode(chunk.attributes, first)
+
+
+def count_entries(data: bytes, containers: Container[int], limit: int) -> int:
+    """How many field-1 elements the length-delimited top-level fields ``containers`` of a serialized
+    message hold together, counting no further than ``limit + 1`` and parsing nothing.
+
+    For messages shaped like Envoy's ``StreamAccessLogsMessage`` (``http_logs { repeated log_entry
+    = 1 }``): a count over ``limit`` is known after walking ``limit + 1`` entries, however many more
+    the message carries.
+
+    :raises WireDecodeError: the framing is malformed.
+    """
+    count = 0
+    for number, start, end in _length_delimited(data, 0, len(data)):
+        if number in containers:
+            for inner, _, _ in _length_delimited(data, start, end):
+                if inner == 1:
+                    count += 1
+                    if count > limit:
+                        return count
+    return count
+
+
+def _length_delimited(data: bytes, pos: int, size: int) -> Iterator[tuple[int, int, int]]:
+    """``(field number, payload start, payload end)`` of each length-delimited field in the range."""
+    while pos < size:
+        tag, pos = _varint(data, pos, size)
+        wire_type = tag & 7
+        if wire_type == 2:
+            length, pos = _varint(data, pos, size)
+            end = pos + length
+            if end > size:
+                raise WireDecodeError("malformed message: truncated field")
+            yield tag >> 3, pos, end
+            pos = end
+            continue
+        if wire_type == 0:
+            pos = _varint(data, pos, size)[1]
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 1:
+            pos += 8
+        else:
+            raise WireDecodeError(f"malformed message: unsupported wire type {wire_type}")
+        if pos > size:
+            raise WireDecodeError("malformed message: truncated field")

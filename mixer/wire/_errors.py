@@ -13,6 +13,12 @@ class WireDecodeError(ValueError):
     code: ClassVar[Code] = Code.INVALID_ARGUMENT
 
 
+class ReportTooLarge(WireDecodeError):
+    """A Report with more records than the server takes in one call: RESOURCE_EXHAUSTED."""
+
+    code: ClassVar[Code] = Code.RESOURCE_EXHAUSTED
+
+
 class GlobalDictionaryMismatch(ValueError):
     """The client claims more global words than this server knows: the server answers INTERNAL.
 

@@ -59,7 +59,8 @@ CASES: list[tuple[EntryType, list[str], list[object], list[object]]] = [
         ["11.0.0.1", "192.168.1.8", "2001:db9::1", ipaddress.ip_address("172.16.5.8")],
     ),
     (EntryType.REGEX, ["^foo", "bar$", "a.c"], ["foobaz", "xbar", "xxabcxx"], ["baz", "barx"]),
-    (EntryType.REGEX, [r"(a)b\1", "^z"], ["xxabay", "zed"], ["abb"]),
+    # Groups and scoped flags survive the entries' combined alternation.
+    (EntryType.REGEX, [r"(a)b(?i:A)", "^z"], ["xxabay", "xxabAy", "zed"], ["abb", "Zed"]),
 ]
 
 

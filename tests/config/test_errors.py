@@ -8,8 +8,9 @@ import pytest
 
 import mixer.config
 import mixer.config._source
-from mixer.config import ConfigError, ConfigIssue, SourceRef, load_config
+from mixer.config import ConfigError, ConfigIssue, SourceRef, load_config, load_config_text
 from mixer.registry import Registry
+from plugins.manager import create_plugin_manager
 from tests.config.conftest import ErrorsOf, doc, docs
 
 HANDLER = doc("handler", "rec", "compiledAdapter: recorder")
@@ -425,3 +426,47 @@ def test_objects_of_other_controllers_are_skipped_but_not_misplaced_mixer_kinds(
     assert errors[0].startswith("test.yaml: document 3 (handler h.istio-system): apiVersion: Input should be")
     assert errors[1].startswith("test.yaml: document 4 (Service t.istio-system): apiVersion: Input should be")
     assert len(errors) == 2
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(a)\\\\1", "backreference \\1 is not supported by RE2"),
+        ("^(?=admin)", "lookaround assertions are not supported by RE2"),
+    ],
+)
+def test_rule_pattern_re2_refuses_is_a_config_error(errors_of: ErrorsOf, pattern: str, reason: str) -> None:
+    rule = doc(
+        "rule",
+        "r",
+        f"""
+        match: '"{pattern}".matches(request.path)'
+        actions:
+        - handler: rec
+          instances: [count]
+        """,
+    )
+    message = one(errors_of(docs(HANDLER, METRIC, rule)))
+    assert message.startswith(
+        "test.yaml: document 3 (rule r.istio-system): spec.match: invalid regular expression"
+    )
+    assert reason in message
+
+
+def test_list_entry_re2_refuses_is_a_config_error() -> None:
+    registry = create_plugin_manager(load_entry_points=False, blocked=()).registry()
+    handler = doc(
+        "handler",
+        "paths",
+        """
+        compiledAdapter: list
+        params:
+          entryType: REGEX
+          overrides: ["^/ok$", "(a)\\\\1", "^(?!x)"]
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config_text(handler, registry, source_name="lists.yaml", environ={})
+    message = one([str(issue) for issue in info.value.issues])
+    assert message.startswith("lists.yaml: document 1 (handler paths.istio-system): spec.params")
+    assert "invalid regular expression '(a)\\\\1': backreference \\1 is not supported by RE2" in message

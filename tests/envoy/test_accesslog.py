@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from mixer.api import Admission, ServiceLimits
@@ -259,3 +260,51 @@ async def test_a_cancelled_stream_keeps_what_it_sent(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
         assert served.sample("mixer_envoy_access_log_entries_total", kind="tcp", result="reported") == 1
     assert [line["connectionEvent"] for line in read_json_lines(output)] == ["close"]
+
+
+def _many_entries(n: int) -> bytes:
+    message = golden("als_http_message")
+    entry = message.http_logs.log_entry[0]
+    for i in range(1, n):
+        copy = message.http_logs.log_entry.add()
+        copy.CopyFrom(entry)
+        copy.request.request_id = f"many-{i}"
+    return message.SerializeToString()
+
+
+async def test_a_message_of_many_entries_is_reported_in_slices(tmp_path: Path) -> None:
+    output = tmp_path / "access.jsonl"
+    runtime = runtime_of(doc_config("complete"), {"MIXER_ENVOY_ACCESS_LOG": str(output)})
+    async with serve(
+        als, runtime, limits=ServiceLimits(max_string_length=4096, max_report_records=1000)
+    ) as served:
+        assert await served.stream(STREAM_ACCESS_LOGS_METHOD, [_many_entries(1000)]) == b""
+        assert served.sample("mixer_envoy_access_log_entries_total", kind="http", result="reported") == 1000
+    async with asyncio.timeout(10):
+        while len(lines := read_json_lines(output)) < 1000:
+            await asyncio.sleep(0.05)
+    assert [line["requestId"] for line in lines[1:]] == [f"many-{i}" for i in range(1, 1000)]
+
+
+async def test_a_message_over_the_record_bound_ends_the_stream(tmp_path: Path) -> None:
+    output = tmp_path / "access.jsonl"
+    runtime = runtime_of(doc_config("complete"), {"MIXER_ENVOY_ACCESS_LOG": str(output)})
+    async with serve(
+        als, runtime, limits=ServiceLimits(max_string_length=4096, max_report_records=10)
+    ) as served:
+        payloads = [golden_bytes("als_tcp_message"), _many_entries(11), golden_bytes("als_tcp_message")]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await served.stream(STREAM_ACCESS_LOGS_METHOD, payloads)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "more than 10 entries" in (info.value.details() or "")
+        assert served.sample("mixer_envoy_access_log_entries_total", kind="tcp", result="reported") == 1
+        assert served.sample("mixer_envoy_access_log_entries_total", kind="http", result="reported") == 0
+        assert (
+            served.sample(
+                "mixer_requests_total",
+                api="envoy_accesslog",
+                method="StreamAccessLogs",
+                code="RESOURCE_EXHAUSTED",
+            )
+            == 1
+        )

@@ -40,9 +40,14 @@ def test_public_names() -> None:
             "ExpressionError",
             "ExpressionSyntaxError",
             "ExpressionTypeError",
+            "PatternCacheStats",
+            "Regex",
+            "RegexError",
             "compile",
+            "compile_re2",
             "evaluate",
             "referenced_names",
+            "request_pattern_stats",
         ]
     )
 

@@ -368,6 +368,48 @@ async def test_json_report_refuses_malformed_input(served: Served, body: Any, fr
     assert served.count("Report", "INVALID_ARGUMENT") == 1
 
 
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"", "the body is not JSON"),
+        (b"[1]", "the body must be a JSON object"),
+        (b'{"records": [], "more": 1}', "the body must be a JSON object"),
+        (b'{"records": [{}, {}]', "the body is not JSON"),
+        (b'{"records": [{} {}]}', "the body is not JSON"),
+        (b'{"records": [{}]} x', "extra data"),
+        (b'{"records": [{"response.code": NaN}]}', "NaN is not a JSON number"),
+        (b'{"records": [{"a": 1]}', "the body is not JSON"),
+        (b'{"records": 3}', "records must be an array"),
+        (b'{"records": [' + b"[" * 20_000 + b"]", "nested too deeply"),
+    ],
+)
+async def test_json_report_refuses_malformed_bytes(served: Served, raw: bytes, fragment: str) -> None:
+    response = await served.client.post(REPORT_PATH, data=raw, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert fragment in (await body_of(response))["error"]["message"]
+
+
+async def test_json_report_accepts_any_json_spacing(served: Served) -> None:
+    raw = b' \n{ "records" :\t[ { "response.code" : 200 } ,\r\n{ } ] }\n '
+    response = await served.client.post(REPORT_PATH, data=raw, headers={"Content-Type": "application/json"})
+    assert response.status == 202
+    assert await body_of(response) == {"status": "OK", "records": 2}
+
+
+async def test_json_report_over_the_record_bound_is_413(tmp_path: Path) -> None:
+    runtime = await plans_runtime(tmp_path / "reports.jsonl")
+    async with serve(runtime, limits=ServiceLimits(max_report_records=100)) as served:
+        accepted = await served.client.post(REPORT_PATH, json={"records": [{}] * 100})
+        assert accepted.status == 202
+        refused = await served.client.post(REPORT_PATH, json={"records": [{}] * 101})
+        assert refused.status == 413
+        error = (await body_of(refused))["error"]
+        assert error["code"] == "RESOURCE_EXHAUSTED"
+        assert "more than 100 records" in error["message"]
+        assert served.count("Report", "RESOURCE_EXHAUSTED") == 1
+        assert served.count("Report", "OK") == 1
+
+
 async def test_json_report_of_an_overloaded_handler_is_unavailable() -> None:
     runtime = build_runtime(
         config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -289,3 +290,44 @@ def test_an_instance_sent_to_several_handlers_is_built_once_per_bag() -> None:
     shared_in_prom = [i for i in prom_batch.instances if isinstance(i, LogEntryInstance)]
     assert [i.variables for i in shared_in_prom] == [{"path": "/a"}, {"path": "/b"}]
     assert all(a is b for a, b in zip(log_batch.instances, shared_in_prom, strict=True))
+
+
+async def test_sliced_report_hands_over_what_report_does_and_yields_between_slices() -> None:
+    paths = [f"/{i}" for i in range(2000)]
+    whole = build_runtime(telemetry_config(), registry())
+    expected = whole.report(bags(*paths, **{"context.protocol": "http"}))
+
+    sliced = build_runtime(telemetry_config(), registry())
+    turns = 0
+    stop = False
+
+    async def other_calls() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(other_calls())
+    # A slice of 0 s still builds one step of bags, then yields: every step is its own slice.
+    outcome = await sliced.report_in_slices(bags(*paths, **{"context.protocol": "http"}), slice_seconds=0.0)
+    stop = True
+    await other
+    assert outcome == expected
+    assert outcome.records == 2000
+    assert outcome.instances == 8000
+    for name in ("prom", "log"):
+        batches = recording(sliced, name).batches
+        assert len(batches) > 100
+        flat = [i for batch in batches for i in batch.instances]
+        assert flat == [i for batch in recording(whole, name).batches for i in batch.instances]
+    assert turns > 100
+    assert sliced.stats.report_calls == 1
+    assert sliced.stats.report_records == 2000
+
+
+async def test_sliced_report_names_an_overloaded_handler_once() -> None:
+    rt = build_runtime(telemetry_config(prom={"overloaded": True}), registry())
+    outcome = await rt.report_in_slices(bags(*[f"/{i}" for i in range(100)]), slice_seconds=0.0)
+    assert outcome.overloaded == (fq("prom"),)
+    assert outcome.status.code is Code.UNAVAILABLE
+    assert rt.stats.overloaded[fq("prom")] > 1

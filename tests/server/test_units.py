@@ -13,11 +13,14 @@ import pytest
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from mixer.attributes import ISTIO_MANIFEST, AttributeBag
 from mixer.cli import build_parser
 from mixer.cli._serve import options_from_args
+from mixer.expr import compile as compile_expression
 from mixer.runtime import RuntimeStats
 from mixer.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_REPORT_RECORDS,
     AdminState,
     JsonFormatter,
     ListenAddress,
@@ -44,6 +47,7 @@ def test_defaults() -> None:
     assert options.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 4 * 1024 * 1024
     assert options.reload_interval == 2.0
     assert options.workers == 1
+    assert options.max_report_records == DEFAULT_MAX_REPORT_RECORDS == 10_000
 
 
 def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
@@ -53,12 +57,13 @@ def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
         "--log-format", "json", "--shutdown-timeout", "2.5", "--max-message-size", "64KiB",
         "--max-concurrent-requests", "7", "--reload-interval", "0", "--check-timeout", "0.25",
         "--max-attributes", "10", "--max-string-length", "20", "--max-map-entries", "30",
-        "--worker-index", "2", "--worker-restarts", "4", "--parent-pid", "99",
+        "--max-report-records", "40", "--worker-index", "2", "--worker-restarts", "4", "--parent-pid", "99",
     )  # fmt: skip
     assert options.config_paths == ("a.yaml", "conf.d")
     assert options.max_message_size == 64 * 1024
     assert options.log_level == "DEBUG"
     assert options.data_dir == Path("/tmp/d")
+    assert options.max_report_records == 40
     assert parse(*options.to_argv()) == options
 
 
@@ -77,6 +82,7 @@ def test_sizes(text: str, size: int) -> None:
         ["--max-concurrent-requests", "0"],
         ["--reload-interval", "-1"],
         ["--max-message-size", "10"],
+        ["--max-report-records", "0"],
     ],
 )
 def test_out_of_range_values_are_refused(argv: list[str]) -> None:
@@ -174,6 +180,18 @@ def test_json_logs() -> None:
     assert first["time"].endswith("+00:00")
     assert "ValueError: boom" in second["exception"]
     assert isinstance(JsonFormatter().format(logging.makeLogRecord({"msg": "x"})), str)
+
+
+def test_refused_request_patterns_are_counted_in_metrics() -> None:
+    metrics = ServerMetrics(lambda: None)
+    before = metric_value(generate_latest(metrics.registry).decode(), "mixer_request_regex_refused_total")
+    assert before is not None
+    expr = compile_expression('request.headers["re"].matches(request.path)', ISTIO_MANIFEST)
+    assert expr.evaluate(AttributeBag({"request.path": "/a", "request.headers": {"re": "(a)\\1"}})) is False
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "mixer_request_regex_refused_total") == before + 1
+    assert metric_value(text, "mixer_request_regex_cache_evictions_total") is not None
+    assert metric_value(text, "mixer_request_regex_cache_bytes") is not None
 
 
 def test_runtime_stats_are_read_at_scrape_time() -> None:
