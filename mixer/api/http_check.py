@@ -520,10 +520,11 @@ class HttpCheckService:
 
     async def _report(self, request: web.Request) -> web.Response:
         data = await self._read_json(request)
-        # Nothing below awaits, so the runtime cannot be swapped underneath this call (no lease).
+        # Nothing awaits until the records are in their handlers, so the runtime cannot be swapped
+        # underneath this call (no lease); the wait for a spool commit no longer uses it.
         runtime = self._holder().current
         bags = parse_report_body(data, runtime.config.manifest, self._limits)
-        status = runtime.report(bags).status
+        status = await runtime.report(bags).durable_status()
         if not status.ok:
             raise HttpRefusal(http_status(status.code), status.code, status.message)
         return web.json_response({"status": "OK", "records": len(bags)}, status=202)

@@ -7,7 +7,8 @@ Every call ends in exactly one of these (see docs/serving.md for the table):
 - Check: the CheckResponse of :meth:`Runtime.check <mixer.runtime.Runtime.check>`, a denial being
   an OK call whose precondition carries the handler's status (with ``google.rpc.RetryInfo`` and
   ``QuotaFailure`` details when rate limits refused it).
-- Report: an empty ReportResponse once every bag is in its handlers' queues; the runtime's
+- Report: an empty ReportResponse once every bag is in its handlers' queues (and committed to
+  the spool of each handler that acknowledges from its spool, see docs/delivery.md); the runtime's
   :attr:`ReportOutcome.status <mixer.runtime.ReportOutcome.status>` otherwise (UNAVAILABLE when a
   handler is overloaded, UNKNOWN with the reasons when instances or handlers failed).
 - INVALID_ARGUMENT for a malformed request or one over a decoding limit; INTERNAL for a
@@ -154,8 +155,9 @@ class MixerV1Service:
         if admission.in_flight >= admission.limit:
             metrics.observe(OVERLOADED[0].name, perf_counter() - started)
             await context.abort(*OVERLOADED)
-        # Nothing below awaits, so the runtime cannot be swapped or shut down underneath this call
-        # and no other call can observe it in flight: no lease, no in-flight count.
+        # Nothing awaits until the records are in their handlers, so the runtime cannot be swapped
+        # or shut down underneath this call: no lease. The wait that follows (for a spool commit)
+        # no longer uses the runtime.
         runtime = self._holder.current
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
@@ -175,7 +177,7 @@ class MixerV1Service:
             failure = INTERNAL
         else:
             try:
-                status = runtime.report(bags).status
+                status = await runtime.report(bags).durable_status()
             except Exception:
                 self._log.exception("Report failed unexpectedly")
                 failure = INTERNAL

@@ -16,6 +16,7 @@ from mixer.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RELOAD_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
     ListenAddress,
@@ -179,6 +180,17 @@ def register(sub: Any) -> None:
         metavar="N",
         help=f"entries per string map before INVALID_ARGUMENT (default {DEFAULT_MAX_MAP_ENTRIES})",
     )
+    p.add_argument(
+        "--delivery-ack",
+        choices=DELIVERY_ACKS,
+        default="auto",
+        help=(
+            "when a Report is answered, for report handlers whose delivery options set no ack: "
+            "auto (after the spool commit while a backend is failing or has a backlog), spool "
+            "(always after the spool commit), memory (once queued); see docs/delivery.md "
+            "(default auto)"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -209,6 +221,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_attributes=args.max_attributes,
         max_string_length=args.max_string_length,
         max_map_entries=args.max_map_entries,
+        delivery_ack=args.delivery_ack,
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

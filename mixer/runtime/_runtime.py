@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -491,7 +491,9 @@ class Runtime:
         """Turn bags into one :class:`ReportBatch` per handler and hand each over once.
 
         Instances are in bag order, then rule order. Never waits on a backend: handlers queue the
-        batch or raise :class:`HandlerOverloaded`.
+        batch or raise :class:`HandlerOverloaded`. A handler that acknowledges from its spool
+        returns what to wait for; those are in :attr:`ReportOutcome.pending`, and a caller answering
+        the Report awaits :meth:`ReportOutcome.durable_status`.
         """
         handlers = self._report_handlers
         batches: list[list[Instance]] = [[] for _ in handlers]
@@ -533,12 +535,13 @@ class Runtime:
         stats = self.stats
         overloaded: list[str] = []
         failed: list[str] = []
+        pending: list[tuple[str, Awaitable[None]]] = []
         dispatched = 0
         for (name, handler), instances in zip(handlers, batches, strict=True):
             if not instances:
                 continue
             try:
-                handler.handle_report(ReportBatch(name, instances))
+                commit = handler.handle_report(ReportBatch(name, instances))
             except HandlerOverloaded:
                 overloaded.append(name)
                 stats.count_overloaded(name)
@@ -551,6 +554,8 @@ class Runtime:
                     errors.append(f"{name}: {_describe(exc)}")
                 continue
             dispatched += len(instances)
+            if commit is not None:
+                pending.append((name, commit))
 
         stats.report_calls += 1
         stats.report_records += len(bags)
@@ -565,6 +570,7 @@ class Runtime:
             match_errors=match_errors,
             instance_errors=instance_errors,
             errors=tuple(errors),
+            pending=tuple(pending),
         )
 
     # -- Lifecycle ------------------------------------------------------------------------------

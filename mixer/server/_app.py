@@ -124,7 +124,7 @@ class MixerServer:
             except ConfigError as err:
                 log_config_error(logger, "cannot start", err)
                 raise StartupError(f"invalid config: {len(err.issues)} error(s)") from err
-            runtime = build_runtime(config, registry, data_dir=data_dir)
+            runtime = build_runtime(config, registry, data_dir=data_dir, delivery_ack=options.delivery_ack)
             await runtime.start()
             holder = RuntimeHolder(runtime, info)
             self._holder = holder
@@ -138,6 +138,7 @@ class MixerServer:
                 data_dir=data_dir,
                 shutdown_timeout=options.shutdown_timeout,
                 logger=logging.getLogger("mixer.server.reload"),
+                delivery_ack=options.delivery_ack,
             )
             reloader.fingerprint = fingerprint
             self._reloader = reloader

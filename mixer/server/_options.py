@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mixer.adapter import DeliveryAck
 from mixer.server._net import ListenAddress
 from mixer.wire import DEFAULT_MAX_ATTRIBUTES, DEFAULT_MAX_MAP_ENTRIES, DEFAULT_MAX_STRING_LENGTH
 
@@ -23,6 +24,7 @@ DEFAULT_CHECK_TIMEOUT: Final = 5.0
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("text", "json")
+DELIVERY_ACKS: Final[tuple[DeliveryAck, ...]] = ("auto", "spool", "memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class ServeOptions:
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
+    delivery_ack: DeliveryAck = "auto"
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -86,6 +89,8 @@ class ServeOptions:
                 # Workers share a fixed port; port 0 would give each worker a port nobody knows.
                 if syslog.port == 0 and self.workers > 1:
                     problems.append("--syslog-listen needs a fixed port with --workers")
+        if self.delivery_ack not in DELIVERY_ACKS:
+            problems.append(f"--delivery-ack must be one of {', '.join(DELIVERY_ACKS)}")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -130,6 +135,8 @@ class ServeOptions:
             str(self.max_string_length),
             "--max-map-entries",
             str(self.max_map_entries),
+            "--delivery-ack",
+            self.delivery_ack,
         ]
         if self.syslog_listen is not None:
             argv += ["--syslog-listen", self.syslog_listen]
