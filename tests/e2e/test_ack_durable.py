@@ -56,12 +56,15 @@ class KillOnAnswer:
     killed_at: float | None = None
     _next: int = 0
 
+    def killed(self) -> bool:
+        return self.killed_at is not None
+
     async def run(self) -> None:
         started = time.monotonic()
         async with grpc.aio.insecure_channel(self.server.grpc_target) as channel:
 
             async def sender() -> None:
-                while self.killed_at is None:
+                while not self.killed():
                     ids = [f"{self.prefix}-{self._next + k}" for k in range(self.batch)]
                     self._next += self.batch
                     try:
@@ -69,11 +72,10 @@ class KillOnAnswer:
                     except grpc.aio.AioRpcError:
                         # Refused or cut off by the kill: not acknowledged, not expected anywhere.
                         continue
-                    if self.killed_at is not None:
-                        # Answered, but the kill was already sent: the answer may predate it.
-                        self.acknowledged.update(ids)
-                        continue
+                    # Answered OK (possibly just before the kill another sender sent): acknowledged.
                     self.acknowledged.update(ids)
+                    if self.killed():
+                        continue
                     self.answered += 1
                     if time.monotonic() - started >= self.load_seconds:
                         # Right after the answer, before this loop turns again.
