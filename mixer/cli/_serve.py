@@ -11,7 +11,10 @@ from typing import Any
 from mixer.server import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_BODY_TIMEOUT,
+    DEFAULT_HTTP_HEADER_TIMEOUT,
     DEFAULT_HTTP_LISTEN,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RELOAD_INTERVAL,
@@ -191,6 +194,36 @@ def register(sub: Any) -> None:
             "(default auto)"
         ),
     )
+    p.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=DEFAULT_HTTP_MAX_CONNECTIONS,
+        metavar="N",
+        help=(
+            "open connections on the HTTP port; past it a new one is answered 503 and closed "
+            f"(default {DEFAULT_HTTP_MAX_CONNECTIONS})"
+        ),
+    )
+    p.add_argument(
+        "--http-header-timeout",
+        type=float,
+        default=DEFAULT_HTTP_HEADER_TIMEOUT,
+        metavar="S",
+        help=(
+            "seconds a request's header may take to arrive; then 408 and the connection is closed "
+            f"(default {DEFAULT_HTTP_HEADER_TIMEOUT:g})"
+        ),
+    )
+    p.add_argument(
+        "--http-body-timeout",
+        type=float,
+        default=DEFAULT_HTTP_BODY_TIMEOUT,
+        metavar="S",
+        help=(
+            "seconds a request's body may take to arrive after its header; then the connection is "
+            f"closed (default {DEFAULT_HTTP_BODY_TIMEOUT:g})"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -222,6 +255,9 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_string_length=args.max_string_length,
         max_map_entries=args.max_map_entries,
         delivery_ack=args.delivery_ack,
+        http_max_connections=args.http_max_connections,
+        http_header_timeout=args.http_header_timeout,
+        http_body_timeout=args.http_body_timeout,
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

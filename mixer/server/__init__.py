@@ -28,13 +28,17 @@ from mixer.server._app import (
 )
 from mixer.server._holder import ConfigInfo, RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._logging import JsonFormatter, configure_logging
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_BODY_TIMEOUT,
+    DEFAULT_HTTP_HEADER_TIMEOUT,
     DEFAULT_HTTP_LISTEN,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RELOAD_INTERVAL,
@@ -50,7 +54,10 @@ from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, Worke
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_GRPC_LISTEN",
+    "DEFAULT_HTTP_BODY_TIMEOUT",
+    "DEFAULT_HTTP_HEADER_TIMEOUT",
     "DEFAULT_HTTP_LISTEN",
+    "DEFAULT_HTTP_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_RELOAD_INTERVAL",
@@ -67,6 +74,8 @@ __all__ = [
     "AdminState",
     "ConfigInfo",
     "ConfigSource",
+    "HttpGuard",
+    "HttpLimits",
     "JsonFormatter",
     "ListenAddress",
     "MethodMetrics",
