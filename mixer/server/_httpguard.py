@@ -86,7 +86,7 @@ class _Summary:
             count,
             since,
             peer or "unknown",
-            detail[:_DETAIL_MAX],
+            " ".join(detail[:_DETAIL_MAX].split()),
             self._interval,
         )
 
