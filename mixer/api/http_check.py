@@ -484,6 +484,10 @@ class HttpCheckService:
             raise HttpRefusal(
                 413, Code.RESOURCE_EXHAUSTED, "the body is over the size limit (see --max-message-size)"
             ) from None
+        except ConnectionError:
+            # The client went away, or the body did not arrive within --http-body-timeout and the
+            # server closed the connection (counted there): nobody is left to answer.
+            raise HttpRefusal(400, Code.CANCELLED, "the connection closed before the body arrived") from None
         return _decode_json(body)
 
     async def _auth(self, request: web.Request) -> web.Response:
