@@ -165,6 +165,11 @@ class Delivery:
       ``batch_timeout`` plus one send attempt (at most ``send_timeout``) plus the wait behind the
       batches ahead of them. Those are lost if the process is killed. A spooled record stays on
       disk until the backend accepted it, so after a kill it can be sent twice.
+    - Acknowledgement (``ack``, see :meth:`durable`): in ``spool`` mode, and in ``auto`` while
+      the backend fails or has a backlog, :meth:`offer` returns the future of the group-commit
+      write that holds the records, and the caller answers the Report once it completes. While
+      the backend answers, such records are written ahead (held rows, sent from memory once
+      committed, deleted once accepted), so none of them is ever only in memory.
 
     Without a data dir (or with ``spool.enabled: false``) everything is in memory: when the queue is
     full ``spool.full_policy`` applies to it (``reject`` refuses the offer, ``drop_oldest`` drops the
