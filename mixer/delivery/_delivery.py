@@ -115,6 +115,7 @@ class _Counters:
         "retried",
         "sent",
         "spooled",
+        "written_ahead",
     )
 
     def __init__(self) -> None:
@@ -122,6 +123,7 @@ class _Counters:
         self.failed = 0
         self.retried = 0
         self.spooled = 0
+        self.written_ahead = 0
         self.replayed = 0
         self.dead_lettered = 0
         self.dropped: dict[str, int] = {}
@@ -393,6 +395,7 @@ class Delivery:
             failed=c.failed,
             retried=c.retried,
             spooled=c.spooled,
+            written_ahead=c.written_ahead,
             replayed=c.replayed,
             dead_lettered=c.dead_lettered,
             dropped=dict(c.dropped),
@@ -477,7 +480,7 @@ class Delivery:
         self._spool_bytes += total
         self._held += count
         self._ahead_pending += count
-        self._counters.spooled += count
+        self._counters.written_ahead += count
         if submit:
             self._submit(self._write_staged, self._staged_written)
         return commit
@@ -525,6 +528,7 @@ class Delivery:
                 entry.spool_id = row_id
             if self._degraded or self._circuit_open:
                 # The backend failed meanwhile: these wait on disk like every other record now.
+                self._counters.spooled += len(ahead)
                 self._park_released(ahead)
             else:
                 for entry in ahead:

@@ -36,6 +36,8 @@ async def test_spool_ack_completes_after_the_commit_and_the_row_goes_once_sent(
     # Committed before the backend saw anything: the answer to the Report may go out now.
     assert committed_payloads(tmp_path) == payloads(0, 5)
     assert delivery.stats.spool_records == 5
+    # Written ahead, not spooled to wait: the backend has not failed.
+    assert (delivery.stats.written_ahead, delivery.stats.spooled) == (5, 0)
     gate.set()
     await eventually(lambda: sender.accepted_payloads == payloads(0, 5))
     await eventually(lambda: delivery.stats.spool_records == 0)
