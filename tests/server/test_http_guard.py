@@ -14,7 +14,7 @@ import pytest
 from mixer.server import MixerServer, ServeOptions
 from tests.server.support import http_get, metric_value, policy_config
 
-HEADER_TIMEOUT = 0.5
+HEADER_TIMEOUT = 1.0
 
 
 @contextlib.asynccontextmanager
