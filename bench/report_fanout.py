@@ -12,8 +12,10 @@ fan-out server must deliver everything it accepted; the bench waits for that and
 
     .venv/bin/python bench/report_fanout.py [--seconds 5] [--rounds 3] [--concurrency 4] [--profile]
 
-``--profile`` runs one more round against a fan-out server started under cProfile and prints
-its top 25 functions by cumulative time and top 15 by own time (``--profile-out`` keeps the data).
+``--delivery-ack`` is the fan-out server's acknowledgement mode (``spool``: every Report waits
+for its records' spool commit; see docs/delivery.md). ``--profile`` runs one more round against
+a fan-out server started under cProfile and prints its top 25 functions by cumulative time and
+top 15 by own time (``--profile-out`` keeps the data).
 """
 
 from __future__ import annotations
@@ -194,7 +196,12 @@ class Server:
 
 @contextlib.contextmanager
 def mixer_server(
-    name: str, configs: Sequence[Path], env: dict[str, str], data_dir: Path, profile: Path | None = None
+    name: str,
+    configs: Sequence[Path],
+    env: dict[str, str],
+    data_dir: Path,
+    profile: Path | None = None,
+    extra: Sequence[str] = (),
 ) -> Iterator[Server]:
     grpc_port, http_port, scrape_port = free_port(), free_port(), free_port()
     python = [sys.executable] if profile is None else [sys.executable, "-m", "cProfile", "-o", str(profile)]
@@ -203,7 +210,7 @@ def mixer_server(
         argv += ["--config", str(config)]
     argv += [
         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
-        "--data-dir", str(data_dir), "--log-level", "warning",
+        "--data-dir", str(data_dir), "--log-level", "warning", *extra,
     ]  # fmt: skip
     proc = _start(argv, SERVER_CPU, {**env, "MIXER_PROMETHEUS_LISTEN": f"127.0.0.1:{scrape_port}"})
     try:
@@ -336,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--delivery-ack",
+        choices=("auto", "spool", "memory"),
+        default="auto",
+        help="the fan-out server's --delivery-ack (spool: every Report waits for its spool commit)",
+    )
     parser.add_argument("--profile-out", type=Path, help="keep the server's cProfile data in this file")
     parser.add_argument("--backends", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -354,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 "MIXER_ES_URL": es_url,
                 "MIXER_OTLP_ENDPOINT": otlp,
             }
-            with mixer_server("fan-out (4 backends)", [FANOUT], env, tmp / "fanout") as server:
+            ack = ["--delivery-ack", args.delivery_ack]
+            fanout_name = f"fan-out (4 backends, ack {args.delivery_ack})"
+            with mixer_server(fanout_name, [FANOUT], env, tmp / "fanout", extra=ack) as server:
                 fanout, fanout_cpu = measure(server, bodies, args)
                 drain(server)
             with mixer_server("metrics only (prometheus)", METRICS_ONLY, env, tmp / "metrics") as server:

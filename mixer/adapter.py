@@ -16,10 +16,11 @@ from __future__ import annotations
 import abc
 import enum
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -41,6 +42,12 @@ class HandlerOverloaded(Exception):
     """A report handler's queue is full; the caller answers UNAVAILABLE."""
 
 
+#: When a Report is answered (see ``docs/delivery.md``): ``memory`` once its records are queued,
+#: ``spool`` once they are committed to the handler's spool, ``auto`` like ``spool`` only while
+#: the backend is failing or has a backlog.
+DeliveryAck = Literal["memory", "spool", "auto"]
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerEnv:
     """What a factory gets besides its config: where it may keep files and how it logs.
@@ -50,7 +57,8 @@ class HandlerEnv:
     a plan changes). ``key_stores`` are the API key stores plugins registered, by name.
     ``previous`` is the handler of the same name and adapter that a reload replaces (it keeps
     serving until the new runtime is swapped in, then is shut down): a handler may carry state
-    over from it, as memquota keeps its counters.
+    over from it, as memquota keeps its counters. ``delivery_ack`` is the server's
+    ``--delivery-ack``: the acknowledgement mode of handlers whose config does not set one.
     """
 
     handler_name: str
@@ -59,6 +67,7 @@ class HandlerEnv:
     plans: Mapping[str, PlanConfig] = field(default_factory=dict)
     key_stores: Mapping[str, KeyStoreInfo] = field(default_factory=dict)
     previous: Handler | None = None
+    delivery_ack: DeliveryAck = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +137,13 @@ class QuotaHandler(Handler, abc.ABC):
 
 class ReportHandler(Handler, abc.ABC):
     @abc.abstractmethod
-    def handle_report(self, batch: ReportBatch) -> None:
+    def handle_report(self, batch: ReportBatch) -> Awaitable[None] | None:
         """Accept a batch into the handler's queue without waiting on a backend.
+
+        Returns ``None`` when the batch is accepted as far as the handler promises, or an
+        awaitable that completes once it is durable (committed to the handler's spool); the
+        Report is answered only after it. The awaitable raises :class:`HandlerOverloaded` when
+        the batch could not be made durable after all.
 
         :raises HandlerOverloaded: the queue is full and the batch was not accepted.
         """

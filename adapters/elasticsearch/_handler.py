@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from elasticsearch import AsyncElasticsearch
@@ -46,12 +46,12 @@ class ElasticsearchHandler(DeliveryReportHandler[BulkSender]):
         #: Instances of templates this adapter does not write, ignored.
         self.ignored = 0
 
-    def handle_report(self, batch: ReportBatch) -> None:
+    def handle_report(self, batch: ReportBatch) -> Awaitable[None] | None:
         # Refused before encoding, so that a batch arriving after shutdown is not counted in
         # ``ignored`` and is refused even when none of it would have been sent.
         if self._closed:
             raise HandlerOverloaded(f"{self.name} is shut down")
-        super().handle_report(batch)
+        return super().handle_report(batch)
 
     def encode_batch(self, batch: ReportBatch) -> list[Record]:
         records = []

@@ -624,6 +624,10 @@ class HttpCheckService:
             raise HttpRefusal(
                 413, Code.RESOURCE_EXHAUSTED, "the body is over the size limit (see --max-message-size)"
             ) from None
+        except ConnectionError:
+            # The client went away, or the body did not arrive within --http-body-timeout and the
+            # server closed the connection (counted there): nobody is left to answer.
+            raise HttpRefusal(400, Code.CANCELLED, "the connection closed before the body arrived") from None
 
     async def _read_json(self, request: web.Request) -> Any:
         return _decode_json(await self._read_body(request))
@@ -667,9 +671,12 @@ class HttpCheckService:
         runtime = holder.acquire()
         try:
             bags = await decode_report_body(body, runtime.config.manifest, self._limits)
-            status = (await runtime.report_in_slices(bags)).status
+            outcome = await runtime.report_in_slices(bags)
         finally:
             holder.release(runtime)
+        # Answered once the records are queued or, for handlers acknowledging from their spool,
+        # committed there (docs/delivery.md); the wait needs no runtime.
+        status = await outcome.durable_status()
         if not status.ok:
             raise HttpRefusal(http_status(status.code), status.code, status.message)
         return web.json_response({"status": "OK", "records": len(bags)}, status=202)

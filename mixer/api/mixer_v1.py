@@ -7,7 +7,8 @@ Every call ends in exactly one of these (see docs/serving.md for the table):
 - Check: the CheckResponse of :meth:`Runtime.check <mixer.runtime.Runtime.check>`, a denial being
   an OK call whose precondition carries the handler's status (with ``google.rpc.RetryInfo`` and
   ``QuotaFailure`` details when rate limits refused it).
-- Report: an empty ReportResponse once every bag is in its handlers' queues; the runtime's
+- Report: an empty ReportResponse once every bag is in its handlers' queues (and committed to
+  the spool of each handler that acknowledges from its spool, see docs/delivery.md); the runtime's
   :attr:`ReportOutcome.status <mixer.runtime.ReportOutcome.status>` otherwise (UNAVAILABLE when a
   handler is overloaded, UNKNOWN with the reasons when instances or handlers failed).
 - RESOURCE_EXHAUSTED for a Report of more bags than ``ServiceLimits.max_report_records``.
@@ -169,7 +170,9 @@ class MixerV1Service:
                 metrics.decode_errors.inc()
                 failure = decode_failure(exc)
             else:
-                status = (await runtime.report_in_slices(bags)).status
+                # Answered once the records are queued or, for handlers acknowledging from their
+                # spool, committed there (docs/delivery.md).
+                status = await (await runtime.report_in_slices(bags)).durable_status()
                 if status.code is not Code.OK:
                     failure = (grpc_code(status.code), status.message)
         except asyncio.CancelledError:

@@ -11,11 +11,15 @@ from typing import Any
 from mixer.server import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_BODY_TIMEOUT,
+    DEFAULT_HTTP_HEADER_TIMEOUT,
     DEFAULT_HTTP_LISTEN,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RELOAD_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
     ListenAddress,
@@ -194,6 +198,47 @@ def register(sub: Any) -> None:
             f"RESOURCE_EXHAUSTED / HTTP 413 (default {DEFAULT_MAX_REPORT_RECORDS})"
         ),
     )
+    p.add_argument(
+        "--delivery-ack",
+        choices=DELIVERY_ACKS,
+        default="auto",
+        help=(
+            "when a Report is answered, for report handlers whose delivery options set no ack: "
+            "auto (after the spool commit while a backend is failing or has a backlog), spool "
+            "(always after the spool commit), memory (once queued); see docs/delivery.md "
+            "(default auto)"
+        ),
+    )
+    p.add_argument(
+        "--http-max-connections",
+        type=int,
+        default=DEFAULT_HTTP_MAX_CONNECTIONS,
+        metavar="N",
+        help=(
+            "open connections on the HTTP port; past it a new one is answered 503 and closed "
+            f"(default {DEFAULT_HTTP_MAX_CONNECTIONS})"
+        ),
+    )
+    p.add_argument(
+        "--http-header-timeout",
+        type=float,
+        default=DEFAULT_HTTP_HEADER_TIMEOUT,
+        metavar="S",
+        help=(
+            "seconds a request's header may take to arrive; then 408 and the connection is closed "
+            f"(default {DEFAULT_HTTP_HEADER_TIMEOUT:g})"
+        ),
+    )
+    p.add_argument(
+        "--http-body-timeout",
+        type=float,
+        default=DEFAULT_HTTP_BODY_TIMEOUT,
+        metavar="S",
+        help=(
+            "seconds a request's body may take to arrive after its header; then the connection is "
+            f"closed (default {DEFAULT_HTTP_BODY_TIMEOUT:g})"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -225,6 +270,10 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_string_length=args.max_string_length,
         max_map_entries=args.max_map_entries,
         max_report_records=args.max_report_records,
+        delivery_ack=args.delivery_ack,
+        http_max_connections=args.http_max_connections,
+        http_header_timeout=args.http_header_timeout,
+        http_body_timeout=args.http_body_timeout,
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

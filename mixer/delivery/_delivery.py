@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
-from mixer.adapter import HandlerOverloaded
+from mixer.adapter import DeliveryAck, HandlerOverloaded
 from mixer.delivery import _metrics
 from mixer.delivery._deadletter import DeadLetterFile
 from mixer.delivery._options import DeliveryOptions
@@ -65,6 +65,22 @@ class _Entry:
         self.spool_id = spool_id
 
 
+class _Written:
+    """One group-commit write, from the spool thread back to the loop."""
+
+    __slots__ = ("ahead", "batch", "commit", "error", "ids", "trimmed")
+
+    def __init__(
+        self, batch: list[tuple[int, Record]], ahead: list[_Entry], commit: asyncio.Future[None] | None
+    ) -> None:
+        self.batch = batch
+        self.ahead = ahead
+        self.commit = commit
+        self.ids: list[int] = []
+        self.trimmed = (0, 0)
+        self.error: BaseException | None = None
+
+
 class _Backoff:
     """Exponential intervals with multiplicative jitter: ``interval * U(1 - jitter, 1 + jitter)``."""
 
@@ -99,6 +115,7 @@ class _Counters:
         "retried",
         "sent",
         "spooled",
+        "written_ahead",
     )
 
     def __init__(self) -> None:
@@ -106,6 +123,7 @@ class _Counters:
         self.failed = 0
         self.retried = 0
         self.spooled = 0
+        self.written_ahead = 0
         self.replayed = 0
         self.dead_lettered = 0
         self.dropped: dict[str, int] = {}
@@ -149,6 +167,11 @@ class Delivery:
       ``batch_timeout`` plus one send attempt (at most ``send_timeout``) plus the wait behind the
       batches ahead of them. Those are lost if the process is killed. A spooled record stays on
       disk until the backend accepted it, so after a kill it can be sent twice.
+    - Acknowledgement (``ack``, see :meth:`durable`): in ``spool`` mode, and in ``auto`` while
+      the backend fails or has a backlog, :meth:`offer` returns the future of the group-commit
+      write that holds the records, and the caller answers the Report once it completes. While
+      the backend answers, such records are written ahead (held rows, sent from memory once
+      committed, deleted once accepted), so none of them is ever only in memory.
 
     Without a data dir (or with ``spool.enabled: false``) everything is in memory: when the queue is
     full ``spool.full_policy`` applies to it (``reject`` refuses the offer, ``drop_oldest`` drops the
@@ -169,10 +192,12 @@ class Delivery:
         *,
         data_dir: Path | None,
         logger: logging.Logger,
+        ack: DeliveryAck = "auto",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._name = name
+        self._ack: DeliveryAck = options.ack if options.ack is not None else ack
         self._sender = sender
         self._options = options
         self._data_dir = data_dir
@@ -213,15 +238,29 @@ class Delivery:
         self._held = 0
         self._spool_version = 0
         self._empty_read_version = -1
-        self._store = SpoolStore(data_dir / SPOOL_FILE) if data_dir is not None else None
+        self._store = (
+            SpoolStore(data_dir / SPOOL_FILE, synchronous=options.spool.synchronous)
+            if data_dir is not None
+            else None
+        )
         self._lock = SpoolLock(data_dir) if data_dir is not None else None
         self._dead_letter = (
             DeadLetterFile(data_dir, name, options.dead_letter_max_bytes) if data_dir is not None else None
         )
         self._executor: ThreadPoolExecutor | None = None
+        # Group commit: what offers handed to the spool thread since its last write, all written
+        # in its next transaction. ``_staged_ahead`` are records also kept in memory for sending
+        # (acknowledged from the spool while the backend answers), entering the queue once
+        # committed; ``_commit`` is the future the offers waiting for that transaction share.
         self._staged: list[tuple[int, Record]] = []
+        self._staged_ahead: list[_Entry] = []
+        self._commit: asyncio.Future[None] | None = None
         self._staged_lock = threading.Lock()
         self._write_pending = False
+        # Write-ahead records offered but not yet committed (they are counted in memory already).
+        self._ahead_pending = 0
+        # The backend has answered a send cleanly since this Delivery started.
+        self._answered_once = False
 
         self._degraded = False
         self._circuit_open = False
@@ -242,28 +281,36 @@ class Delivery:
     def name(self) -> str:
         return self._name
 
-    def offer(self, records: Sequence[Record]) -> None:
+    @property
+    def ack(self) -> DeliveryAck:
+        """The acknowledgement mode (the handler's ``ack`` option, else the server's)."""
+        return self._ack
+
+    def offer(self, records: Sequence[Record]) -> asyncio.Future[None] | None:
         """Accept ``records`` (all of them) or raise :class:`HandlerOverloaded` (none of them).
 
-        Never waits: records go to the memory queue or are handed to the spool thread.
+        Never waits: records go to the memory queue or are handed to the spool thread. Returns
+        ``None`` when the records are accepted in memory, or (in ``spool`` acknowledgement, see
+        :meth:`durable`) a future that completes once the spool transaction holding them has
+        committed; it raises :class:`HandlerOverloaded` if that write failed (the records are then
+        kept in memory as far as there is room). Many offers share one future (group commit).
         """
         if self._closing:
             raise HandlerOverloaded(f"{self._name}: delivery is shutting down")
         if not records:
-            return
+            return None
         sizes = [record.size() for record in records]
         total = sum(sizes)
         count = len(records)
-        if self._spool_ready and (
-            self._degraded
-            or self._mem_records + count > self._max_records
-            or self._mem_bytes + total > self._max_bytes
-        ):
-            self._stage(records, total)
-            return
-        if self._mem_records + count <= self._max_records and self._mem_bytes + total <= self._max_bytes:
+        fits = self._mem_records + count <= self._max_records and self._mem_bytes + total <= self._max_bytes
+        if self._spool_ready:
+            if self._degraded or not fits:
+                return self._stage(records, total, durable=self.durable())
+            if self.durable():
+                return self._stage_ahead(records, sizes, total)
+        if fits:
             self._enqueue(records, sizes)
-            return
+            return None
         if self._reject:
             raise HandlerOverloaded(
                 f"{self._name}: queue full ({self._mem_records} records, {self._mem_bytes} bytes)"
@@ -277,6 +324,27 @@ class Delivery:
             self._mem_bytes -= entry.size
             dropped += 1
         self._counters.drop("queue_full", dropped)
+        return None
+
+    def durable(self) -> bool:
+        """Whether an offer now is acknowledged only once committed to the spool.
+
+        ``spool``: always (while a spool is open). ``auto``: while the backend is failing or the
+        circuit is open, while records wait in the spool that are not on their way out, before the
+        backend first answered, and while earlier write-ahead records are still being committed
+        (so that records enter the memory queue in offer order).
+        """
+        if not self._spool_ready or self._ack == "memory":
+            return False
+        if self._ack == "spool":
+            return True
+        return (
+            self._degraded
+            or self._circuit_open
+            or not self._answered_once
+            or self._ahead_pending > 0
+            or self._spool_records > self._held
+        )
 
     async def start(self) -> None:
         """Open the spool (replay of what it holds starts at once) and the sending loop.
@@ -327,6 +395,7 @@ class Delivery:
             failed=c.failed,
             retried=c.retried,
             spooled=c.spooled,
+            written_ahead=c.written_ahead,
             replayed=c.replayed,
             dead_lettered=c.dead_lettered,
             dropped=dict(c.dropped),
@@ -362,7 +431,7 @@ class Delivery:
         ):
             self._wake.set()
 
-    def _stage(self, records: Sequence[Record], total: int) -> None:
+    def _stage(self, records: Sequence[Record], total: int, *, durable: bool) -> asyncio.Future[None] | None:
         """Hand ``records`` to the spool thread for the tail (group commit)."""
         if self._spool_bytes + total > self._spool_max and self._reject:
             raise HandlerOverloaded(f"{self._name}: spool full ({self._spool_bytes} bytes)")
@@ -370,6 +439,7 @@ class Delivery:
         self._seq = seq + len(records)
         with self._staged_lock:
             self._staged.extend(zip(range(seq, seq + len(records)), records, strict=True))
+            commit = self._commit_future() if durable else None
             submit = not self._write_pending
             self._write_pending = True
         self._spool_records += len(records)
@@ -380,33 +450,112 @@ class Delivery:
             self._submit(self._write_staged, self._staged_written)
         if self._held < self._low_water:
             self._wake.set()
+        return commit
 
-    def _write_staged(self) -> tuple[list[Record], tuple[int, int], BaseException | None]:
+    def _stage_ahead(self, records: Sequence[Record], sizes: list[int], total: int) -> asyncio.Future[None]:
+        """Write-ahead: commit ``records`` to the spool (held), then queue them in memory for sending.
+
+        The records count in memory and in the spool from now on, so admission stays exact; they
+        enter the queue when their transaction has committed, so a row exists for every record
+        that can be sent and the backend's acceptance deletes it.
+        """
+        if self._spool_bytes + total > self._spool_max and self._reject:
+            raise HandlerOverloaded(f"{self._name}: spool full ({self._spool_bytes} bytes)")
+        now = self._clock()
+        seq = self._seq
+        self._seq = seq + len(records)
+        entries = [
+            _Entry(record, size, now, seq + offset)
+            for offset, (record, size) in enumerate(zip(records, sizes, strict=True))
+        ]
+        with self._staged_lock:
+            self._staged_ahead.extend(entries)
+            commit = self._commit_future()
+            submit = not self._write_pending
+            self._write_pending = True
+        count = len(records)
+        self._mem_records += count
+        self._mem_bytes += total
+        self._spool_records += count
+        self._spool_bytes += total
+        self._held += count
+        self._ahead_pending += count
+        self._counters.written_ahead += count
+        if submit:
+            self._submit(self._write_staged, self._staged_written)
+        return commit
+
+    def _commit_future(self) -> asyncio.Future[None]:
+        """The future of the next spool write (called with ``_staged_lock`` held)."""
+        if self._commit is None:
+            loop = self._loop
+            if loop is None:
+                raise RuntimeError("delivery is not started")
+            self._commit = loop.create_future()
+        return self._commit
+
+    def _write_staged(self) -> _Written:
         with self._staged_lock:
             batch, self._staged = self._staged, []
+            ahead, self._staged_ahead = self._staged_ahead, []
+            commit, self._commit = self._commit, None
             self._write_pending = False
+        written = _Written(batch, ahead, commit)
         store = self._require_store()
         try:
-            store.insert(batch, time.time(), hold=False)
-            trimmed = (0, 0) if self._reject else store.trim(self._spool_max)
+            written.ids = store.write(batch, [(entry.seq, entry.record) for entry in ahead], time.time())
+            written.trimmed = (0, 0) if self._reject else store.trim(self._spool_max)
         except Exception as exc:
-            return [record for _, record in batch], (0, 0), exc
-        return [], trimmed, None
+            written.error = exc
+        return written
 
-    def _staged_written(
-        self, result: tuple[list[Record], tuple[int, int], BaseException | None] | BaseException
-    ) -> None:
+    def _staged_written(self, result: _Written | BaseException) -> None:
         if isinstance(result, BaseException):
+            # Not raised by the write itself (that is caught on the thread): a bug; say so.
             self._log.error("spool %s write failed: %s", self._data_dir, result)
             return
-        batch, (rows, size), error = result
+        rows, size = result.trimmed
         self._spool_records -= rows
         self._spool_bytes -= size
         self._counters.drop("spool_full", rows)
-        if error is not None:
-            self._spool_failed(error, batch)
+        ahead = result.ahead
+        self._ahead_pending -= len(ahead)
+        if result.error is not None:
+            self._ahead_failed(ahead)
+            self._spool_failed(result.error, [record for _, record in result.batch])
+        else:
+            for entry, row_id in zip(ahead, result.ids, strict=True):
+                entry.spool_id = row_id
+            if self._degraded or self._circuit_open:
+                # The backend failed meanwhile: these wait on disk like every other record now.
+                self._counters.spooled += len(ahead)
+                self._park_released(ahead)
+            else:
+                for entry in ahead:
+                    self._queue.append(entry)
+                    self._queue_bytes += entry.size
+        commit = result.commit
+        if commit is not None and not commit.done():
+            if result.error is None:
+                commit.set_result(None)
+            else:
+                commit.set_exception(HandlerOverloaded(f"{self._name}: spool write failed"))
+                # Offers that did not wait for it (a caller that answers nobody) must not make
+                # asyncio log an unretrieved exception; the failure is logged above.
+                commit.exception()
         self._spool_version += 1
         self._wake.set()
+
+    def _ahead_failed(self, entries: list[_Entry]) -> None:
+        """Write-ahead records whose write failed: they stay in memory (already counted there)."""
+        if not entries:
+            return
+        self._held -= len(entries)
+        self._spool_records -= len(entries)
+        self._spool_bytes -= sum(entry.size for entry in entries)
+        for entry in entries:
+            self._queue.append(entry)
+            self._queue_bytes += entry.size
 
     def _spool_failed(self, error: BaseException, records: list[Record]) -> None:
         """A spool write failed: stop spooling and keep what it was given in memory if there is room."""
@@ -631,6 +780,7 @@ class Delivery:
             self._wake.set()
         if clean:
             self._degraded = False
+            self._answered_once = True
 
     def _accept(self, entries: list[_Entry]) -> None:
         if not entries:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable
 from typing import Generic, TypeVar
 
 from mixer.adapter import HandlerEnv, ReportBatch, ReportHandler
@@ -26,21 +27,24 @@ class DeliveryReportHandler(ReportHandler, Generic[SenderT]):
 
     def __init__(self, sender: SenderT, options: DeliveryOptions, env: HandlerEnv) -> None:
         self.sender = sender
-        self.delivery = Delivery(env.handler_name, sender, options, data_dir=env.data_dir, logger=env.logger)
+        self.delivery = Delivery(
+            env.handler_name, sender, options, data_dir=env.data_dir, logger=env.logger, ack=env.delivery_ack
+        )
         self._closed = False
 
     @abc.abstractmethod
     def encode_batch(self, batch: ReportBatch) -> list[Record]:
         """The records for ``batch``, in order; instances the backend cannot take are left out."""
 
-    def handle_report(self, batch: ReportBatch) -> None:
-        """Offer the encoded batch to Delivery.
+    def handle_report(self, batch: ReportBatch) -> Awaitable[None] | None:
+        """Offer the encoded batch to Delivery; the spool commit to wait for, if it acknowledges so.
 
         :raises HandlerOverloaded: Delivery did not accept the records.
         """
         records = self.encode_batch(batch)
         if records:
-            self.delivery.offer(records)
+            return self.delivery.offer(records)
+        return None
 
     async def start_sender(self) -> None:
         """Prepare the sender before Delivery may call it; errors here fail the start."""

@@ -36,6 +36,7 @@ class _Totals:
     failed: int = 0
     retried: int = 0
     spooled: int = 0
+    written_ahead: int = 0
     replayed: int = 0
     dead_lettered: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
@@ -54,6 +55,7 @@ class _Totals:
         self.failed += stats.failed
         self.retried += stats.retried
         self.spooled += stats.spooled
+        self.written_ahead += stats.written_ahead
         self.replayed += stats.replayed
         self.dead_lettered += stats.dead_lettered
         for reason, count in stats.dropped.items():
@@ -114,6 +116,7 @@ def _as_stats(totals: _Totals) -> DeliveryStats:
         failed=totals.failed,
         retried=totals.retried,
         spooled=totals.spooled,
+        written_ahead=totals.written_ahead,
         replayed=totals.replayed,
         dead_lettered=totals.dead_lettered,
         dropped=dict(totals.dropped),
@@ -177,7 +180,12 @@ class DeliveryCollector(Collector):
                 "failed",
             ),
             ("retried", "Records sent again after a failed attempt", "retried"),
-            ("spooled", "Records written to the on-disk spool", "spooled"),
+            ("spooled", "Records written to the on-disk spool to wait there", "spooled"),
+            (
+                "written_ahead",
+                "Records written to the spool before their Report was answered, while sent from memory",
+                "written_ahead",
+            ),
             ("replayed", "Records read back from the spool to be sent", "replayed"),
             (
                 "dead_lettered",

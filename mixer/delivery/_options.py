@@ -27,6 +27,9 @@ class SpoolOptions(BaseModel):
     #: When the spool is full: ``reject`` refuses new records (the caller answers UNAVAILABLE);
     #: ``drop_oldest`` deletes the oldest spooled records to make room, counted as dropped.
     full_policy: Literal["reject", "drop_oldest"] = "reject"
+    #: SQLite ``synchronous``: ``normal`` survives the process being killed; ``full`` also fsyncs
+    #: every commit, so committed records survive a power failure or an OS crash.
+    synchronous: Literal["normal", "full"] = "normal"
 
 
 class DeliveryOptions(BaseModel):
@@ -50,5 +53,10 @@ class DeliveryOptions(BaseModel):
     #: How long a batch is retried before it goes to the spool (and the circuit opens).
     retry_max_elapsed: NonNegativeDuration = timedelta(seconds=60)
     spool: SpoolOptions = SpoolOptions()
+    #: When a Report is answered: ``memory`` once the records are queued; ``spool`` once they are
+    #: committed to the spool; ``auto`` like ``spool`` while the backend is failing, the circuit is
+    #: open, records wait in the spool or the backend has not answered yet, else like ``memory``.
+    #: Unset: the server's ``--delivery-ack`` (``auto`` by default).
+    ack: Literal["memory", "spool", "auto"] | None = None
     #: Bytes of ``dead-letter.jsonl``; past it the file is rotated to ``dead-letter.1.jsonl``.
     dead_letter_max_bytes: int = Field(default=64 * MiB, gt=0)

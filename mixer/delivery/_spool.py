@@ -20,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from mixer.delivery._types import Record
 
@@ -40,6 +40,10 @@ _SIZES_FROM_SQL: Final = (
 )
 _ROWS_FROM_SQL: Final = "SELECT id, route, key, payload FROM spool WHERE id > ? ORDER BY id LIMIT ?"
 _DELETE_SQL: Final = "DELETE FROM spool WHERE id = ?"
+_DELETE_RANGE_SQL: Final = "DELETE FROM spool WHERE id BETWEEN ? AND ?"
+#: Free pages the file may keep before a drained spool gives them back (a write-ahead spool
+#: drains many times a second; vacuuming each time would cost more than the space is worth).
+_SHRINK_FREE_PAGES: Final = 4096
 #: Rows per SELECT while reading or trimming; big enough to amortise a query, small enough to stop early.
 _SCAN_CHUNK: Final = 1024
 #: Below every id.
@@ -87,13 +91,16 @@ class SpoolLock:
 class SpoolStore:
     """One table ``spool(id INTEGER PRIMARY KEY, route, key, payload, enqueued_at)`` in WAL mode.
 
-    ``synchronous=NORMAL``: a committed write survives the process being killed (it is in the WAL
-    through the OS), not necessarily a power failure. ``rows`` and ``bytes`` (record bytes as
+    ``synchronous`` is SQLite's setting: ``normal`` (WAL fsynced only at checkpoints) makes a
+    committed write survive the process being killed (it is in the WAL through the OS), not
+    necessarily a power failure or an OS crash; ``full`` fsyncs the WAL at every commit, so a
+    committed write survives those too. ``rows`` and ``bytes`` (record bytes as
     :meth:`Record.size` counts them) are exact for this store's own writes.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: Literal["normal", "full"] = "normal") -> None:
         self.path = path
+        self.synchronous = synchronous
         self.rows = 0
         self.bytes = 0
         self._conn: sqlite3.Connection | None = None
@@ -111,7 +118,9 @@ class SpoolStore:
             # Only effective on a new file; lets the file shrink when the spool has drained.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # Literal SQL only: the setting is one of two fixed words.
+            full = self.synchronous == "full"
+            conn.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS spool ("
@@ -142,30 +151,40 @@ class SpoolStore:
         ``seq`` is unique for this store's life. ``hold``: the caller keeps the records in memory
         (a batch waiting to retry), so reads skip them until they are acknowledged or released.
         """
-        if not items:
+        if hold:
+            return self.write((), items, now)
+        self.write(items, (), now)
+        return [self._base + seq for seq, _ in items]
+
+    def write(
+        self, free: Sequence[tuple[int, Record]], held: Sequence[tuple[int, Record]], now: float
+    ) -> list[int]:
+        """Write ``free`` rows (read back later) and ``held`` rows (the caller keeps them in memory)
+        in one transaction, so one commit covers both; returns the ids of ``held``."""
+        if not free and not held:
             return []
         base = self._base
-        ids = [base + seq for seq, _ in items]
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany(
                 "INSERT INTO spool (id, route, key, payload, enqueued_at) VALUES (?, ?, ?, ?, ?)",
-                [(base + seq, r.route, r.key, r.payload, now) for seq, r in items],
+                [(base + seq, r.route, r.key, r.payload, now) for seq, r in (*free, *held)],
             )
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        sizes = [r.size() for _, r in items]
-        self.rows += len(items)
-        self.bytes += sum(sizes)
-        if hold:
-            self._held.update(zip(ids, sizes, strict=True))
-        else:
+        self.rows += len(free) + len(held)
+        self.bytes += sum(r.size() for _, r in free)
+        held_ids = [base + seq for seq, _ in held]
+        held_sizes = [r.size() for _, r in held]
+        self.bytes += sum(held_sizes)
+        self._held.update(zip(held_ids, held_sizes, strict=True))
+        if free:
             # Written behind rows already read: reads must come back for it.
-            self._lower_cursor(min(ids) - 1)
-        return ids
+            self._lower_cursor(base + min(seq for seq, _ in free) - 1)
+        return held_ids
 
     def read(self, max_records: int, max_bytes: int) -> list[tuple[int, Record]]:
         """Take the oldest rows that are not held, up to the limits (at least one), and hold them."""
@@ -202,7 +221,8 @@ class SpoolStore:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(_DELETE_SQL, [(i,) for i in ids])
+            # A sent batch is mostly consecutive ids: one range delete each instead of a row each.
+            db.executemany(_DELETE_RANGE_SQL, _runs(ids))
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -273,4 +293,20 @@ class SpoolStore:
     def _shrink(self) -> None:
         # Space is only reclaimed opportunistically; a failure leaves the spool itself intact.
         with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA incremental_vacuum").fetchall()
+            (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+            if int(free) > _SHRINK_FREE_PAGES:
+                self._db.execute("PRAGMA incremental_vacuum").fetchall()
+
+
+def _runs(ids: list[int]) -> list[tuple[int, int]]:
+    """``ids`` as ``(first, last)`` runs of consecutive integers."""
+    ordered = sorted(ids)
+    runs: list[tuple[int, int]] = []
+    first = last = ordered[0]
+    for i in ordered[1:]:
+        if i != last + 1:
+            runs.append((first, last))
+            first = i
+        last = i
+    runs.append((first, last))
+    return runs

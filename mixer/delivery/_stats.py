@@ -19,7 +19,9 @@ class DeliveryStats:
     timeout, or an item the backend asked to retry), once per attempt; ``retried`` the records
     sent again after such a failure. ``dropped`` is by reason: ``spool_full`` (drop_oldest),
     ``queue_full`` (no spool, drop policy), ``dead_letter_full`` (rotated away),
-    ``spool_error`` (the spool could not be written and memory was full).
+    ``spool_error`` (the spool could not be written and memory was full). ``spooled`` counts
+    records written to the spool to wait there; ``written_ahead`` those written ahead in
+    ``spool`` acknowledgement while the backend answers (sent from memory, deleted once accepted).
     ``send_duration_buckets`` are cumulative counts for :data:`SEND_DURATION_BUCKETS` then +Inf.
     """
 
@@ -29,6 +31,7 @@ class DeliveryStats:
     failed: int = 0
     retried: int = 0
     spooled: int = 0
+    written_ahead: int = 0
     replayed: int = 0
     dead_lettered: int = 0
     dropped: Mapping[str, int] = field(default_factory=dict)

@@ -15,6 +15,7 @@ from mixer.adapter import (
     AdapterInfo,
     AttributeHandler,
     CheckHandler,
+    DeliveryAck,
     Handler,
     HandlerEnv,
     QuotaHandler,
@@ -73,6 +74,7 @@ def build_runtime(
     *,
     previous: Runtime | None = None,
     data_dir: Path | None = None,
+    delivery_ack: DeliveryAck = "auto",
     logger: logging.Logger | None = None,
     rng: Callable[[], float] | None = None,
     clock: Callable[[], float] | None = None,
@@ -86,8 +88,9 @@ def build_runtime(
     reused and retired. Statistics carry over from ``previous``.
 
     ``data_dir``: each handler gets ``data_dir / <handler name>`` as its own place for files (not
-    created here). ``rng`` draws in [0, 1) for random rule sampling and ``clock`` (seconds) times
-    rate-limit sampling windows; tests inject both.
+    created here). ``delivery_ack`` is the acknowledgement mode of report handlers whose config
+    sets none (``HandlerEnv.delivery_ack``). ``rng`` draws in [0, 1) for random rule sampling and
+    ``clock`` (seconds) times rate-limit sampling windows; tests inject both.
 
     :raises RuntimeBuildError: a rule names a missing handler or instance, an adapter is unknown or
         lacks the interface or template a rule needs, or a factory fails.
@@ -118,7 +121,7 @@ def build_runtime(
                 targets.append(_Target(action.handler, instance, spec.variety, spec.request_context, prefix))
         resolved.append((rule, targets))
 
-    slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, log)
+    slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, delivery_ack, log)
     handlers = {slot.name: slot.handler for slot in slots}
 
     for rule, targets in resolved:
@@ -230,6 +233,7 @@ def _build_handlers(
     names: list[str],
     previous: Runtime | None,
     data_dir: Path | None,
+    delivery_ack: DeliveryAck,
     log: logging.Logger,
 ) -> tuple[list[HandlerSlot], RuntimeDelta]:
     reusable = [] if previous is None or previous.closed else [s for s in previous._slots if not s.stopped]
@@ -270,6 +274,7 @@ def _build_handlers(
             plans=config.plans,
             key_stores=registry.key_stores,
             previous=replaced,
+            delivery_ack=delivery_ack,
         )
         try:
             handler = info.factory(handler_config.params, env)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
+from mixer.adapter import HandlerOverloaded
 from mixer.status import OK, Code, Status
 
 
@@ -20,6 +23,10 @@ class ReportOutcome:
     failures); the counts are complete. :attr:`status` is the answer Mixer gave: UNAVAILABLE when
     a handler was overloaded, UNKNOWN with the reasons when an instance failed to build or a handler
     failed, else OK. Match errors only count (the rule is treated as not matching).
+
+    ``pending`` are the handlers that accepted their batch on condition that it becomes durable
+    (committed to their spool), with what completes when it is: a caller that answers the Report
+    uses :meth:`durable_status`, which waits for them, instead of :attr:`status`.
     """
 
     records: int
@@ -29,6 +36,7 @@ class ReportOutcome:
     match_errors: int = 0
     instance_errors: int = 0
     errors: tuple[str, ...] = ()
+    pending: tuple[tuple[str, Awaitable[None]], ...] = ()
 
     @property
     def status(self) -> Status:
@@ -37,6 +45,24 @@ class ReportOutcome:
         if self.failed or self.instance_errors:
             return Status(Code.UNKNOWN, "; ".join(self.errors) or "report failed")
         return OK
+
+    async def durable_status(self) -> Status:
+        """:attr:`status` once every pending batch is durable; UNAVAILABLE for those that failed.
+
+        The event loop keeps running meanwhile (the spool writes happen on their own threads).
+        Cancelling the caller does not cancel the writes, which other Reports may share.
+        """
+        if not self.pending:
+            return self.status
+        not_durable: list[str] = []
+        for name, commit in self.pending:
+            try:
+                await asyncio.shield(commit)
+            except HandlerOverloaded:
+                not_durable.append(name)
+        if not_durable and not self.overloaded:
+            return Status(Code.UNAVAILABLE, "handler overloaded: " + ", ".join(not_durable))
+        return self.status
 
 
 @dataclass(frozen=True, slots=True)

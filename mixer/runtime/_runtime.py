@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -88,6 +88,8 @@ class _ReportTally:
     errors: list[str] = field(default_factory=list)
     overloaded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: Handlers that acknowledge from their spool, and the commit to wait for.
+    pending: list[tuple[str, Awaitable[None]]] = field(default_factory=list)
 
 
 _NO_QUOTAS: Mapping[str, QuotaRequest] = MappingProxyType({})
@@ -581,7 +583,9 @@ class Runtime:
 
         Instances are in bag order, then rule order. Never waits on a backend: handlers queue the
         batch or raise :class:`HandlerOverloaded`. Holds the event loop for the whole call: a large
-        batch goes through :meth:`report_in_slices` instead.
+        batch goes through :meth:`report_in_slices` instead. A handler that acknowledges from its
+        spool returns what to wait for; those are in :attr:`ReportOutcome.pending`, and a caller
+        answering the Report awaits :meth:`ReportOutcome.durable_status`.
         """
         tally = _ReportTally()
         self._report_part(bags, 0, len(bags), tally)
@@ -682,7 +686,7 @@ class Runtime:
             if not instances:
                 continue
             try:
-                handler.handle_report(ReportBatch(name, instances))
+                commit = handler.handle_report(ReportBatch(name, instances))
             except HandlerOverloaded:
                 if name not in tally.overloaded:
                     tally.overloaded.append(name)
@@ -697,6 +701,8 @@ class Runtime:
                     errors.append(f"{name}: {_describe(exc)}")
                 continue
             tally.dispatched += len(instances)
+            if commit is not None:
+                tally.pending.append((name, commit))
 
     def _end_report(self, tally: _ReportTally, records: int) -> ReportOutcome:
         stats = self.stats
@@ -713,6 +719,7 @@ class Runtime:
             match_errors=tally.match_errors,
             instance_errors=tally.instance_errors,
             errors=tuple(tally.errors),
+            pending=tuple(tally.pending),
         )
 
     # -- Lifecycle ------------------------------------------------------------------------------

@@ -28,17 +28,22 @@ from mixer.server._app import (
 )
 from mixer.server._holder import ConfigInfo, RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._logging import JsonFormatter, configure_logging
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_GRPC_LISTEN,
+    DEFAULT_HTTP_BODY_TIMEOUT,
+    DEFAULT_HTTP_HEADER_TIMEOUT,
     DEFAULT_HTTP_LISTEN,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_RELOAD_INTERVAL,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
     ServeOptions,
@@ -50,12 +55,16 @@ from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_GRPC_LISTEN",
+    "DEFAULT_HTTP_BODY_TIMEOUT",
+    "DEFAULT_HTTP_HEADER_TIMEOUT",
     "DEFAULT_HTTP_LISTEN",
+    "DEFAULT_HTTP_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_REPORT_RECORDS",
     "DEFAULT_RELOAD_INTERVAL",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DELIVERY_ACKS",
     "EXIT_FAILURE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -67,6 +76,8 @@ __all__ = [
     "AdminState",
     "ConfigInfo",
     "ConfigSource",
+    "HttpGuard",
+    "HttpLimits",
     "JsonFormatter",
     "ListenAddress",
     "MethodMetrics",

@@ -23,6 +23,7 @@ from mixer.config import ConfigError
 from mixer.runtime import Runtime, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._metrics import ServerMetrics
 from mixer.server._net import ListenAddress
 from mixer.server._options import ServeOptions
@@ -81,6 +82,8 @@ class MixerServer:
         self._syslog: SyslogReceiver | None = None
         self._grpc_server: Any = None
         self._http_runner: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None
+        self.http_guard: HttpGuard | None = None
         self._reloader: Reloader | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._plugins_started = False
@@ -125,7 +128,7 @@ class MixerServer:
             except ConfigError as err:
                 log_config_error(logger, "cannot start", err)
                 raise StartupError(f"invalid config: {len(err.issues)} error(s)") from err
-            runtime = build_runtime(config, registry, data_dir=data_dir)
+            runtime = build_runtime(config, registry, data_dir=data_dir, delivery_ack=options.delivery_ack)
             await runtime.start()
             holder = RuntimeHolder(runtime, info)
             self._holder = holder
@@ -139,6 +142,7 @@ class MixerServer:
                 data_dir=data_dir,
                 shutdown_timeout=options.shutdown_timeout,
                 logger=logging.getLogger("mixer.server.reload"),
+                delivery_ack=options.delivery_ack,
             )
             reloader.fingerprint = fingerprint
             self._reloader = reloader
@@ -199,17 +203,36 @@ class MixerServer:
     async def _start_http(self, address: ListenAddress) -> None:
         routes = http_routes(self._service_context())
         app = build_admin_app(self.admin, routes, client_max_size=self.options.max_message_size)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        options = self.options
+        guard = HttpGuard(
+            HttpLimits(
+                max_connections=options.http_max_connections,
+                header_timeout=options.http_header_timeout,
+                body_timeout=options.http_body_timeout,
+            ),
+            self.metrics.registry,
+        )
+        self.http_guard = guard
+        app.middlewares.append(guard.middleware)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=guard.protocol_log)
         await runner.setup()
         self._http_runner = runner
-        site = web.TCPSite(
-            runner, address.host, address.port, reuse_port=self.options.worker_index is not None
-        )
+        # aiohttp's protocol behind the guard's (no TCPSite: it would listen with aiohttp's alone).
+        protocols = runner.server
+        if protocols is None:
+            raise StartupError("the HTTP server did not set up")
         try:
-            await site.start()
+            server = await asyncio.get_running_loop().create_server(
+                guard.factory(protocols),
+                address.host,
+                address.port,
+                reuse_address=True,
+                reuse_port=options.worker_index is not None,
+            )
         except OSError as exc:
             raise StartupError(f"cannot listen for HTTP on {address}: {exc.strerror or exc}") from exc
-        self.http_address = address.with_port(int(runner.addresses[0][1]))
+        self._http_server = server
+        self.http_address = address.with_port(int(server.sockets[0].getsockname()[1]))
 
     def _service_context(self) -> ServiceContext:
         return ServiceContext(
@@ -298,6 +321,8 @@ class MixerServer:
             await runtime.shutdown(left(0.9))
         if self._plugin_manager is not None and self._plugins_started:
             await self._plugin_manager.shutdown(left())
+        if self._http_server is not None:
+            self._http_server.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         logger.info("stopped")

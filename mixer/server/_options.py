@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mixer.adapter import DeliveryAck
 from mixer.server._net import ListenAddress
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,
@@ -26,8 +27,17 @@ DEFAULT_RELOAD_INTERVAL: Final = 2.0
 #: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
 DEFAULT_CHECK_TIMEOUT: Final = 5.0
 
+#: Open connections on the HTTP port; each costs about 14 KiB, and the process's file limit
+#: (often 1024) must leave room for them.
+DEFAULT_HTTP_MAX_CONNECTIONS: Final = 1000
+#: How long a request's header may take to arrive (a slow-header client holds a connection).
+DEFAULT_HTTP_HEADER_TIMEOUT: Final = 10.0
+#: How long a request's body may take to arrive once its header has.
+DEFAULT_HTTP_BODY_TIMEOUT: Final = 30.0
+
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("text", "json")
+DELIVERY_ACKS: Final[tuple[DeliveryAck, ...]] = ("auto", "spool", "memory")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,10 @@ class ServeOptions:
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
     max_report_records: int = DEFAULT_MAX_REPORT_RECORDS
+    delivery_ack: DeliveryAck = "auto"
+    http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
+    http_body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -93,6 +107,14 @@ class ServeOptions:
                 # Workers share a fixed port; port 0 would give each worker a port nobody knows.
                 if syslog.port == 0 and self.workers > 1:
                     problems.append("--syslog-listen needs a fixed port with --workers")
+        if self.http_max_connections < 1:
+            problems.append("--http-max-connections must be at least 1")
+        if self.http_header_timeout <= 0:
+            problems.append("--http-header-timeout must be positive")
+        if self.http_body_timeout <= 0:
+            problems.append("--http-body-timeout must be positive")
+        if self.delivery_ack not in DELIVERY_ACKS:
+            problems.append(f"--delivery-ack must be one of {', '.join(DELIVERY_ACKS)}")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
@@ -139,6 +161,14 @@ class ServeOptions:
             str(self.max_map_entries),
             "--max-report-records",
             str(self.max_report_records),
+            "--delivery-ack",
+            self.delivery_ack,
+            "--http-max-connections",
+            str(self.http_max_connections),
+            "--http-header-timeout",
+            repr(self.http_header_timeout),
+            "--http-body-timeout",
+            repr(self.http_body_timeout),
         ]
         if self.syslog_listen is not None:
             argv += ["--syslog-listen", self.syslog_listen]

@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixer.adapter import DeliveryAck
 from mixer.config import ConfigError, ValidatedConfig, config_files, load_config, load_config_text
 from mixer.defaults import EMBEDDED_CONFIG_NAME, embedded_config_text
 from mixer.registry import Registry
@@ -86,7 +87,9 @@ class Reloader:
         data_dir: Path | None,
         shutdown_timeout: float,
         logger: logging.Logger,
+        delivery_ack: DeliveryAck = "auto",
     ) -> None:
+        self._delivery_ack: DeliveryAck = delivery_ack
         self._source = source
         self._registry = registry
         self._holder = holder
@@ -141,7 +144,13 @@ class Reloader:
             return False
         current = self._holder.current
         try:
-            new = build_runtime(config, self._registry, previous=current, data_dir=self._data_dir)
+            new = build_runtime(
+                config,
+                self._registry,
+                previous=current,
+                data_dir=self._data_dir,
+                delivery_ack=self._delivery_ack,
+            )
             await new.start()
         except Exception as exc:
             log.error("config reload failed, the current config stays: %s", exc)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from mixer.adapter import HandlerEnv, HandlerOverloaded, ReportBatch
+from mixer.adapter import DeliveryAck, HandlerEnv, HandlerOverloaded, ReportBatch
 from mixer.delivery import DeliveryOptions, DeliveryReportHandler, Record
 from mixer.templates import LogEntryInstance
 
@@ -62,3 +64,41 @@ async def test_a_full_queue_propagates_overloaded() -> None:
     with pytest.raises(HandlerOverloaded):
         handler.handle_report(_batch("b"))
     await handler.shutdown(1.0)
+
+
+@pytest.mark.parametrize(
+    ("server", "option", "expected"),
+    [
+        ("auto", None, "auto"),
+        ("memory", None, "memory"),
+        ("memory", "spool", "spool"),
+        ("spool", "memory", "memory"),
+    ],
+)
+async def test_the_ack_mode_is_the_handlers_option_else_the_servers(
+    tmp_path: Path, server: DeliveryAck, option: DeliveryAck | None, expected: DeliveryAck
+) -> None:
+    env = HandlerEnv(
+        handler_name="acked",
+        logger=logging.getLogger("tests.delivery"),
+        data_dir=tmp_path,
+        delivery_ack=server,
+    )
+
+    class Handler(DeliveryReportHandler[FakeBatchSender]):
+        def encode_batch(self, batch: ReportBatch) -> list[Record]:
+            return [Record(i.name.encode()) for i in batch.instances]
+
+    sender = FakeBatchSender()
+    handler = Handler(sender, DeliveryOptions(ack=option, batch_timeout=timedelta(0)), env)
+    await handler.start()
+    try:
+        assert handler.delivery.ack == expected
+        commit = handler.handle_report(_batch("a"))
+        # The backend has not answered yet: only memory acknowledgement answers at once.
+        assert (commit is None) == (expected == "memory")
+        if commit is not None:
+            await commit
+        await eventually(lambda: sender.accepted_payloads == [b"a"])
+    finally:
+        await handler.shutdown(1.0)

@@ -34,7 +34,7 @@ async def test_server_metrics_expose_delivery_families(make_delivery: MakeDelive
     name = f"metrics-{uuid.uuid4().hex[:8]}"
     sender = FakeBatchSender(SendResult(rejected=((0, "bad document"),)))
     gate = sender.gate = asyncio.Event()
-    delivery = make_delivery(sender, tmp_path, name=name, batch_timeout=0, batch_max_records=4)
+    delivery = make_delivery(sender, tmp_path, name=name, batch_timeout=0, batch_max_records=4, ack="memory")
     await delivery.start()
     delivery.offer(records(0, 10))
     registry = ServerMetrics(lambda: None).registry

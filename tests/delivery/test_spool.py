@@ -27,7 +27,13 @@ async def test_a_full_memory_queue_spills_to_the_spool_in_order(
     sender = FakeBatchSender()
     gate = sender.gate = asyncio.Event()
     delivery = make_delivery(
-        sender, tmp_path, batch_timeout=0, batch_max_records=5, queue_max_records=10, max_concurrent_sends=1
+        sender,
+        tmp_path,
+        batch_timeout=0,
+        batch_max_records=5,
+        queue_max_records=10,
+        max_concurrent_sends=1,
+        ack="memory",
     )
     await delivery.start()
     delivery.offer(records(0, 10))
@@ -92,6 +98,7 @@ async def test_full_spool_drops_the_oldest_under_drop_oldest(
         max_concurrent_sends=1,
         queue_max_records=2,
         spool={"max_bytes": 100, "full_policy": "drop_oldest"},
+        ack="memory",
     )
     await delivery.start()
     offered = [Record(b"%09d" % i) for i in range(60)]
@@ -291,7 +298,9 @@ async def test_a_backlog_replays_while_new_records_stay_in_memory(
     assert spool_rows(tmp_path) == payloads(0, 100)
 
     sender = FakeBatchSender()
-    second = make_delivery(sender, tmp_path, batch_timeout=0, batch_max_records=10, max_concurrent_sends=1)
+    second = make_delivery(
+        sender, tmp_path, batch_timeout=0, batch_max_records=10, max_concurrent_sends=1, ack="memory"
+    )
     await second.start()
     second.offer(records(100, 110))
     # The healthy backend takes new records from memory; they do not queue behind the backlog on disk.

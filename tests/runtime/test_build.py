@@ -69,6 +69,10 @@ def test_handler_env(tmp_path: Path) -> None:
     assert env.handler_name == fq("prom")
     assert env.data_dir == tmp_path / fq("prom")
     assert env.logger.name.startswith("test.runtime.")
+    assert env.delivery_ack == "auto"
+    # The server's --delivery-ack reaches every handler.
+    spooled = build_runtime(two_handlers(), registry(), data_dir=tmp_path, delivery_ack="spool")
+    assert recording(spooled, "prom").env.delivery_ack == "spool"
 
 
 @pytest.mark.parametrize(

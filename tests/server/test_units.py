@@ -48,6 +48,12 @@ def test_defaults() -> None:
     assert options.reload_interval == 2.0
     assert options.workers == 1
     assert options.max_report_records == DEFAULT_MAX_REPORT_RECORDS == 10_000
+    assert options.delivery_ack == "auto"
+    assert (options.http_max_connections, options.http_header_timeout, options.http_body_timeout) == (
+        1000,
+        10,
+        30,
+    )
 
 
 def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
@@ -57,13 +63,22 @@ def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
         "--log-format", "json", "--shutdown-timeout", "2.5", "--max-message-size", "64KiB",
         "--max-concurrent-requests", "7", "--reload-interval", "0", "--check-timeout", "0.25",
         "--max-attributes", "10", "--max-string-length", "20", "--max-map-entries", "30",
-        "--max-report-records", "40", "--worker-index", "2", "--worker-restarts", "4", "--parent-pid", "99",
+        "--max-report-records", "40",
+        "--delivery-ack", "spool", "--http-max-connections", "40", "--http-header-timeout", "1.5",
+        "--http-body-timeout", "2.5",
+        "--worker-index", "2", "--worker-restarts", "4", "--parent-pid", "99",
     )  # fmt: skip
     assert options.config_paths == ("a.yaml", "conf.d")
     assert options.max_message_size == 64 * 1024
     assert options.log_level == "DEBUG"
     assert options.data_dir == Path("/tmp/d")
     assert options.max_report_records == 40
+    assert options.delivery_ack == "spool"
+    assert (options.http_max_connections, options.http_header_timeout, options.http_body_timeout) == (
+        40,
+        1.5,
+        2.5,
+    )
     assert parse(*options.to_argv()) == options
 
 
@@ -83,6 +98,9 @@ def test_sizes(text: str, size: int) -> None:
         ["--reload-interval", "-1"],
         ["--max-message-size", "10"],
         ["--max-report-records", "0"],
+        ["--http-max-connections", "0"],
+        ["--http-header-timeout", "0"],
+        ["--http-body-timeout", "-1"],
     ],
 )
 def test_out_of_range_values_are_refused(argv: list[str]) -> None:
