@@ -29,7 +29,14 @@ from pydantic.alias_generators import to_camel
 
 from mixer.params import PositiveDuration
 from mixer.plans._keys import KeyRecord, KeyRecordModel, KeyStore
-from mixer.quota._redis import check_redis_url, in_flight_gate, is_cluster_url, redact_redis_url, redis_client
+from mixer.quota._redis import (
+    check_redis_url,
+    discover,
+    in_flight_gate,
+    is_cluster_url,
+    redact_redis_url,
+    redis_client,
+)
 
 if TYPE_CHECKING:
     from mixer.quota._redis import AnyRedis
@@ -99,6 +106,7 @@ class RedisKeyStore(KeyStore):
         self._client = client
         self._owns_client = client is None
         self._gate = in_flight_gate(is_cluster_url(params.url) and client is None, params.pool_size)
+        self._discovered = False
         self._closed = False
 
     @property
@@ -114,6 +122,9 @@ class RedisKeyStore(KeyStore):
     async def lookup(self, api_key: str) -> KeyRecord | None:
         self.stats.lookups += 1
         try:
+            if not self._discovered:
+                await discover(self.client, self.timeout)
+                self._discovered = True
             async with asyncio.timeout(self.timeout), self._gate:
                 raw = await self.client.hget(self.hash, api_key)
         except Exception:

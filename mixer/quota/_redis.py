@@ -58,6 +58,7 @@ __all__ = [
     "check_cluster_prefix",
     "check_redis_url",
     "cluster_nodes",
+    "discover",
     "in_flight_gate",
     "is_cluster_url",
     "normalize_redis_url",
@@ -69,6 +70,9 @@ DEFAULT_KEY_PREFIX = "mixer:quota:"
 DEFAULT_POOL_SIZE = 10
 #: Seconds one round trip may take before the store counts it failed.
 DEFAULT_TIMEOUT = 0.05
+#: Seconds the first call to a cluster may take to learn its nodes and slots (after that, a
+#: refresh after a failover or a redirect counts against the call's own ``timeout``).
+CLUSTER_DISCOVERY_TIMEOUT = 1.0
 #: Seconds every key outlives the state it holds (clock skew between processes, slow clients).
 DEFAULT_EXPIRY_SLACK = 2.0
 
@@ -192,6 +196,16 @@ def redis_client(url: str, *, pool_size: int, timeout: float) -> AnyRedis:
     return Redis.from_pool(pool)
 
 
+async def discover(client: AnyRedis, timeout: float) -> None:
+    """Learn a cluster's nodes and slot map, bounded by ``max(timeout, CLUSTER_DISCOVERY_TIMEOUT)``
+    (a single server needs nothing): the first call does it, which takes several round trips."""
+    from redis.asyncio.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        async with asyncio.timeout(max(timeout, CLUSTER_DISCOVERY_TIMEOUT)):
+            await client.initialize()
+
+
 def in_flight_gate(cluster: bool, pool_size: int) -> contextlib.AbstractAsyncContextManager[object]:
     """What a call holds while it runs: for a cluster, one of ``pool_size`` places (a cluster
     node's pool refuses a call beyond its size where a single server's pool waits); for a single
@@ -263,6 +277,7 @@ class RedisCounterStore:
         self._client = client
         self._owns_client = client is None
         self._gate = in_flight_gate(self.cluster, pool_size)
+        self._discovered = False
         self._script = allocate_script()
         self.script_sha = hashlib.sha1(self._script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._closed = False
@@ -338,6 +353,9 @@ class RedisCounterStore:
         from redis.exceptions import NoScriptError
 
         client = self.client
+        if not self._discovered:
+            await discover(client, self.timeout)
+            self._discovered = True
         # The gate's wait counts against the timeout, as a single server's pool wait does.
         async with asyncio.timeout(self.timeout), self._gate:
             try:

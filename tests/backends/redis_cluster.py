@@ -87,7 +87,7 @@ class ClusterNode(ManagedProcess):
     def ready(self) -> bool:
         return _ping(self.port)
 
-    def command(self, *args: str) -> object:
+    def command(self, *args: str | bytes) -> object:
         """One command on this node alone (no redirects followed)."""
         import redis
 
