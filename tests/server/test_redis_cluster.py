@@ -187,51 +187,63 @@ async def test_noscript_loads_the_script_on_the_node_that_answered(
 
 # -- exactness across replicas -------------------------------------------------------------------
 
-LIMIT = 300
-CLIENTS = 4
-CHECKS_PER_CLIENT = 120
 RETRY_EVERY = 10
 RECONNECT_EVERY = 20
 
 
+@pytest.mark.parametrize(
+    ("limit", "clients", "checks_per_client"),
+    [
+        pytest.param(300, 4, 120, id="short"),
+        pytest.param(3000, 6, 1000, id="long", marks=pytest.mark.slow),
+    ],
+)
 def test_two_replicas_grant_exactly_the_limit_on_a_cluster(
-    servers: Launcher, tmp_path: Path, redis_cluster: RedisClusterProcesses
+    servers: Launcher,
+    tmp_path: Path,
+    redis_cluster: RedisClusterProcesses,
+    limit: int,
+    clients: int,
+    checks_per_client: int,
 ) -> None:
     prefix = unique_prefix("cexact")
     config_path = tmp_path / "config.yaml"
-    config_path.write_text(config(redis_cluster.url, prefix, LIMIT), "utf-8")
+    config_path.write_text(config(redis_cluster.url, prefix, limit), "utf-8")
     replicas = [
-        servers.start("--config", str(config_path), "--workers", "1", "--reload-interval", "0")
+        servers.start("--config", str(config_path), "--workers", "1", "--reload-interval", "0", wait=False)
         for _ in range(2)
     ]
+    for server in replicas:
+        server.wait_ready()
     run = run_clients(
         [server.grpc_target for server in replicas],
-        clients=CLIENTS,
-        checks_per_client=CHECKS_PER_CLIENT,
+        clients=clients,
+        checks_per_client=checks_per_client,
         retry_every=RETRY_EVERY,
         reconnect_every=RECONNECT_EVERY,
+        timeout=300,
     )
-    checks = CLIENTS * CHECKS_PER_CLIENT
+    checks = clients * checks_per_client
     assert len(run.codes) == checks
-    assert run.counts() == {"OK": LIMIT, "RESOURCE_EXHAUSTED": checks - LIMIT}, replicas[0].stderr()
+    assert run.counts() == {"OK": limit, "RESOURCE_EXHAUSTED": checks - limit}, replicas[0].stderr()
     # Every retry went to the other replica and was answered from the record in the cluster.
     assert run.retry_mismatches == 0
 
     per_replica = {str(n): metrics_of(server) for n, server in enumerate(replicas)}
     assert all(samples["checks"] > 0 for samples in per_replica.values()), per_replica
     assert sum(samples["allocations"] for samples in per_replica.values()) == checks
-    assert sum(samples["denials"] for samples in per_replica.values()) == checks - LIMIT
+    assert sum(samples["denials"] for samples in per_replica.values()) == checks - limit
     assert sum(samples["dedup_hits"] for samples in per_replica.values()) == run.retries
     assert sum(samples["store_failures"] for samples in per_replica.values()) == 0
 
     counter = f"{prefix}{{plan/metered/subject=sam}}plan/metered/per_hour/subject=sam"
-    assert rolling_count(redis_cluster.command("GET", counter, key=counter)) == LIMIT
+    assert rolling_count(redis_cluster.command("GET", counter, key=counter)) == limit
     keys = redis_cluster.keys(f"{prefix}*")
     assert counter.encode() in keys
     assert len({redis_cluster.nodes[0].command("CLUSTER", "KEYSLOT", key) for key in keys}) == 1
     assert all(redis_cluster.command("PTTL", key.decode(), key=key.decode()) != -1 for key in keys)
     print(
-        f"cluster exactness: {checks} Checks (+{run.retries} retries), limit {LIMIT}, "
+        f"cluster exactness: {checks} Checks (+{run.retries} retries), limit {limit}, "
         f"{run.counts()['OK']} granted, in {run.elapsed:.2f}s"
     )
 
