@@ -10,7 +10,10 @@ generator and every Redis process to CPU 1, so each figure is one server core's.
   of ``--rounds`` rounds;
 - latency: an open loop at half that maximum rate for ``--seconds``: p50 and p99;
 - direct: allocations per second of one ``RedisCounterStore`` in this process (no gRPC), with
-  ``--concurrency`` allocations in flight: the client's own cost per Check.
+  ``--concurrency`` allocations in flight: the client's own cost per Check;
+- Redis time: microseconds of Redis CPU per allocation script call (``INFO commandstats``,
+  ``usec_per_call`` of ``evalsha``, averaged over the masters), so one Redis core serves about
+  a million over that many allocations a second.
 
     .venv/bin/python bench/redis_cluster.py [--seconds 5] [--rounds 3] [--concurrency 64]
 """
@@ -151,6 +154,23 @@ async def direct(url: str, concurrency: int, seconds: float) -> float:
         await store.close()
 
 
+def redis_usec_per_call(url: str) -> float:
+    """Redis's own CPU microseconds per ``EVALSHA``, over every master the URL names."""
+    import redis
+
+    if url.startswith("redis+cluster://"):
+        nodes = [n.rsplit(":", 1) for n in url.removeprefix("redis+cluster://").split(",")]
+    else:
+        nodes = [url.removeprefix("redis://").removesuffix("/0").rsplit(":", 1)]
+    usec = calls = 0.0
+    for host, port in nodes:
+        with redis.Redis(host=host, port=int(port)) as client:
+            stats = client.info("commandstats").get("cmdstat_evalsha", {})
+            usec += float(stats.get("usec", 0))
+            calls += float(stats.get("calls", 0))
+    return usec / calls if calls else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pin(CLIENT_CPU)
     bodies = requests()
-    rows: list[tuple[Result, float]] = []
+    rows: list[tuple[Result, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         with redis_server() as url:
             rate = asyncio.run(direct(url, args.concurrency, args.seconds))
@@ -169,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             with mixer_server(
                 "redisquota, one Redis", "redisquota", {"BENCH_REDIS_URL": url}, Path(tmp)
             ) as target:
-                rows.append((measure(target, bodies, args), rate))
+                rows.append((measure(target, bodies, args), rate, redis_usec_per_call(url)))
         with redis_cluster(Path(tmp)) as url:
             rate = asyncio.run(direct(url, args.concurrency, args.seconds))
             print(f"direct, Redis Cluster: {rate:,.0f} allocations/s", flush=True)
@@ -179,14 +199,17 @@ def main(argv: list[str] | None = None) -> int:
                 {"BENCH_REDIS_URL": url},
                 Path(tmp) / "cluster",
             ) as target:
-                rows.append((measure(target, bodies, args), rate))
+                rows.append((measure(target, bodies, args), rate, redis_usec_per_call(url)))
     print(
         "\n| counters in | Checks/s (one core) | p50 at half rate | p99 at half rate | failed "
-        "| direct allocations/s (one process) |"
+        "| direct allocations/s (one process) | Redis µs per allocation |"
     )
-    print("|---|---|---|---|---|---|")
-    for r, rate in rows:
-        print(f"| {r.name} | {r.rate:,.0f} | {r.p50:.2f} ms | {r.p99:.2f} ms | {r.failures} | {rate:,.0f} |")
+    print("|---|---|---|---|---|---|---|")
+    for r, rate, usec in rows:
+        print(
+            f"| {r.name} | {r.rate:,.0f} | {r.p50:.2f} ms | {r.p99:.2f} ms | {r.failures} "
+            f"| {rate:,.0f} | {usec:.1f} |"
+        )
     return 0
 
 

@@ -23,7 +23,7 @@ def test_the_cluster_bench_measures_both_stores() -> None:
     )
     assert done.returncode == 0, done.stderr
     rows = re.findall(
-        r"^\| (redisquota, [^|]+) \| ([\d,]+) \| [\d.]+ ms \| [\d.]+ ms \| (\d+) \| ([\d,]+) \|$",
+        r"^\| (redisquota, [^|]+) \| ([\d,]+) \| [\d.]+ ms \| [\d.]+ ms \| (\d+) \| ([\d,]+) \| ([\d.]+) \|$",
         done.stdout,
         re.M,
     )
@@ -31,7 +31,8 @@ def test_the_cluster_bench_measures_both_stores() -> None:
         "redisquota, one Redis",
         "redisquota, Redis Cluster (3 masters)",
     ], done.stdout
-    for _, rate, failed, direct in rows:
+    for _, rate, failed, direct, usec in rows:
         assert int(rate.replace(",", "")) > 0
         assert int(direct.replace(",", "")) > 0
         assert int(failed) == 0, done.stdout
+        assert float(usec) > 0
