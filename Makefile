@@ -108,6 +108,7 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py
+	$(PY) bench/redis_cluster.py
 
 proto: $(DEV_STAMP)
 	$(PY) -m mixer.proto.build
