@@ -30,8 +30,8 @@ from pydantic.alias_generators import to_camel
 from mixer.params import PositiveDuration
 from mixer.plans._keys import KeyRecord, KeyRecordModel, KeyStore
 from mixer.quota._redis import (
+    Discovery,
     check_redis_url,
-    discover,
     in_flight_gate,
     is_cluster_url,
     redact_redis_url,
@@ -106,7 +106,7 @@ class RedisKeyStore(KeyStore):
         self._client = client
         self._owns_client = client is None
         self._gate = in_flight_gate(is_cluster_url(params.url) and client is None, params.pool_size)
-        self._discovered = False
+        self._discovery = Discovery()
         self._closed = False
 
     @property
@@ -122,9 +122,7 @@ class RedisKeyStore(KeyStore):
     async def lookup(self, api_key: str) -> KeyRecord | None:
         self.stats.lookups += 1
         try:
-            if not self._discovered:
-                await discover(self.client, self.timeout)
-                self._discovered = True
+            await self._discovery.ensure(self.client, self.timeout)
             async with asyncio.timeout(self.timeout), self._gate:
                 raw = await self.client.hget(self.hash, api_key)
         except Exception:

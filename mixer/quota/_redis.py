@@ -52,13 +52,13 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_TIMEOUT",
+    "Discovery",
     "RedisCounterStore",
     "RedisStoreStats",
     "allocate_script",
     "check_cluster_prefix",
     "check_redis_url",
     "cluster_nodes",
-    "discover",
     "in_flight_gate",
     "is_cluster_url",
     "normalize_redis_url",
@@ -196,14 +196,27 @@ def redis_client(url: str, *, pool_size: int, timeout: float) -> AnyRedis:
     return Redis.from_pool(pool)
 
 
-async def discover(client: AnyRedis, timeout: float) -> None:
-    """Learn a cluster's nodes and slot map, bounded by ``max(timeout, CLUSTER_DISCOVERY_TIMEOUT)``
-    (a single server needs nothing): the first call does it, which takes several round trips."""
-    from redis.asyncio.cluster import RedisCluster
+class Discovery:
+    """Learns a cluster's nodes and slot map once, before the first call (a single server needs
+    nothing). Bounded by ``max(timeout, CLUSTER_DISCOVERY_TIMEOUT)``: it takes several round trips.
+    Calls that arrive meanwhile wait for it; it is tried once, answered or not, and after that
+    redis-py's client refreshes the map within each call's own ``timeout``."""
 
-    if isinstance(client, RedisCluster):
-        async with asyncio.timeout(max(timeout, CLUSTER_DISCOVERY_TIMEOUT)):
-            await client.initialize()
+    def __init__(self) -> None:
+        self._done = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, client: AnyRedis, timeout: float) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        if self._done:
+            return
+        async with self._lock:
+            if not self._done:
+                self._done = True
+                if isinstance(client, RedisCluster):
+                    async with asyncio.timeout(max(timeout, CLUSTER_DISCOVERY_TIMEOUT)):
+                        await client.initialize()
 
 
 def in_flight_gate(cluster: bool, pool_size: int) -> contextlib.AbstractAsyncContextManager[object]:
@@ -277,7 +290,7 @@ class RedisCounterStore:
         self._client = client
         self._owns_client = client is None
         self._gate = in_flight_gate(self.cluster, pool_size)
-        self._discovered = False
+        self._discovery = Discovery()
         self._script = allocate_script()
         self.script_sha = hashlib.sha1(self._script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._closed = False
@@ -353,9 +366,7 @@ class RedisCounterStore:
         from redis.exceptions import NoScriptError
 
         client = self.client
-        if not self._discovered:
-            await discover(client, self.timeout)
-            self._discovered = True
+        await self._discovery.ensure(client, self.timeout)
         # The gate's wait counts against the timeout, as a single server's pool wait does.
         async with asyncio.timeout(self.timeout), self._gate:
             try:

@@ -317,7 +317,7 @@ async def test_a_killed_master_fail_open_and_fail_closed_then_counting_resumes(
     policies = {"fail_closed": unique_prefix("closed"), "fail_open": unique_prefix("open")}
     handlers = {
         policy: handler(
-            cluster.url, prefix, name=f"{policy}.istio-system", failure_policy=policy, timeout="200ms"
+            cluster.url, prefix, name=f"{policy}.istio-system", failure_policy=policy, timeout="500ms"
         )
         for policy, prefix in policies.items()
     }
