@@ -95,10 +95,11 @@ class ClusterNode(ManagedProcess):
             return client.execute_command(*args)
 
     def info(self, section: str) -> dict[str, str]:
-        raw = self.command("INFO", section) if section != "cluster" else self.command("CLUSTER", "INFO")
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        """``INFO section`` (``CLUSTER INFO`` for ``cluster``) as text fields."""
+        raw = self.command("CLUSTER", "INFO") if section == "cluster" else self.command("INFO", section)
         if isinstance(raw, dict):
             return {str(k): str(v) for k, v in raw.items()}
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
