@@ -108,6 +108,8 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py
+	$(PY) bench/redis_cluster.py
+	$(PY) bench/delivery_ack.py
 
 # The server image (docs/deploy.md); needs Docker with BuildKit. The tests in tests/deploy check the
 # Dockerfile and build and run what it installs without Docker.

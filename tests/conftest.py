@@ -17,7 +17,13 @@ import pytest
 
 #: tests.backends modules that start or call a backend program (``_process`` only manages processes).
 BACKEND_MODULES = frozenset(
-    {"tests.backends.kafka", "tests.backends.nginx", "tests.backends.prometheus", "tests.backends.redis"}
+    {
+        "tests.backends.kafka",
+        "tests.backends.nginx",
+        "tests.backends.prometheus",
+        "tests.backends.redis",
+        "tests.backends.redis_cluster",
+    }
 )
 
 

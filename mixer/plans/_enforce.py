@@ -88,8 +88,9 @@ class PlanEnforcer:
         """
         self.stats.checks += 1
         builtin = {"subject": subject, "api": api, "operation": operation}
+        group = self.counter_group(plan, builtin)
         try:
-            requests = [self._request(plan, limit, builtin, bag) for limit in plan.limits]
+            requests = [self._request(plan, limit, builtin, bag, group) for limit in plan.limits]
         except PlanEvaluationError as exc:
             self.stats.evaluation_errors += 1
             return PlanVerdict(Status(Code.INTERNAL, f'plan "{plan.name}": {exc}'))
@@ -140,8 +141,26 @@ class PlanEnforcer:
         parts.extend(f"{_escape(name)}={_escape(value)}" for name, value in values)
         return "/".join(parts)
 
+    def counter_group(self, plan: PlanConfig, builtin: dict[str, str]) -> str:
+        """The group of a check's counters (one hash slot on a Redis Cluster): the plan and the
+        built-in dimensions every limit of it counts by (by default ``subject``), so that the
+        counters of different subjects spread over the cluster while one counter keeps one group.
+        """
+        common = [d.name for d in plan.limits[0].dimensions if d.expression is None] if plan.limits else []
+        for limit in plan.limits[1:]:
+            names = {d.name for d in limit.dimensions if d.expression is None}
+            common = [name for name in common if name in names]
+        parts = [f"{self.key_prefix}{_escape(plan.name)}"]
+        parts.extend(f"{_escape(name)}={_escape(builtin.get(name, ''))}" for name in common)
+        return "/".join(parts)
+
     def _request(
-        self, plan: PlanConfig, limit: LimitConfig, builtin: dict[str, str], bag: AttributeBag | None
+        self,
+        plan: PlanConfig,
+        limit: LimitConfig,
+        builtin: dict[str, str],
+        bag: AttributeBag | None,
+        group: str,
     ) -> CounterRequest:
         values = [(d.name, self._dimension(limit, d, builtin, bag)) for d in limit.dimensions]
         return CounterRequest(
@@ -154,6 +173,7 @@ class PlanEnforcer:
             bucket_seconds=limit.bucket_seconds if limit.algorithm is Algorithm.ROLLING_WINDOW else 0.0,
             burst=limit.burst,
             enforce=limit.overage is Overage.REJECT,
+            group=group,
         )
 
     @staticmethod

@@ -6,11 +6,13 @@ Each field of the hash is an API key; its value is a JSON object ``{"subject": .
     HSET mixer:keys k-3f9a '{"subject": "alice", "plan": "pro"}'
     HDEL mixer:keys k-3f9a      # revoked: refused everywhere within ``refresh``
 
-A lookup is one ``HGET``, bounded by ``timeout``. Answers, known and unknown keys alike, may be
-reused for at most ``refresh`` (default 0.5 s): the plan handler's key cache is held to that
-(:attr:`RedisKeyStore.max_cache_seconds`), so a key revoked or issued in Redis takes effect on
-every replica within it. A value that is not such a record is logged (naming the hash, never the
-key), counted in ``invalid_records`` and treated as an unknown key.
+A lookup is one ``HGET``, bounded by ``timeout``. On a Redis Cluster (``redis+cluster://``) the
+hash lives in one slot, on one node (and its replicas), found by redis-py's cluster client.
+Answers, known and unknown keys alike, may be reused for at most ``refresh`` (default 0.5 s): the
+plan handler's key cache is held to that (:attr:`RedisKeyStore.max_cache_seconds`), so a key
+revoked or issued in Redis takes effect on every replica within it. A value that is not such a
+record is logged (naming the hash, never the key), counted in ``invalid_records`` and treated as
+an unknown key.
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ from pydantic.alias_generators import to_camel
 
 from mixer.params import PositiveDuration
 from mixer.plans._keys import KeyRecord, KeyRecordModel, KeyStore
-from mixer.quota._redis import check_redis_url, redact_redis_url, redis_client
+from mixer.quota._redis import (
+    Discovery,
+    check_redis_url,
+    in_flight_gate,
+    is_cluster_url,
+    redact_redis_url,
+    redis_client,
+)
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from mixer.quota._redis import AnyRedis
 
 __all__ = [
     "DEFAULT_KEY_HASH",
@@ -52,7 +61,8 @@ class RedisKeyStoreParams(BaseModel):
         extra="forbid", frozen=True, alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
-    #: ``redis://[user:password@]host:port/db``, ``rediss://...``, ``unix://...`` or ``host:port``.
+    #: ``redis://[user:password@]host:port/db``, ``rediss://...``, ``unix://...``, ``host:port``, or a
+    #: cluster's ``redis+cluster://host:port[,host:port...]``.
     url: str = Field(default="redis://127.0.0.1:6379/0", min_length=1)
     #: The hash whose fields are the API keys.
     hash: str = Field(default=DEFAULT_KEY_HASH, min_length=1)
@@ -84,7 +94,7 @@ class RedisKeyStore(KeyStore):
     """Looks API keys up with ``HGET``; see the module docstring for the record format."""
 
     def __init__(
-        self, params: RedisKeyStoreParams, logger: logging.Logger, *, client: Redis | None = None
+        self, params: RedisKeyStoreParams, logger: logging.Logger, *, client: AnyRedis | None = None
     ) -> None:
         self.params = params
         self.hash = params.hash
@@ -95,10 +105,12 @@ class RedisKeyStore(KeyStore):
         self._logger = logger
         self._client = client
         self._owns_client = client is None
+        self._gate = in_flight_gate(is_cluster_url(params.url) and client is None, params.pool_size)
+        self._discovery = Discovery()
         self._closed = False
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> AnyRedis:
         if self._closed:
             raise RuntimeError("the Redis key store is closed")
         if self._client is None:
@@ -110,7 +122,8 @@ class RedisKeyStore(KeyStore):
     async def lookup(self, api_key: str) -> KeyRecord | None:
         self.stats.lookups += 1
         try:
-            async with asyncio.timeout(self.timeout):
+            await self._discovery.ensure(self.client, self.timeout)
+            async with asyncio.timeout(self.timeout), self._gate:
                 raw = await self.client.hget(self.hash, api_key)
         except Exception:
             self.stats.failures += 1

@@ -14,11 +14,20 @@ The script is called by ``EVALSHA`` with the SHA1 computed locally; after ``SCRI
 Redis restart (``NOSCRIPT``) it is loaded with ``SCRIPT LOAD`` and the call is retried once. Every
 round trip is bounded by ``timeout``. Nothing is retried after a connection or timeout error:
 the script may have run, and running it again could spend twice.
+
+A Redis Cluster is named by the scheme ``redis+cluster://`` (``rediss+cluster://`` with TLS) and
+reached through redis-py's cluster client, which follows ``MOVED`` and ``ASK`` redirects (the
+command was not run: safe) and refreshes its slot map after a failover. One script may only touch
+keys of one hash slot, so every key of an allocation carries the same hash tag, its counters'
+group (:attr:`~mixer.quota.CounterRequest.group`: for a plan, the plan and the subject):
+``<prefix>{<group>}<key>`` and ``<prefix>{<group>}dedup/...``. ``NOSCRIPT`` is answered per node:
+the script is loaded on the node that owns the slot, the one that answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import time
@@ -26,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from mixer.quota import _redis_metrics
 from mixer.quota._algorithms import Algorithm, Decision
@@ -34,15 +43,24 @@ from mixer.quota._store import Allocation, CounterRequest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    #: A client of one server or of a cluster: the store uses only commands both have.
+    AnyRedis = Redis | RedisCluster
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_TIMEOUT",
+    "Discovery",
     "RedisCounterStore",
     "RedisStoreStats",
     "allocate_script",
+    "check_cluster_prefix",
     "check_redis_url",
+    "cluster_nodes",
+    "in_flight_gate",
+    "is_cluster_url",
     "normalize_redis_url",
     "redact_redis_url",
     "redis_client",
@@ -52,8 +70,14 @@ DEFAULT_KEY_PREFIX = "mixer:quota:"
 DEFAULT_POOL_SIZE = 10
 #: Seconds one round trip may take before the store counts it failed.
 DEFAULT_TIMEOUT = 0.05
+#: Seconds the first call to a cluster may take to learn its nodes and slots (after that, a
+#: refresh after a failover or a redirect counts against the call's own ``timeout``).
+CLUSTER_DISCOVERY_TIMEOUT = 1.0
 #: Seconds every key outlives the state it holds (clock skew between processes, slow clients).
 DEFAULT_EXPIRY_SLACK = 2.0
+
+#: URL schemes that name a Redis Cluster (any of its nodes; the client finds the others).
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 _ALGORITHM_CODES = {Algorithm.FIXED_WINDOW: "f", Algorithm.ROLLING_WINDOW: "r", Algorithm.GCRA: "g"}
 
@@ -69,19 +93,56 @@ def normalize_redis_url(url: str) -> str:
     return url if "://" in url else f"redis://{url}"
 
 
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return urlsplit(normalize_redis_url(url)).scheme in CLUSTER_SCHEMES
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """The ``host:port`` startup nodes of a cluster URL (``redis+cluster://h1:p1,h2:p2``).
+
+    :raises ValueError: no node, a node without a port, or a database other than 0.
+    """
+    parts = urlsplit(normalize_redis_url(url))
+    if parts.path not in ("", "/", "/0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    nodes = []
+    for node in parts.netloc.rpartition("@")[2].split(","):
+        host, _, port = node.strip().rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a Redis Cluster URL lists host:port nodes, got {node!r}")
+        nodes.append((host, int(port)))
+    return nodes
+
+
 def check_redis_url(url: str) -> str:
-    """``url`` as given when it names a Redis server (``redis``, ``rediss``, ``unix`` or ``host:port``).
+    """``url`` as given when it names a Redis server (``redis``, ``rediss``, ``unix`` or ``host:port``)
+    or a Redis Cluster (``redis+cluster://host:port[,host:port...]``, ``rediss+cluster://...``).
 
     :raises ValueError: another scheme, or no host.
     """
     parts = urlsplit(normalize_redis_url(url))
+    if parts.scheme in CLUSTER_SCHEMES:
+        cluster_nodes(url)
+        return url
     if parts.scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
-            f"a Redis URL starts with redis://, rediss:// or unix://, got scheme {parts.scheme!r}"
+            "a Redis URL starts with redis://, rediss://, unix://, redis+cluster:// or "
+            f"rediss+cluster://, got scheme {parts.scheme!r}"
         )
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError("a Redis URL needs a host")
     return url
+
+
+def check_cluster_prefix(url: str, key_prefix: str) -> None:
+    """A key prefix for a cluster may not hold a brace: it would change the keys' hash tag.
+
+    :raises ValueError: it does.
+    """
+    if is_cluster_url(url) and ("{" in key_prefix or "}" in key_prefix):
+        raise ValueError("with a Redis Cluster the key prefix may not contain { or }")
 
 
 def redact_redis_url(url: str) -> str:
@@ -94,26 +155,77 @@ def redact_redis_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def redis_client(url: str, *, pool_size: int, timeout: float) -> Redis:
-    """A client over its own blocking pool of at most ``pool_size`` connections.
+def redis_client(url: str, *, pool_size: int, timeout: float) -> AnyRedis:
+    """A client over its own pool of at most ``pool_size`` connections (per node for a cluster).
 
-    Waiting for a free connection is bounded by ``timeout`` too. The client retries nothing:
-    callers decide what may be sent again.
+    Waiting for a free connection is bounded by ``timeout`` too (for a cluster, callers hold
+    :func:`in_flight_gate` instead: its pools refuse rather than wait). The client retries
+    nothing: callers decide what may be sent again.
     """
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
+    # The caller bounds each round trip; these only keep a forgotten socket from hanging.
+    socket_timeout = max(timeout, 5.0)
+    if is_cluster_url(url):
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        parts = urlsplit(normalize_redis_url(url))
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in cluster_nodes(url)],
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            ssl=parts.scheme == "rediss+cluster",
+            # No retry after a connection error or a timeout: the script may have run there.
+            # Redirects (MOVED, ASK) are followed apart from this: the command was not run.
+            retry=Retry(NoBackoff(), 0),
+            # Topology refreshes take a connection too, beside the pool_size calls in flight.
+            max_connections=pool_size + 2,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+        )
     pool = BlockingConnectionPool.from_url(
         normalize_redis_url(url),
         max_connections=pool_size,
         timeout=timeout,
         retry=Retry(NoBackoff(), 0),
-        # The caller bounds each round trip; these only keep a forgotten socket from hanging.
-        socket_timeout=max(timeout, 5.0),
-        socket_connect_timeout=max(timeout, 5.0),
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
     )
     return Redis.from_pool(pool)
+
+
+class Discovery:
+    """Learns a cluster's nodes and slot map once, before the first call (a single server needs
+    nothing). Bounded by ``max(timeout, CLUSTER_DISCOVERY_TIMEOUT)``: it takes several round trips.
+    Calls that arrive meanwhile wait for it; it is tried once, answered or not, and after that
+    redis-py's client refreshes the map within each call's own ``timeout``."""
+
+    def __init__(self) -> None:
+        self._done = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, client: AnyRedis, timeout: float) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        if self._done:
+            return
+        async with self._lock:
+            if not self._done:
+                self._done = True
+                if isinstance(client, RedisCluster):
+                    async with asyncio.timeout(max(timeout, CLUSTER_DISCOVERY_TIMEOUT)):
+                        await client.initialize()
+
+
+def in_flight_gate(cluster: bool, pool_size: int) -> contextlib.AbstractAsyncContextManager[object]:
+    """What a call holds while it runs: for a cluster, one of ``pool_size`` places (a cluster
+    node's pool refuses a call beyond its size where a single server's pool waits); for a single
+    server nothing (its blocking pool waits)."""
+    if cluster:
+        return asyncio.Semaphore(pool_size)
+    return contextlib.nullcontext()
 
 
 @dataclass(slots=True)
@@ -135,9 +247,11 @@ class RedisCounterStore:
     """A :class:`~mixer.quota.CounterStore` in Redis, the same semantics as the memory store.
 
     Keys are ``key_prefix`` + the counter key; deduplication records are ``key_prefix`` +
-    ``dedup/`` + the id (``dedup/<dedup_scope>/`` + the id with a scope). Every key carries an
+    ``dedup/`` + the id (``dedup/<dedup_scope>/`` + the id with a scope). On a cluster both get
+    the allocation's hash tag after the prefix (``<prefix>{<group>}...``). Every key carries an
     expiry. Pass ``client`` to share a connection (tests); otherwise one is made from ``url`` on
-    first use and closed by :meth:`close`.
+    first use and closed by :meth:`close`. A :class:`~redis.asyncio.cluster.RedisCluster` client,
+    or a ``redis+cluster://`` URL, makes it a cluster store.
 
     Its counters are exported by :class:`~mixer.quota._redis_metrics.RedisQuotaCollector` under
     the ``dedup_scope`` (the handler's name).
@@ -147,7 +261,7 @@ class RedisCounterStore:
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        client: Redis | None = None,
+        client: AnyRedis | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         dedup_scope: str = "",
         pool_size: int = DEFAULT_POOL_SIZE,
@@ -159,6 +273,12 @@ class RedisCounterStore:
             raise ValueError("pool_size must be at least 1")
         if not timeout > 0:
             raise ValueError("timeout must be positive")
+        from redis.asyncio.cluster import RedisCluster
+
+        #: Whether the counters live in a Redis Cluster (keys carry hash tags).
+        self.cluster = isinstance(client, RedisCluster) if client is not None else is_cluster_url(url)
+        if self.cluster and ("{" in key_prefix or "}" in key_prefix):
+            raise ValueError("with a Redis Cluster the key prefix may not contain { or }")
         self.url = url
         self.key_prefix = key_prefix
         self.dedup_scope = dedup_scope
@@ -169,13 +289,15 @@ class RedisCounterStore:
         self.stats = RedisStoreStats()
         self._client = client
         self._owns_client = client is None
+        self._gate = in_flight_gate(self.cluster, pool_size)
+        self._discovery = Discovery()
         self._script = allocate_script()
         self.script_sha = hashlib.sha1(self._script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._closed = False
         _redis_metrics.track(self)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> AnyRedis:
         if self._closed:
             raise RuntimeError("the Redis counter store is closed")
         if self._client is None:
@@ -223,6 +345,8 @@ class RedisCounterStore:
         prefix = self.key_prefix
         slack_ms = max(math.ceil(self.expiry_slack * 1000), 1)
         dedup = bool(deduplication_id) and dedup_seconds > 0
+        if self.cluster and requests:
+            prefix += "{" + _slot_group(requests) + "}"
         keys = [prefix + request.key for request in requests]
         args = [
             repr(now),
@@ -242,21 +366,49 @@ class RedisCounterStore:
         from redis.exceptions import NoScriptError
 
         client = self.client
-        try:
-            async with asyncio.timeout(self.timeout):
+        await self._discovery.ensure(client, self.timeout)
+        # The gate's wait counts against the timeout, as a single server's pool wait does.
+        async with asyncio.timeout(self.timeout), self._gate:
+            try:
                 return await client.evalsha(self.script_sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # Not run at all: safe to load the script and send the call again, once.
-            pass
-        async with asyncio.timeout(self.timeout):
-            sha = await client.script_load(self._script)
+            except NoScriptError:
+                # Not run at all: safe to load the script and send the call again, once.
+                pass
+        async with asyncio.timeout(self.timeout), self._gate:
+            sha = await self._load_script(client, keys[0])
         self.stats.script_loads += 1
         if sha != self.script_sha:
             raise RuntimeError(
                 f"Redis answered SHA1 {sha} for the allocation script, expected {self.script_sha}"
             )
-        async with asyncio.timeout(self.timeout):
+        async with asyncio.timeout(self.timeout), self._gate:
             return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+
+    async def _load_script(self, client: AnyRedis, key: str) -> Any:
+        from redis.asyncio.cluster import RedisCluster
+
+        if not isinstance(client, RedisCluster):
+            return await client.script_load(self._script)
+        # Each node has its own script cache: load it where the key lives (the node that
+        # answered NOSCRIPT; a replica promoted since starts with an empty cache).
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise RuntimeError("no Redis Cluster node serves the allocation's slot")
+        return await client.execute_command("SCRIPT LOAD", self._script, target_nodes=node)
+
+
+def _slot_group(requests: Sequence[CounterRequest]) -> str:
+    """The hash tag of an allocation on a cluster: its counters' group, which all must share."""
+    groups = {request.group or request.key for request in requests}
+    if len(groups) != 1:
+        raise ValueError(
+            "the counters of one allocation must share a group on a Redis Cluster "
+            f"(one hash slot), got {len(groups)} groups"
+        )
+    group = groups.pop()
+    if "}" in group:
+        raise ValueError("a counter group may not contain }")
+    return group
 
 
 def _request_args(request: CounterRequest, now: float) -> list[str]:

@@ -21,6 +21,11 @@ class CounterRequest:
     ROLLING_WINDOW ``period`` (the window length) and ``bucket_seconds``; GCRA ``period`` and
     ``burst``. ``best_effort`` grants what is left when less than ``amount`` is. A request with
     ``enforce`` False (a shadow limit) is counted when it fits but never makes the others fail.
+
+    ``group`` names the counters always allocated together (a plan's, for one subject): a Redis
+    Cluster store keeps one group in one hash slot, so one script can allocate them atomically.
+    Every request of one allocation has the same group; empty means the key alone is the group.
+    A counter's group must be the same in every allocation that counts it.
     """
 
     key: str
@@ -33,6 +38,7 @@ class CounterRequest:
     burst: int = 0
     best_effort: bool = False
     enforce: bool = True
+    group: str = ""
 
     @property
     def shape(self) -> tuple[object, ...]:
