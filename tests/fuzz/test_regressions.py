@@ -12,6 +12,9 @@ from mixer.api.envoy_accesslog import message_bags
 from mixer.api.envoy_authz import check_attributes
 from mixer.proto.envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage
 from mixer.proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest as MixerCheckRequest
+from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
+from mixer.wire import GLOBAL_WORD_INDEX, WireDecodeError, decode_check_request, decode_report_request
 from tests.fuzz.targets import LIMITS, TARGETS
 
 REGRESSIONS = Path(__file__).parent / "regressions"
@@ -52,3 +55,24 @@ def test_an_access_log_entry_with_a_time_outside_datetime_is_counted_invalid() -
     message.http_logs.log_entry.add().common_properties.start_time.seconds = 1_700_000_000
     kind, bags, invalid = message_bags(message, None, LIMITS)
     assert (kind, len(bags), invalid) == ("http", 1, 1)
+
+
+@pytest.mark.parametrize("index", [1_000_000_000, -5])
+def test_a_timestamp_out_of_range_under_an_unknown_name_is_a_bad_index(index: int) -> None:
+    # The value was computed (and overflowed) before its name was looked up; the error path then
+    # looked the name up again and raised KeyError instead of WireDecodeError.
+    request = MixerCheckRequest()
+    request.attributes.timestamps[index].seconds = 2**62
+    with pytest.raises(WireDecodeError, match=f"attribute name index {index} out of range"):
+        decode_check_request(request.SerializeToString())
+    report = ReportRequest()
+    report.attributes.add().timestamps[index].seconds = 2**62
+    with pytest.raises(WireDecodeError, match=f"attribute name index {index} out of range"):
+        decode_report_request(report.SerializeToString())
+
+
+def test_a_timestamp_out_of_range_under_a_known_name_names_it() -> None:
+    request = MixerCheckRequest()
+    request.attributes.timestamps[GLOBAL_WORD_INDEX["request.time"]].seconds = 2**62
+    with pytest.raises(WireDecodeError, match=r"'request\.time'.* is outside years 1 to 9999"):
+        decode_check_request(request.SerializeToString())
