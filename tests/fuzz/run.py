@@ -25,6 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
+#: libFuzzer dictionaries (tokens of the input language) for the targets that mutate bytes.
+DICTS = HERE / "dicts"
 REPO = HERE.parent.parent
 #: The package names whose code atheris instruments for coverage feedback.
 INSTRUMENTED = ["mixer", "plugins", "adapters"]
@@ -84,6 +86,9 @@ def fuzz_one(target: str, runs: int, timeout: int, max_total_time: int, work: Pa
         str(work),
         str(CORPUS / target),
     ]
+    dictionary = DICTS / f"{target}.dict"
+    if dictionary.exists():
+        argv.insert(1, f"-dict={dictionary}")
     atheris.Setup(argv, one_input, custom_mutator=mutator)
     atheris.Fuzz()
 
