@@ -49,3 +49,14 @@ def test_a_short_atheris_run_finds_nothing(name: str, tmp_path: Path) -> None:
     assert result.runs >= SHORT_RUNS
     assert not found
     shutil.rmtree(artifacts, ignore_errors=True)
+
+
+def test_an_input_over_the_cpu_limit_fails_the_run(tmp_path: Path) -> None:
+    # A limit of 0 s makes every input too slow: the run must stop, say why, and keep the input.
+    artifacts = tmp_path / "artifacts"
+    result = run_in_subprocess(
+        "http_check", 50, timeout=0, max_total_time=240, artifacts=artifacts, keep=None, wall_limit=280
+    )
+    assert not result.ok
+    assert b"SlowInput: one input took" in result.output
+    assert [p.name.startswith("crash-") for p in (artifacts / "http_check").iterdir()] == [True]
