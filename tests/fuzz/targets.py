@@ -31,7 +31,7 @@ from mixer.api.http_check import (
     parse_check_body,
     parse_report_body,
 )
-from mixer.attributes import ISTIO_MANIFEST, AttributeBag, ValueType
+from mixer.attributes import ISTIO_MANIFEST, AttributeBag, ValueType, conforms
 from mixer.config import ConfigError, load_config_text
 from mixer.expr import EvaluationError, ExpressionSyntaxError, ExpressionTypeError, compile
 from mixer.proto.envoy.service.accesslog.v3.als_pb2 import StreamAccessLogsMessage
@@ -178,9 +178,13 @@ def expression(data: bytes) -> None:
     except EXPR_ERRORS:
         return
     try:
-        compiled.evaluate(FUZZ_BAG)
+        value = compiled.evaluate(FUZZ_BAG)
     except EvaluationError:
         return
+    # The compiled type is a promise about every value: a value outside it is a bug too.
+    assert conforms(value, compiled.type), f"{text!r} gave {value!r}, not {compiled.type.name}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        assert -(2**63) <= value < 2**63, f"{text!r} gave {value}, outside INT64"
 
 
 # --- config --------------------------------------------------------------------------------------
