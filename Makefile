@@ -14,7 +14,7 @@ PIP_LOCKED := $(PY) -m pip install -q --require-hashes --no-deps
 PIP_SELF := $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install install-runtime system-deps run test test-unit test-latest soak bench lint typecheck \
+.PHONY: install install-runtime system-deps run test test-unit test-latest soak bench fuzz lint typecheck \
 	format proto lock clean image
 
 $(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
@@ -116,6 +116,13 @@ bench: $(DEV_STAMP) system-deps
 IMAGE ?= mesh-mixer:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 image:
 	docker build -f deploy/container/Dockerfile -t $(IMAGE) .
+
+# Every fuzz target under atheris, each in its own process: FUZZ_RUNS inputs, none over 1 s; crash
+# inputs land in build/fuzz/artifacts. `make test` runs the short form (docs/fuzzing.md).
+FUZZ_RUNS ?= 100000
+FUZZ_JOBS ?= 1
+fuzz: $(DEV_STAMP)
+	nice $(PY) -m tests.fuzz.run --all --runs $(FUZZ_RUNS) --timeout 1 --jobs $(FUZZ_JOBS)
 
 proto: $(DEV_STAMP)
 	$(PY) -m mixer.proto.build

@@ -95,9 +95,16 @@ def set_endpoint(attrs: dict[str, AttributeValue], side: str, address: Address) 
 
 
 def utc_datetime(timestamp: Timestamp) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-        seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000
-    )
+    """The instant of ``timestamp``, to the microsecond.
+
+    :raises EnvoyRequestError: the instant is outside the years 1 to 9999 that datetime holds.
+    """
+    try:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+            seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000
+        )
+    except OverflowError:
+        raise EnvoyRequestError(f"timestamp of {timestamp.seconds} seconds is out of range") from None
 
 
 def header_options(operations: list[HeaderOperationResult]) -> list[HeaderValueOption]:

@@ -122,7 +122,7 @@ def check_attributes(
 ) -> dict[str, AttributeValue]:
     """The attributes of an ext_authz CheckRequest (docs/envoy.md has the table).
 
-    :raises EnvoyRequestError: the attributes exceed ``limits``.
+    :raises EnvoyRequestError: the attributes exceed ``limits``, or the request time is out of range.
     """
     attrs: dict[str, AttributeValue] = {}
     ctx = request.attributes

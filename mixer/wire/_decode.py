@@ -209,6 +209,9 @@ def _timestamp_out_of_range(msg: CompressedAttributes, table: Mapping[int, str])
         try:
             _EPOCH + timedelta(0, ts.seconds)
         except OverflowError:
+            if k not in table:
+                # The value is computed before its name is looked up: report the name first.
+                return _bad_index(msg, table)
             return WireDecodeError(
                 f"timestamp attribute {table[k]!r} ({ts.seconds}s) is outside years 1 to 9999"
             )
