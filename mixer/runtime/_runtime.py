@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, cast
 
 from pydantic import BaseModel
 
+from mixer import logcontext
 from mixer.adapter import (
     CheckHandler,
     CheckResult,
@@ -172,6 +173,27 @@ class Runtime:
         Never raises for a handler's failure: a handler that raises becomes an INTERNAL status, one
         that outlives ``timeout`` (seconds, for the whole call) DEADLINE_EXCEEDED.
         """
+        # What the log lines of this call say they are about (see mixer.logcontext).
+        request = bag.get("request.id")
+        generation_token = logcontext.generation.set(self.generation)
+        if not isinstance(request, str):
+            request = logcontext.request_id.get() or deduplication_id or None
+        request_token = logcontext.request_id.set(
+            request[: logcontext.MAX_REQUEST_ID] if request is not None else None
+        )
+        try:
+            return await self._decide_check(bag, quotas, deduplication_id, timeout)
+        finally:
+            logcontext.request_id.reset(request_token)
+            logcontext.generation.reset(generation_token)
+
+    async def _decide_check(
+        self,
+        bag: AttributeBag,
+        quotas: Mapping[str, QuotaRequest],
+        deduplication_id: str,
+        timeout: float | None,
+    ) -> CheckOutcome:
         stats = self.stats
         stats.check_calls += 1
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
@@ -429,6 +451,7 @@ class Runtime:
     async def _call_check(
         self, name: str, handler: CheckHandler, instance: Instance, deadline: float | None
     ) -> CheckResult:
+        token = logcontext.handler.set(name)
         try:
             if deadline is None:
                 return await handler.handle_check(instance)
@@ -441,6 +464,8 @@ class Runtime:
             return self._check_error(name, TimeoutError("timed out"))
         except Exception as exc:
             return self._check_error(name, exc)
+        finally:
+            logcontext.handler.reset(token)
 
     def _check_error(self, name: str, exc: Exception) -> CheckResult:
         self.stats.count_handler_error(name)
@@ -522,6 +547,7 @@ class Runtime:
         args: QuotaArgs,
         deadline: float | None,
     ) -> QuotaResult:
+        token = logcontext.handler.set(name)
         try:
             if deadline is None:
                 return await handler.handle_quota(instance, args)
@@ -534,6 +560,8 @@ class Runtime:
             return self._quota_error(name, TimeoutError("timed out"))
         except Exception as exc:
             return self._quota_error(name, exc)
+        finally:
+            logcontext.handler.reset(token)
 
     def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
         self.stats.count_handler_error(name)
@@ -548,6 +576,13 @@ class Runtime:
         Instances are in bag order, then rule order. Never waits on a backend: handlers queue the
         batch or raise :class:`HandlerOverloaded`.
         """
+        token = logcontext.generation.set(self.generation)
+        try:
+            return self._report_bags(bags)
+        finally:
+            logcontext.generation.reset(token)
+
+    def _report_bags(self, bags: Sequence[AttributeBag]) -> ReportOutcome:
         handlers = self._report_handlers
         batches: list[list[Instance]] = [[] for _ in handlers]
         scoped = self._report
@@ -601,6 +636,7 @@ class Runtime:
         for (name, handler), instances in zip(handlers, batches, strict=True):
             if not instances:
                 continue
+            handler_token = logcontext.handler.set(name)
             try:
                 handler.handle_report(ReportBatch(name, instances))
             except HandlerOverloaded:
@@ -614,6 +650,8 @@ class Runtime:
                 if len(errors) < MAX_REPORT_ERRORS:
                     errors.append(f"{name}: {_describe(exc)}")
                 continue
+            finally:
+                logcontext.handler.reset(handler_token)
             dispatched += len(instances)
 
         stats.report_calls += 1

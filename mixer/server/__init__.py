@@ -28,11 +28,12 @@ from mixer.server._app import (
 )
 from mixer.server._holder import ConfigInfo, RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
-from mixer.server._logging import JsonFormatter, configure_logging
+from mixer.server._logging import JsonFormatter, configure_logging, default_log_format
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
     DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_LISTEN,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -48,6 +49,7 @@ from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, Worke
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
+    "DEFAULT_DRAIN_DELAY",
     "DEFAULT_GRPC_LISTEN",
     "DEFAULT_HTTP_LISTEN",
     "DEFAULT_MAX_CONCURRENT_REQUESTS",
@@ -79,6 +81,7 @@ __all__ = [
     "WorkerSupervisor",
     "build_admin_app",
     "configure_logging",
+    "default_log_format",
     "event_loop_factory",
     "reserve_shared_port",
     "run_server",

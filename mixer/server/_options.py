@@ -20,6 +20,10 @@ DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 2048
 DEFAULT_RELOAD_INTERVAL: Final = 2.0
 #: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
 DEFAULT_CHECK_TIMEOUT: Final = 5.0
+#: Seconds between "not ready" (``/readyz`` 503, gRPC health NOT_SERVING) and refusing new calls.
+#: 0 stops at once, right for a terminal and for tests; behind a load balancer or in Kubernetes set
+#: it to the time the balancer takes to notice (docs/serving.md suggests 5).
+DEFAULT_DRAIN_DELAY: Final = 0.0
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("text", "json")
@@ -52,6 +56,7 @@ class ServeOptions:
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
+    drain_delay: float = DEFAULT_DRAIN_DELAY
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -70,6 +75,8 @@ class ServeOptions:
             problems.append("--reload-interval must not be negative")
         if self.check_timeout <= 0:
             problems.append("--check-timeout must be positive")
+        if not 0 <= self.drain_delay <= 3600:
+            problems.append("--drain-delay must be between 0 and 3600 seconds")
         for flag, value in (
             ("--max-attributes", self.max_attributes),
             ("--max-string-length", self.max_string_length),
@@ -133,6 +140,7 @@ class ServeOptions:
         ]
         if self.syslog_listen is not None:
             argv += ["--syslog-listen", self.syslog_listen]
+        argv += ["--drain-delay", repr(self.drain_delay)]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:
