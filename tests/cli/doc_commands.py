@@ -4,6 +4,7 @@ Every ```sh block of README.md and docs/*.md that runs ``mixer``, ``curl`` or ``
 marker line:
 
 - ``<!-- run: embedded -->``: against ``mixer serve`` with the embedded default (no ``--config``);
+- ``<!-- run: config PATH -->``: against ``mixer serve --config PATH`` (PATH from the repository root);
 - ``<!-- run: local -->``: commands that need no server (``mixer eval``, ``validate``, ...);
 - ``<!-- run: skip REASON -->``: not run (it starts a server itself, or needs what tests lack).
 
@@ -32,7 +33,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEFAULT_GRPC = "127.0.0.1:9091"
 DEFAULT_HTTP = "127.0.0.1:9093"
 DEFAULT_PROMETHEUS = "127.0.0.1:42422"
-SERVERS = ("embedded", "local")
+SERVERS = ("embedded", "config", "local")
 
 _BLOCK = re.compile(
     r"(?:^<!-- run: (?P<marker>[^\n]*?) -->\n)?^```(?:sh|bash)\n(?P<body>.*?)^```", re.M | re.S
@@ -99,6 +100,8 @@ def marker_problems(doc: Path) -> list[str]:
                 problems.append(f"{where}:{line}: say why the example is skipped")
         elif words[:1] == [] or words[0] not in SERVERS:
             problems.append(f"{where}:{line}: unknown server in {marker!r} (want one of {SERVERS} or skip)")
+        elif words[0] == "config" and (len(words) != 2 or not (ROOT / words[1]).exists()):
+            problems.append(f"{where}:{line}: {marker!r}: want config PATH, an existing path")
     return problems
 
 
@@ -112,7 +115,7 @@ def blocks(doc: Path) -> list[Block]:
         marker = match.group("marker")
         if not _RUNS.search(body) or marker is None or marker.split()[:1] == ["skip"]:
             continue
-        server = marker.split()[0] if marker.split() else ""
+        server = " ".join(marker.split())
         line = source.count("\n", 0, match.start("body"))
         commands: list[Command] = []
         prelude: list[str] = []

@@ -9,30 +9,34 @@ from pathlib import Path
 import pytest
 
 from tests.cli import doc_commands
-from tests.cli.doc_commands import DOCS, Addresses, Block, all_blocks, blocks, marker_problems, run
+from tests.cli.doc_commands import DOCS, ROOT, Addresses, Block, all_blocks, blocks, marker_problems, run
 from tests.server.support import MIXER_SCRIPT, ServerProcess, launcher
 
 BLOCKS = all_blocks()
+DEMO_JWT = ROOT / "deploy" / "config" / "demo-jwt"
 
 
 @pytest.fixture(scope="module")
-def embedded_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Addresses]]:
-    """One embedded-default server per doc, started on first use: a doc's examples share quota."""
-    started: dict[str, Addresses] = {}
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str, str], Addresses]]:
+    """One server per doc and marker, started on first use: a doc's examples share its quota."""
     with launcher(tmp_path_factory.mktemp("docs")) as launch:
 
-        class Servers(dict[str, Addresses]):
-            def __missing__(self, doc: str) -> Addresses:
-                server: ServerProcess = launch.start(command=[str(MIXER_SCRIPT)])
-                addresses = Addresses(
-                    grpc=server.grpc_target,
-                    http=f"127.0.0.1:{server.http_port}",
-                    prometheus=server.extra["env"]["MIXER_PROMETHEUS_LISTEN"],
+        class Servers(dict[tuple[str, str], Addresses]):
+            def __missing__(self, key: tuple[str, str]) -> Addresses:
+                _, server = key
+                args = ["--config", str(ROOT / server.split()[1])] if server.startswith("config ") else []
+                process: ServerProcess = launch.start(
+                    *args, command=[str(MIXER_SCRIPT)], env={"MIXER_DEMO_JWT_DIR": str(DEMO_JWT)}
                 )
-                self[doc] = addresses
+                addresses = Addresses(
+                    grpc=process.grpc_target,
+                    http=f"127.0.0.1:{process.http_port}",
+                    prometheus=process.extra["env"]["MIXER_PROMETHEUS_LISTEN"],
+                )
+                self[key] = addresses
                 return addresses
 
-        yield Servers(started)
+        yield Servers()
 
 
 def test_the_examples_are_found() -> None:
@@ -58,7 +62,7 @@ def test_a_block_without_a_marker_is_refused(monkeypatch: pytest.MonkeyPatch, tm
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
-def test_example(block: Block, embedded_servers: dict[str, Addresses]) -> None:
-    addresses = embedded_servers[block.doc] if block.server == "embedded" else Addresses()
+def test_example(block: Block, servers: dict[tuple[str, str], Addresses]) -> None:
+    addresses = servers[block.doc, block.server] if block.server != "local" else Addresses()
     for command in block.commands:
         run(block, command, addresses, retry_for=15.0)
