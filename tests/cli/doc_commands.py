@@ -68,7 +68,8 @@ class Block:
 
 def _command(text: str) -> Command:
     comment = _COMMENT.search(text)
-    exit_code, status = 0, "OK"
+    exit_code = 0
+    status: str | None = "OK"
     if comment is not None:
         words = re.findall(r"[A-Za-z_]+|\d+", comment.group("text"))
         for index, word in enumerate(words):

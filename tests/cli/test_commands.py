@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mixer import __version__
-from mixer.cli import build_parser, main
+from mixer.cli import build_parser, main, subcommand
 from mixer.cli._completion import command_tree, completion_script
 from mixer.config import load_config_text
 from mixer.defaults import embedded_config_text
@@ -74,8 +74,7 @@ def test_bash_completion_completes_commands_flags_and_choices(tmp_path: Path) ->
     assert "--fail-on-deny" in _bash_complete(script, "mixer", "check", "--f")
     # A flag added to the parser is in the next script without other changes.
     parser = build_parser()
-    [sub] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    sub.choices["serve"].add_argument("--brand-new-flag", choices=["x", "y"])
+    subcommand(parser, "serve").add_argument("--brand-new-flag", choices=["x", "y"])
     script.write_text(completion_script(parser, "bash"))
     assert _bash_complete(script, "mixer", "serve", "--brand") == ["--brand-new-flag"]
     assert _bash_complete(script, "mixer", "serve", "--brand-new-flag", "") == ["x", "y"]
