@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
+from mixer import logcontext
 from mixer.api._common import Admission, ServiceLimits
 from mixer.api._details import rate_limit_details
 from mixer.api._status import DEADLINE_EXCEEDED, INTERNAL, OVERLOADED, decode_failure, grpc_code
@@ -95,6 +96,8 @@ class MixerV1Service:
         self.in_flight += 1
         holder = self._holder
         runtime = holder.acquire()
+        # Log lines of this call, the envelope's own included, name the config it ran on.
+        generation = logcontext.generation.set(runtime.generation)
         code = "OK"
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
@@ -137,6 +140,7 @@ class MixerV1Service:
             self._log.exception("Check failed unexpectedly")
             failure = INTERNAL
         finally:
+            logcontext.generation.reset(generation)
             holder.release(runtime)
             admission.in_flight -= 1
             self.in_flight -= 1
@@ -157,6 +161,8 @@ class MixerV1Service:
         # Nothing below awaits, so the runtime cannot be swapped or shut down underneath this call
         # and no other call can observe it in flight: no lease, no in-flight count.
         runtime = self._holder.current
+        # No reset needed: grpc runs each call in a task of its own, whose context ends with it.
+        logcontext.generation.set(runtime.generation)
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             limits = self._limits

@@ -207,7 +207,7 @@ def register(sub: Any) -> None:
         metavar="SECONDS",
         help=(
             "on SIGTERM, time between /readyz 503 and gRPC health NOT_SERVING and refusing new calls, "
-            f"for load balancers to notice (default {DEFAULT_DRAIN_DELAY:g}; 5 behind Kubernetes)"
+            f"for load balancers to notice (default {DEFAULT_DRAIN_DELAY:g}; e.g. 5 behind one)"
         ),
     )
     # Set by the --workers supervisor on the processes it starts.

@@ -21,8 +21,8 @@ DEFAULT_RELOAD_INTERVAL: Final = 2.0
 #: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
 DEFAULT_CHECK_TIMEOUT: Final = 5.0
 #: Seconds between "not ready" (``/readyz`` 503, gRPC health NOT_SERVING) and refusing new calls.
-#: 0 stops at once, right for a terminal and for tests; behind a load balancer or in Kubernetes set
-#: it to the time the balancer takes to notice (docs/serving.md suggests 5).
+#: 0 stops at once, right for a terminal, for tests and for Kubernetes with a preStop sleep; behind a
+#: load balancer that polls readiness, set it to the time the balancer takes to notice (e.g. 5).
 DEFAULT_DRAIN_DELAY: Final = 0.0
 
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
