@@ -139,3 +139,13 @@ async def test_no_drain_delay_by_default(tmp_path: Path) -> None:
     assert ServeOptions().drain_delay == 0
     with pytest.raises(ValueError, match="--drain-delay"):
         ServeOptions(drain_delay=-1)
+
+
+def test_the_drain_delay_reaches_the_workers_command_line() -> None:
+    from mixer.cli import build_parser
+    from mixer.cli._serve import options_from_args
+
+    options = ServeOptions(drain_delay=1.5, log_format="json")
+    again = options_from_args(build_parser().parse_args(["serve", *options.to_argv()]))
+    assert again.drain_delay == 1.5
+    assert again == options
