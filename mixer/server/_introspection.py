@@ -15,7 +15,7 @@ from typing import Any, Final
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mixer.api._registry import GRPC_PROTOCOLS
+from mixer.api import GRPC_PROTOCOLS
 
 #: Modules whose import puts each API service's descriptor in protobuf's default pool, which
 #: reflection serves. istio.mixer.v1 arrives as raw bytes, so nothing else imports its service.
