@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -48,8 +50,16 @@ _MAX_ROUTES = 10_000
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+#: The variable the embedded default and the stock configs take the scrape address from.
+LISTEN_ENV: Final = "MIXER_PROMETHEUS_LISTEN"
+
+
 class ListenError(OSError):
     """The scrape endpoint could not be bound (most often: another handler already listens there)."""
+
+    def __str__(self) -> str:
+        # The message names the errno's meaning already; "[Errno 98]" in front only adds noise.
+        return str(self.strerror)
 
 
 def instance_keys(name: str) -> tuple[str, str]:
@@ -241,7 +251,9 @@ class PrometheusHandler(ReportHandler):
             raise ListenError(
                 exc.errno,
                 f"prometheus handler {self._name!r} cannot listen on {self.config.listen!r}: "
-                f"{exc.strerror or exc} (each prometheus handler needs its own listen address)",
+                f"{os.strerror(exc.errno) if exc.errno else exc} (another process or prometheus handler "
+                f"has it: set the handler's listen param; the embedded default and deploy/config "
+                f"read it from {LISTEN_ENV}, e.g. {LISTEN_ENV}=127.0.0.1:0)",
             ) from exc
         self._runner = runner
         self._port = int(runner.addresses[0][1])

@@ -15,6 +15,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import BoolValue
 
+from mixer import logcontext
 from mixer.api._common import Admission, ServiceLimits
 from mixer.api._status import DEADLINE_EXCEEDED, INTERNAL, OVERLOADED
 from mixer.attributes import AttributeValue, IPAddress
@@ -198,6 +199,8 @@ class UnaryCalls:
         self.in_flight += 1
         holder = self._holder
         runtime = holder.acquire()
+        # Log lines of this call, the envelope's own included, name the config it ran on.
+        generation = logcontext.generation.set(runtime.generation)
         code = "OK"
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
@@ -215,6 +218,7 @@ class UnaryCalls:
             self._log.exception("%s failed unexpectedly", name)
             failure = INTERNAL
         finally:
+            logcontext.generation.reset(generation)
             holder.release(runtime)
             admission.in_flight -= 1
             self.in_flight -= 1

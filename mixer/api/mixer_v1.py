@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
+from mixer import logcontext
 from mixer.api._common import Admission, ServiceLimits, decode_report_in_slices
 from mixer.api._details import rate_limit_details
 from mixer.api._status import DEADLINE_EXCEEDED, INTERNAL, OVERLOADED, decode_failure, grpc_code
@@ -96,6 +97,8 @@ class MixerV1Service:
         self.in_flight += 1
         holder = self._holder
         runtime = holder.acquire()
+        # Log lines of this call, the envelope's own included, name the config it ran on.
+        generation = logcontext.generation.set(runtime.generation)
         code = "OK"
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
@@ -138,6 +141,7 @@ class MixerV1Service:
             self._log.exception("Check failed unexpectedly")
             failure = INTERNAL
         finally:
+            logcontext.generation.reset(generation)
             holder.release(runtime)
             admission.in_flight -= 1
             self.in_flight -= 1
@@ -162,6 +166,8 @@ class MixerV1Service:
         holder = self._holder
         runtime = holder.acquire()
         code = "OK"
+        # No reset needed: grpc runs each call in a task of its own, whose context ends with it.
+        logcontext.generation.set(runtime.generation)
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from mixer.attributes import AttributeValue, parse_duration
+from mixer.attributes import ISTIO_MANIFEST, AttributeValue, ValueType, conforms, parse_duration
 
 
 class AttributeFlagError(ValueError):
@@ -112,12 +112,38 @@ def add_attribute_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def attributes_from_args(args: argparse.Namespace) -> dict[str, AttributeValue]:
-    """:raises AttributeFlagError: a flag's value does not parse as its type."""
+def attributes_from_args(
+    args: argparse.Namespace, manifest: Mapping[str, ValueType] = ISTIO_MANIFEST
+) -> dict[str, AttributeValue]:
+    """The attributes the flags give, typed against ``manifest`` (Istio's vocabulary): the one
+    parser of ``eval``, ``check`` and ``report``, so that all three take and refuse the same flags.
+
+    A string for an attribute the manifest types IP_ADDRESS becomes an address; a value of another
+    type than the manifest declares is refused. Names outside the manifest keep their flag's type.
+
+    :raises AttributeFlagError: a flag's value does not parse as its type, or is not of the type
+        the manifest declares for its name.
+    """
     values: dict[str, AttributeValue] = {}
     for flags, dest, _ in _FLAGS:
         convert = _CONVERTERS[dest]
         for item in getattr(args, dest):
             name, text = _split(flags[0], item)
-            values[name] = convert(text)
+            values[name] = _typed(name, convert(text), manifest.get(name))
     return values
+
+
+def _typed(name: str, value: AttributeValue, declared: ValueType | None) -> AttributeValue:
+    if declared is None:
+        return value
+    if declared is ValueType.IP_ADDRESS:
+        if isinstance(value, str):
+            try:
+                return ipaddress.ip_address(value)
+            except ValueError:
+                raise AttributeFlagError(f"attribute {name!r}: {value!r} is not an IP address") from None
+        if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return value
+    elif conforms(value, declared):
+        return value
+    raise AttributeFlagError(f"attribute {name!r} is declared {declared.name}, got {type(value).__name__}")

@@ -100,9 +100,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "check",
         help="send a Check to a mixer and print the answer as JSON",
-        description="Send a Check with the attributes given as flags; print each answer as one JSON line. "
-        "Exit 0 when answered (allowed or not), 1 for a bad attribute value, 2 when the call "
-        "failed, 3 for a denial with --fail-on-deny.",
+        description="Send a Check with the attributes given as flags; print each answer as one JSON line.",
+        epilog=f"""\
+exit status:
+  0  every call was answered, whether the answer allows the request or not
+  1  an attribute flag's value is wrong (nothing was sent)
+  {EXIT_CALL_FAILED}  a call failed (the reason is on stderr), or a usage error
+  {EXIT_DENIED}  with --fail-on-deny: every call was answered and at least one answer was not OK
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_attribute_flags(p)
     group = p.add_argument_group("check")
@@ -130,8 +136,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "report",
         help="send a Report of one attribute bag to a mixer",
-        description="Send one ReportRequest holding the attributes given as flags (--count identical bags). "
-        "Exit 0 when accepted, 1 for a bad attribute value, 2 when the call failed.",
+        description="Send one ReportRequest holding the attributes given as flags (--count identical bags).",
+        epilog=f"""\
+exit status:
+  0  every request was accepted
+  1  an attribute flag's value is wrong (nothing was sent)
+  {EXIT_CALL_FAILED}  a call failed (the reason is on stderr), or a usage error
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_attribute_flags(p)
     group = p.add_argument_group("report")

@@ -6,10 +6,11 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from mixer.server import (
     DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_BODY_TIMEOUT,
     DEFAULT_HTTP_HEADER_TIMEOUT,
@@ -24,6 +25,7 @@ from mixer.server import (
     LOG_LEVELS,
     ListenAddress,
     ServeOptions,
+    default_log_format,
 )
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,
@@ -53,6 +55,23 @@ def _listen(text: str) -> str:
     return text
 
 
+SERVE_EPILOG: Final = """\
+environment:
+  Every flag can also be set by an environment variable named after it: MIXER_ and the flag's
+  name in capitals with - as _ (--grpc-listen: MIXER_GRPC_LISTEN, --workers: MIXER_WORKERS;
+  --config takes several paths separated by ':'). A flag on the command line wins.
+  Configs read their own variables with ${VAR:-default}: the embedded default and deploy/config
+  take the Prometheus scrape address from MIXER_PROMETHEUS_LISTEN (127.0.0.1:42422).
+
+exit status:
+  0  stopped gracefully (SIGTERM, SIGINT)
+  1  could not start (config error, address in use: the one-line reason is logged), or a second
+     SIGTERM cut the shutdown short
+  2  usage error (unknown flag, bad value in a flag or a MIXER_* variable)
+  130  a second SIGINT (Ctrl-C) cut the shutdown short
+"""
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``mixer`` parser's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -62,6 +81,8 @@ def register(sub: Any) -> None:
             "Run the Mesh Mixer server. With no --config it runs the embedded default: stock Istio "
             "metrics on a Prometheus endpoint, access logs on stdout, in-memory quota."
         ),
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--config",
@@ -122,9 +143,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--log-format",
-        default="text",
+        default=None,
         choices=LOG_FORMATS,
-        help="server logs on stderr as text or JSON lines (default text)",
+        help="server logs on stderr as text or JSON lines (default: text on a terminal, else json)",
     )
     p.add_argument(
         "--shutdown-timeout",
@@ -239,6 +260,16 @@ def register(sub: Any) -> None:
             f"closed (default {DEFAULT_HTTP_BODY_TIMEOUT:g})"
         ),
     )
+    p.add_argument(
+        "--drain-delay",
+        type=float,
+        default=DEFAULT_DRAIN_DELAY,
+        metavar="SECONDS",
+        help=(
+            "on SIGTERM, time between /readyz 503 and gRPC health NOT_SERVING and refusing new calls, "
+            f"for load balancers to notice (default {DEFAULT_DRAIN_DELAY:g}; e.g. 5 behind one)"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -260,7 +291,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         data_dir=args.data_dir,
         ready_file=args.ready_file,
         log_level=args.log_level,
-        log_format=args.log_format,
+        log_format=args.log_format or default_log_format(),
         shutdown_timeout=args.shutdown_timeout,
         max_message_size=args.max_message_size,
         max_concurrent_requests=args.max_concurrent_requests,
@@ -274,6 +305,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         http_max_connections=args.http_max_connections,
         http_header_timeout=args.http_header_timeout,
         http_body_timeout=args.http_body_timeout,
+        drain_delay=args.drain_delay,
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from pydantic import BaseModel
 
+from mixer import logcontext
 from mixer.adapter import (
     CheckHandler,
     CheckResult,
@@ -203,6 +204,27 @@ class Runtime:
         Never raises for a handler's failure: a handler that raises becomes an INTERNAL status, one
         that outlives ``timeout`` (seconds, for the whole call) DEADLINE_EXCEEDED.
         """
+        # What the log lines of this call say they are about (see mixer.logcontext).
+        request = bag.get("request.id")
+        generation_token = logcontext.generation.set(self.generation)
+        if not isinstance(request, str):
+            request = logcontext.request_id.get() or deduplication_id or None
+        request_token = logcontext.request_id.set(
+            request[: logcontext.MAX_REQUEST_ID] if request is not None else None
+        )
+        try:
+            return await self._decide_check(bag, quotas, deduplication_id, timeout)
+        finally:
+            logcontext.request_id.reset(request_token)
+            logcontext.generation.reset(generation_token)
+
+    async def _decide_check(
+        self,
+        bag: AttributeBag,
+        quotas: Mapping[str, QuotaRequest],
+        deduplication_id: str,
+        timeout: float | None,
+    ) -> CheckOutcome:
         stats = self.stats
         stats.check_calls += 1
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
@@ -464,6 +486,7 @@ class Runtime:
     async def _call_check(
         self, name: str, handler: CheckHandler, instance: Instance, deadline: float | None
     ) -> CheckResult:
+        token = logcontext.handler.set(name)
         try:
             if deadline is None:
                 return await handler.handle_check(instance)
@@ -476,6 +499,8 @@ class Runtime:
             return self._check_error(name, TimeoutError("timed out"))
         except Exception as exc:
             return self._check_error(name, exc)
+        finally:
+            logcontext.handler.reset(token)
 
     def _check_error(self, name: str, exc: Exception) -> CheckResult:
         self.stats.count_handler_error(name)
@@ -558,6 +583,7 @@ class Runtime:
         args: QuotaArgs,
         deadline: float | None,
     ) -> QuotaResult:
+        token = logcontext.handler.set(name)
         try:
             if deadline is None:
                 return await handler.handle_quota(instance, args)
@@ -570,6 +596,8 @@ class Runtime:
             return self._quota_error(name, TimeoutError("timed out"))
         except Exception as exc:
             return self._quota_error(name, exc)
+        finally:
+            logcontext.handler.reset(token)
 
     def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
         self.stats.count_handler_error(name)
@@ -587,9 +615,13 @@ class Runtime:
         spool returns what to wait for; those are in :attr:`ReportOutcome.pending`, and a caller
         answering the Report awaits :meth:`ReportOutcome.durable_status`.
         """
-        tally = _ReportTally()
-        self._report_part(bags, 0, len(bags), tally)
-        return self._end_report(tally, len(bags))
+        token = logcontext.generation.set(self.generation)
+        try:
+            tally = _ReportTally()
+            self._report_part(bags, 0, len(bags), tally)
+            return self._end_report(tally, len(bags))
+        finally:
+            logcontext.generation.reset(token)
 
     async def report_in_slices(
         self, bags: Sequence[AttributeBag], *, slice_seconds: float = REPORT_SLICE_SECONDS
@@ -601,6 +633,13 @@ class Runtime:
         them (see :func:`yield_for`). The caller holds this runtime (``RuntimeHolder.acquire``)
         until it returns, since a reload may swap runtimes during a yield.
         """
+        token = logcontext.generation.set(self.generation)
+        try:
+            return await self._report_slices(bags, slice_seconds)
+        finally:
+            logcontext.generation.reset(token)
+
+    async def _report_slices(self, bags: Sequence[AttributeBag], slice_seconds: float) -> ReportOutcome:
         tally = _ReportTally()
         total = len(bags)
         position = 0
@@ -685,6 +724,7 @@ class Runtime:
         for (name, handler), instances in zip(self._report_handlers, batches, strict=True):
             if not instances:
                 continue
+            handler_token = logcontext.handler.set(name)
             try:
                 commit = handler.handle_report(ReportBatch(name, instances))
             except HandlerOverloaded:
@@ -700,6 +740,8 @@ class Runtime:
                 if len(errors) < MAX_REPORT_ERRORS:
                     errors.append(f"{name}: {_describe(exc)}")
                 continue
+            finally:
+                logcontext.handler.reset(handler_token)
             tally.dispatched += len(instances)
             if commit is not None:
                 tally.pending.append((name, commit))

@@ -29,11 +29,12 @@ from mixer.server._app import (
 from mixer.server._holder import ConfigInfo, RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
-from mixer.server._logging import JsonFormatter, configure_logging
+from mixer.server._logging import JsonFormatter, configure_logging, default_log_format
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
     DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
     DEFAULT_HTTP_BODY_TIMEOUT,
     DEFAULT_HTTP_HEADER_TIMEOUT,
@@ -54,6 +55,7 @@ from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
 __all__ = [
     "DEFAULT_CHECK_TIMEOUT",
+    "DEFAULT_DRAIN_DELAY",
     "DEFAULT_GRPC_LISTEN",
     "DEFAULT_HTTP_BODY_TIMEOUT",
     "DEFAULT_HTTP_HEADER_TIMEOUT",
@@ -92,6 +94,7 @@ __all__ = [
     "WorkerSupervisor",
     "build_admin_app",
     "configure_logging",
+    "default_log_format",
     "event_loop_factory",
     "reserve_shared_port",
     "run_server",

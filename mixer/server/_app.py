@@ -20,10 +20,11 @@ from mixer.api import Admission, ServiceContext, ServiceLimits, grpc_services, h
 from mixer.api.mixer_v1 import SERVICE_NAME
 from mixer.api.syslog import SyslogReceiver
 from mixer.config import ConfigError
-from mixer.runtime import Runtime, RuntimeStats, build_runtime
+from mixer.runtime import Runtime, RuntimeBuildError, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
 from mixer.server._http import AdminState, Phase, build_admin_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
+from mixer.server._introspection import GrpcIntrospection, api_service_names
 from mixer.server._metrics import ServerMetrics
 from mixer.server._net import ListenAddress
 from mixer.server._options import ServeOptions
@@ -42,6 +43,7 @@ EXIT_INTERRUPTED: Final = 130
 _PARENT_POLL_SECONDS: Final = 1.0
 #: Adapters that keep their state in process memory: with several workers each has its own.
 _PER_PROCESS_STATE_ADAPTERS: Final = frozenset({"memquota"})
+_MOVE_GRPC: Final = " (address in use? move it with --grpc-listen or MIXER_GRPC_LISTEN)"
 
 
 class StartupError(Exception):
@@ -81,6 +83,7 @@ class MixerServer:
         self.syslog_address: ListenAddress | None = None
         self._syslog: SyslogReceiver | None = None
         self._grpc_server: Any = None
+        self.introspection = GrpcIntrospection(api_service_names())
         self._http_runner: web.AppRunner | None = None
         self._http_server: asyncio.Server | None = None
         self.http_guard: HttpGuard | None = None
@@ -128,8 +131,14 @@ class MixerServer:
             except ConfigError as err:
                 log_config_error(logger, "cannot start", err)
                 raise StartupError(f"invalid config: {len(err.issues)} error(s)") from err
-            runtime = build_runtime(config, registry, data_dir=data_dir, delivery_ack=options.delivery_ack)
-            await runtime.start()
+            try:
+                runtime = build_runtime(
+                    config, registry, data_dir=data_dir, delivery_ack=options.delivery_ack
+                )
+                await runtime.start()
+            except RuntimeBuildError as err:
+                # The message names the handler and what to change; a traceback would bury it.
+                raise StartupError(str(err)) from err
             holder = RuntimeHolder(runtime, info)
             self._holder = holder
             self.admin.holder = holder
@@ -176,6 +185,7 @@ class MixerServer:
         if options.reload_interval > 0 and not source.embedded:
             self._watcher = asyncio.get_running_loop().create_task(reloader.watch(options.reload_interval))
         self.admin.phase = Phase.SERVING
+        await self.introspection.serving()
         if options.ready_file is not None:
             write_json_atomically(options.ready_file, self.ready_info())
         logger.info(
@@ -230,7 +240,10 @@ class MixerServer:
                 reuse_port=options.worker_index is not None,
             )
         except OSError as exc:
-            raise StartupError(f"cannot listen for HTTP on {address}: {exc.strerror or exc}") from exc
+            raise StartupError(
+                f"cannot listen for HTTP on {address}: {exc.strerror or exc} "
+                "(move it with --http-listen or MIXER_HTTP_LISTEN)"
+            ) from exc
         self._http_server = server
         self.http_address = address.with_port(int(server.sockets[0].getsockname()[1]))
 
@@ -253,7 +266,10 @@ class MixerServer:
                 address, reuse_port=self.options.worker_index is not None
             )
         except OSError as exc:
-            raise StartupError(f"cannot listen for syslog on {address}: {exc.strerror or exc}") from exc
+            raise StartupError(
+                f"cannot listen for syslog on {address}: {exc.strerror or exc} "
+                "(move it with --syslog-listen or MIXER_SYSLOG_LISTEN)"
+            ) from exc
         logger.info("receiving nginx access logs over syslog on udp %s", self.syslog_address)
 
     async def _start_grpc(self, address: ListenAddress, holder: RuntimeHolder) -> None:
@@ -268,13 +284,14 @@ class MixerServer:
             ]
         )
         server.add_generic_rpc_handlers(tuple(grpc_services(self._service_context())))
+        await self.introspection.register(server)
         self._grpc_server = server
         try:
             port = server.add_insecure_port(str(address))
         except RuntimeError as exc:
-            raise StartupError(f"cannot listen for gRPC on {address}: {exc}") from exc
+            raise StartupError(f"cannot listen for gRPC on {address}: {exc}{_MOVE_GRPC}") from exc
         if not port:
-            raise StartupError(f"cannot listen for gRPC on {address}")
+            raise StartupError(f"cannot listen for gRPC on {address}{_MOVE_GRPC}")
         await server.start()
         self.grpc_address = address.with_port(port)
 
@@ -294,7 +311,17 @@ class MixerServer:
         def left(share: float = 1.0) -> float:
             return max(0.0, (deadline - loop.time()) * share)
 
+        was_serving = self.admin.phase is Phase.SERVING
         self.admin.phase = Phase.DRAINING
+        await self.introspection.not_serving()
+        if was_serving and self.options.drain_delay > 0:
+            # Load balancers and Kubernetes take a while to see /readyz 503 or NOT_SERVING; calls
+            # they still send meanwhile are served. The shutdown timeout starts after this.
+            logger.info(
+                "draining: not ready; still taking calls for %gs (--drain-delay)", self.options.drain_delay
+            )
+            await asyncio.sleep(self.options.drain_delay)
+            deadline = loop.time() + timeout
         if self._syslog is not None:
             # First: what it still holds goes to the runtime before the handlers drain.
             await self._syslog.stop()

@@ -26,6 +26,10 @@ DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 2048
 DEFAULT_RELOAD_INTERVAL: Final = 2.0
 #: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
 DEFAULT_CHECK_TIMEOUT: Final = 5.0
+#: Seconds between "not ready" (``/readyz`` 503, gRPC health NOT_SERVING) and refusing new calls.
+#: 0 stops at once, right for a terminal, for tests and for Kubernetes with a preStop sleep; behind a
+#: load balancer that polls readiness, set it to the time the balancer takes to notice (e.g. 5).
+DEFAULT_DRAIN_DELAY: Final = 0.0
 
 #: Open connections on the HTTP port; each costs about 14 KiB, and the process's file limit
 #: (often 1024) must leave room for them.
@@ -72,6 +76,7 @@ class ServeOptions:
     http_max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
     http_body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
+    drain_delay: float = DEFAULT_DRAIN_DELAY
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -90,6 +95,8 @@ class ServeOptions:
             problems.append("--reload-interval must not be negative")
         if self.check_timeout <= 0:
             problems.append("--check-timeout must be positive")
+        if not 0 <= self.drain_delay <= 3600:
+            problems.append("--drain-delay must be between 0 and 3600 seconds")
         for flag, value in (
             ("--max-attributes", self.max_attributes),
             ("--max-string-length", self.max_string_length),
@@ -172,6 +179,7 @@ class ServeOptions:
         ]
         if self.syslog_listen is not None:
             argv += ["--syslog-listen", self.syslog_listen]
+        argv += ["--drain-delay", repr(self.drain_delay)]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:

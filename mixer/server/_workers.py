@@ -15,7 +15,7 @@ SO_REUSEPORT and the kernel spreads connections over them. The supervisor:
   that dies before the set was ever ready fails the start (exit 1): that is a config or port
   problem, not a crash to retry;
 - forwards SIGHUP to every worker; on SIGTERM or SIGINT sends SIGTERM to each worker, waits up to
-  the shutdown timeout, then SIGKILLs what is left. A second signal SIGKILLs at once.
+  the drain delay plus the shutdown timeout, then SIGKILLs what is left. A second signal SIGKILLs at once.
 """
 
 from __future__ import annotations
@@ -264,7 +264,9 @@ class WorkerSupervisor:
 
     def _stop_all(self) -> None:
         self._kill_all(signal.SIGTERM)
-        deadline = time.monotonic() + self.options.shutdown_timeout + _EXIT_MARGIN
+        # Workers keep serving for the drain delay before their shutdown timeout starts.
+        options = self.options
+        deadline = time.monotonic() + options.drain_delay + options.shutdown_timeout + _EXIT_MARGIN
         for slot in self._slots:
             process = slot.process
             if process is None:

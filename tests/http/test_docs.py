@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +20,7 @@ from mixer.api.syslog import access_log_attributes
 from mixer.attributes import ISTIO_MANIFEST
 from mixer.decision import CheckOutcome, HeaderOperationResult, RateLimitInfo
 from mixer.status import Code, Status
+from tests.server.support import MIXER_SCRIPT, ServerProcess, launcher
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "quotas.md"
@@ -103,3 +108,36 @@ def test_the_check_answer_example_has_the_answers_shape() -> None:
     assert set(documented["route_directive"]) == set(real["route_directive"])
     assert set(documented["rate_limits"][0]) == set(real["rate_limits"][0])
     assert documented["http_status"] == real["http_status"] == 429
+
+
+# -- the requests, sent to the server the doc names: the embedded default -----------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with launcher(tmp_path_factory.mktemp("quotas-doc")) as launch:
+        yield launch.start(command=[str(MIXER_SCRIPT)])
+
+
+def _post(server: ServerProcess, path: str, body: object) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        server.http_url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read())
+
+
+def test_the_check_request_is_allowed_by_the_embedded_default(embedded_server: ServerProcess) -> None:
+    status, answer = _post(embedded_server, "/v1/check", json_block("request: POST /v1/check"))
+    assert status == 200
+    assert answer["status"]["code"] == "OK", answer
+    assert answer["http_status"] == 200
+    assert answer["quotas"]["requestcount"]["granted_amount"] == 1
+
+
+def test_the_report_request_is_accepted_by_the_embedded_default(embedded_server: ServerProcess) -> None:
+    status, answer = _post(embedded_server, "/v1/report", json_block("request: POST /v1/report"))
+    assert (status, answer) == (202, {"status": "OK", "records": 1})
