@@ -104,11 +104,20 @@ def big_bag(i: int) -> dict[str, AttributeValue]:
 
 
 async def send_reports(server: ServerProcess, first: int, count: int, per_call: int = 20) -> None:
+    """Sends every record once; a call the server refuses because the writer's bounded buffer is
+    full (UNAVAILABLE, nothing of it accepted) is sent again after a pause, as a proxy would."""
+    deadline = time.monotonic() + WRITE_TIMEOUT
     async with grpc.aio.insecure_channel(server.grpc_target) as channel:
         for start_at in range(first, first + count, per_call):
-            await report(
-                channel, [big_bag(i) for i in range(start_at, min(start_at + per_call, first + count))]
-            )
+            bags = [big_bag(i) for i in range(start_at, min(start_at + per_call, first + count))]
+            while True:
+                try:
+                    await report(channel, bags)
+                    break
+                except grpc.aio.AioRpcError as err:
+                    if err.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
 
 
 def test_report_records_with_large_paths_leave_rss_at_its_plateau(servers: Launcher, tmp_path: Path) -> None:
