@@ -73,6 +73,35 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from mixer.schema import adapter_schema, registry_schema, template_schema
+    from plugins.manager import create_plugin_manager
+
+    registry = create_plugin_manager().registry()
+    if args.adapter is not None:
+        info = registry.adapter(args.adapter)
+        if info is None:
+            print(
+                f"error: no adapter {args.adapter!r}; installed: {', '.join(sorted(registry.adapters))}",
+                file=sys.stderr,
+            )
+            return 2
+        document = adapter_schema(info)
+    elif args.template is not None:
+        spec = registry.template(args.template)
+        if spec is None:
+            print(
+                f"error: no template {args.template!r}; registered: {', '.join(sorted(registry.templates))}",
+                file=sys.stderr,
+            )
+            return 2
+        document = template_schema(spec)
+    else:
+        document = registry_schema(registry)
+    print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mixer", description="Mesh Mixer: policy and telemetry hub")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -96,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="include development-stage adapters")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_adapters)
+
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of every adapter's handler params and template's instance params",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--adapter", metavar="NAME", help="only this adapter's handler params")
+    which.add_argument("--template", metavar="NAME", help="only this template's instance params")
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 
