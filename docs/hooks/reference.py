@@ -238,7 +238,10 @@ def _default(prop: dict[str, Any]) -> str:
     if prop.get("format") == "duration" or any(o.get("format") == "duration" for o in prop.get("anyOf", [])):
         value = _duration(value) if isinstance(value, str) else value
     text = json.dumps(value, sort_keys=True)
-    return f"`{text}`".replace("|", "\\|") if len(text) <= 60 else "(see the README)"
+    if len(text) <= 60:
+        return f"`{text}`".replace("|", "\\|")
+    # A nested model's defaults are in its own table; other long values are in the README.
+    return "its defaults" if "$ref" in prop else "(see the README)"
 
 
 _ISO_DURATION = re.compile(r"^P(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>[\d.]+)S)?)?$")
