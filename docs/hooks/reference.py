@@ -27,6 +27,7 @@ from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
+from mixer import Code
 from mixer.registry import Registry
 from mixer.schema import adapter_schema, template_schema
 from plugins.manager import create_plugin_manager
@@ -235,6 +236,8 @@ def _default(prop: dict[str, Any]) -> str:
     if "default" not in prop:
         return ""
     value = prop["default"]
+    if prop.get("$ref", "").endswith("/Code") and isinstance(value, int):
+        return f"`{Code(value).name}`"
     if prop.get("format") == "duration" or any(o.get("format") == "duration" for o in prop.get("anyOf", [])):
         value = _duration(value) if isinstance(value, str) else value
     text = json.dumps(value, sort_keys=True)
