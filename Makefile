@@ -15,7 +15,7 @@ PIP_SELF := $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: install install-runtime system-deps run test test-unit test-latest soak bench fuzz lint typecheck \
-	format proto lock clean image
+	format proto lock clean image docs
 
 $(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -124,8 +124,13 @@ FUZZ_JOBS ?= 1
 fuzz: $(DEV_STAMP)
 	nice $(PY) -m tests.fuzz.run --all --runs $(FUZZ_RUNS) --timeout 1 --jobs $(FUZZ_JOBS)
 
+# The documentation site, into site/ (git-ignored). --strict: a broken link or a warning fails it.
+# The adapter pages and the configuration reference are generated from the code (docs/hooks/).
+docs: $(DEV_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --clean --site-dir site
+
 proto: $(DEV_STAMP)
 	$(PY) -m mixer.proto.build
 
 clean:
-	rm -rf $(VENV) $(LATEST) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(LATEST) site .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -143,9 +143,20 @@ class FieldRedaction(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fields: tuple[str, ...] = Field(min_length=1)
-    mode: RedactMode = RedactMode.HASH
-    salt: SecretStr = SecretStr("")
+    fields: tuple[str, ...] = Field(
+        min_length=1, description="Names of the fields to redact, as the instance has them (``apiKey``)."
+    )
+    mode: RedactMode = Field(
+        default=RedactMode.HASH,
+        description=(
+            "``hash``: ``sha256:`` and 16 hex digits of the salted value (records still group by "
+            "it); ``mask``: ``***``; ``drop``: the field is left out."
+        ),
+    )
+    salt: SecretStr = Field(
+        default=SecretStr(""),
+        description="Prefixed to each value before hashing; a secret (hidden in ``/config``).",
+    )
 
     def apply(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of ``values`` with the named fields redacted."""

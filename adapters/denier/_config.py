@@ -16,8 +16,11 @@ class StatusParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: Code = Code.FAILED_PRECONDITION
-    message: str = ""
+    code: Code = Field(
+        default=Code.FAILED_PRECONDITION,
+        description="The status code, as a number (7) or a name (PERMISSION_DENIED).",
+    )
+    message: str = Field(default="", description="The status message the caller gets.")
 
     @field_validator("code", mode="before")
     @classmethod
@@ -37,9 +40,13 @@ class DenierConfig(BaseModel):
         extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
-    #: What every Check answers. Mixer's default: FAILED_PRECONDITION with no message.
-    status: StatusParams = Field(default_factory=StatusParams)
-    #: How long a proxy may cache the answer.
-    valid_duration: NonNegativeDuration = timedelta(seconds=5)
-    #: How many uses a proxy may answer from its cache.
-    valid_use_count: int = Field(default=1000, ge=0)
+    status: StatusParams = Field(
+        default_factory=StatusParams,
+        description="What every Check answers. Mixer's default: FAILED_PRECONDITION with no message.",
+    )
+    valid_duration: NonNegativeDuration = Field(
+        default=timedelta(seconds=5), description="How long a proxy may cache the answer."
+    )
+    valid_use_count: int = Field(
+        default=1000, ge=0, description="How many uses a proxy may answer from its cache."
+    )

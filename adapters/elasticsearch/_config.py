@@ -86,23 +86,45 @@ class _Model(BaseModel):
 class TlsOptions(_Model):
     """Verification of the servers' certificates (for ``https://`` hosts)."""
 
-    #: PEM file of the CA certificates to trust; unset, the system's trust store.
-    ca_file: Path | None = None
-    #: False accepts any certificate: for tests only, it gives up protection against interception.
-    verify: bool = True
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA certificates to trust; unset, the system's trust store."
+    )
+    verify: bool = Field(
+        default=True,
+        description=(
+            "False accepts any certificate: for tests only, it gives up protection against interception."
+        ),
+    )
 
 
 class IndexTemplateOptions(_Model):
     """The composable index template installed at start (``PUT _index_template/<name>``)."""
 
-    install: bool = True
-    #: Default: the data stream name, or the index pattern's text before its first ``%``.
-    name: str | None = None
-    #: Default: the data stream name, or the index pattern's text before its first ``%``, plus ``*``.
-    index_patterns: list[str] | None = None
-    priority: int = Field(default=DEFAULT_TEMPLATE_PRIORITY, ge=0)
-    #: The template's ``settings``, ``mappings`` and ``aliases``; default :data:`DEFAULT_TEMPLATE_BODY`.
-    body: dict[str, Any] | None = None
+    install: bool = Field(
+        default=True, description="Install (or update) the index template when the handler starts."
+    )
+    name: str | None = Field(
+        default=None,
+        description="Default: the data stream name, or the index pattern's text before its first ``%``.",
+    )
+    index_patterns: list[str] | None = Field(
+        default=None,
+        description=(
+            "Default: the data stream name, or the index pattern's text before its first ``%``, plus ``*``."
+        ),
+    )
+    priority: int = Field(
+        default=DEFAULT_TEMPLATE_PRIORITY,
+        ge=0,
+        description="The template's priority among the composable templates matching the same indices.",
+    )
+    body: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "The template's ``settings``, ``mappings`` and ``aliases``; default "
+            ":data:`DEFAULT_TEMPLATE_BODY`."
+        ),
+    )
 
     @field_validator("body")
     @classmethod
@@ -120,29 +142,66 @@ class IndexTemplateOptions(_Model):
 class ElasticsearchConfig(_Model):
     """Params of an ``elasticsearch`` handler."""
 
-    #: Node URLs (``http://`` or ``https://``, optionally with a path prefix); sends fail over between them.
-    hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_HOSTS), min_length=1)
-    #: strftime pattern over the instance's timestamp (UTC) naming the index each document goes to.
-    index: str = DEFAULT_INDEX
-    #: Write to this data stream instead of ``index`` (``create`` ops; needs a data stream template).
-    data_stream: str | None = None
-    index_template: IndexTemplateOptions = IndexTemplateOptions()
-    username: str | None = None
-    password: SecretStr | None = None
-    #: The base64 ``id:api_key`` credential Elasticsearch returns as ``encoded``.
-    api_key: SecretStr | None = None
-    tls: TlsOptions = TlsOptions()
-    #: Fields of each document hashed, masked or dropped before it is sent (e.g. API keys).
-    redact: FieldRedaction | None = None
-    #: An ingest pipeline every document goes through.
-    pipeline: str | None = None
-    #: A delivery batch is cut into ``_bulk`` requests of at most this many documents ...
-    bulk_max_records: int = Field(default=1000, gt=0)
-    #: ... and at most this many bytes of NDJSON body (a larger single document goes alone).
-    bulk_max_bytes: int = Field(default=5 * MiB, gt=0, le=MAX_BULK_BYTES)
-    #: Per HTTP request; ``delivery.send_timeout`` bounds a whole batch.
-    request_timeout: PositiveDuration = timedelta(seconds=10)
-    delivery: DeliveryOptions = DeliveryOptions()
+    hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_HOSTS),
+        min_length=1,
+        description=(
+            "Node URLs (``http://`` or ``https://``, optionally with a path prefix); sends fail over "
+            "between them."
+        ),
+    )
+    index: str = Field(
+        default=DEFAULT_INDEX,
+        description=(
+            "strftime pattern over the instance's timestamp (UTC) naming the index each document goes to."
+        ),
+    )
+    data_stream: str | None = Field(
+        default=None,
+        description=(
+            "Write to this data stream instead of ``index`` (``create`` ops; needs a data stream template)."
+        ),
+    )
+    index_template: IndexTemplateOptions = Field(
+        default=IndexTemplateOptions(), description="The composable index template installed at start."
+    )
+    username: str | None = Field(
+        default=None, description="User for HTTP basic authentication (with ``password``)."
+    )
+    password: SecretStr | None = Field(
+        default=None, description="Password for HTTP basic authentication; shown redacted."
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The base64 ``id:api_key`` credential Elasticsearch returns as ``encoded``."
+    )
+    tls: TlsOptions = Field(
+        default=TlsOptions(),
+        description="How the servers' certificates are verified (for ``https://`` hosts).",
+    )
+    redact: FieldRedaction | None = Field(
+        default=None,
+        description="Fields of each document hashed, masked or dropped before it is sent (e.g. API keys).",
+    )
+    pipeline: str | None = Field(default=None, description="An ingest pipeline every document goes through.")
+    bulk_max_records: int = Field(
+        default=1000,
+        gt=0,
+        description="A delivery batch is cut into ``_bulk`` requests of at most this many documents ...",
+    )
+    bulk_max_bytes: int = Field(
+        default=5 * MiB,
+        gt=0,
+        le=MAX_BULK_BYTES,
+        description="... and at most this many bytes of NDJSON body (a larger single document goes alone).",
+    )
+    request_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10),
+        description="Per HTTP request; ``delivery.send_timeout`` bounds a whole batch.",
+    )
+    delivery: DeliveryOptions = Field(
+        default=DeliveryOptions(),
+        description="Queueing, batching, retry and spooling (see docs/delivery.md).",
+    )
 
     @field_validator("hosts")
     @classmethod

@@ -22,31 +22,48 @@ def _alias(snake: str, camel: str) -> AliasChoices:
 class FluentdConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    #: ``host:port`` of the fluentd (or Fluent Bit) forward input.
-    address: str = DEFAULT_ADDRESS
-    #: Durations as integer milliseconds instead of Go duration text (``"12ms"``).
+    address: str = Field(
+        default=DEFAULT_ADDRESS, description="``host:port`` of the fluentd (or Fluent Bit) forward input."
+    )
     integer_duration: bool = Field(
-        default=False, validation_alias=_alias("integer_duration", "integerDuration")
+        default=False,
+        validation_alias=_alias("integer_duration", "integerDuration"),
+        description='Durations as integer milliseconds instead of Go duration text (``"12ms"``).',
     )
-    #: Mixer's queue of entries awaiting a push: the delivery queue's record bound.
     instance_buffer_size: int | None = Field(
-        default=None, gt=0, validation_alias=_alias("instance_buffer_size", "instanceBufferSize")
+        default=None,
+        gt=0,
+        validation_alias=_alias("instance_buffer_size", "instanceBufferSize"),
+        description="Mixer's queue of entries awaiting a push: the delivery queue's record bound.",
     )
-    #: Mixer's bytes per push: the delivery batch's byte bound.
     max_batch_size_bytes: int | None = Field(
-        default=None, gt=0, validation_alias=_alias("max_batch_size_bytes", "maxBatchSizeBytes")
+        default=None,
+        gt=0,
+        validation_alias=_alias("max_batch_size_bytes", "maxBatchSizeBytes"),
+        description="Mixer's bytes per push: the delivery batch's byte bound.",
     )
-    #: How long a batch that is not full waits (Mixer: at least one push per interval).
     push_interval_duration: PositiveDuration | None = Field(
-        default=None, validation_alias=_alias("push_interval_duration", "pushIntervalDuration")
+        default=None,
+        validation_alias=_alias("push_interval_duration", "pushIntervalDuration"),
+        description="How long a batch that is not full waits (Mixer: at least one push per interval).",
     )
-    #: How long one push may take, ack included; past it the batch is retried.
     push_timeout_duration: PositiveDuration | None = Field(
-        default=None, validation_alias=_alias("push_timeout_duration", "pushTimeoutDuration")
+        default=None,
+        validation_alias=_alias("push_timeout_duration", "pushTimeoutDuration"),
+        description="How long one push may take, ack included; past it the batch is retried.",
     )
-    #: Ask fluentd to acknowledge each chunk (at-least-once); without it a written chunk counts as sent.
-    require_ack: bool = Field(default=True, validation_alias=_alias("require_ack", "requireAck"))
-    delivery: DeliveryOptions = DeliveryOptions()
+    require_ack: bool = Field(
+        default=True,
+        validation_alias=_alias("require_ack", "requireAck"),
+        description=(
+            "Ask fluentd to acknowledge each chunk (at-least-once); without it a written chunk counts as "
+            "sent."
+        ),
+    )
+    delivery: DeliveryOptions = Field(
+        default=DeliveryOptions(),
+        description="Queueing, batching, retry and spooling (see docs/delivery.md).",
+    )
 
     @field_validator("address")
     @classmethod

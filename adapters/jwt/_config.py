@@ -51,10 +51,16 @@ class MissingToken(enum.StrEnum):
 class InlineKey(_Model):
     """One key given in the params: an HMAC ``secret`` or a ``pem`` public key (or certificate)."""
 
-    #: Matches the token header's ``kid``; a key without one is tried for every token.
-    kid: str = ""
-    secret: SecretStr | None = None
-    pem: str = ""
+    kid: str = Field(
+        default="",
+        description="Matches the token header's ``kid``; a key without one is tried for every token.",
+    )
+    secret: SecretStr | None = Field(
+        default=None, description="An HMAC secret (HS256, HS384, HS512); give this or ``pem``."
+    )
+    pem: str = Field(
+        default="", description="An RSA or EC public key or certificate in PEM; give this or ``secret``."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -68,35 +74,69 @@ class InlineKey(_Model):
 class JwtConfig(_Model):
     """Params of a ``jwt`` handler; snake_case and camelCase keys are both accepted."""
 
-    #: Accepted ``iss`` values; empty: any issuer (the keys alone decide).
-    issuers: list[str] = Field(default_factory=list)
-    #: The token's ``aud`` must name at least one of these; empty: ``aud`` is not checked.
-    audiences: list[str] = Field(default_factory=list)
-    #: Algorithms a token may be signed with.
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    #: Keys given inline.
-    keys: list[InlineKey] = Field(default_factory=list)
-    #: A JWKS document on disk, read at start and again every ``refresh_interval``.
-    jwks_file: str = ""
-    #: A JWKS URL (``http://`` or ``https://``), fetched at start and every ``refresh_interval``.
-    jwks_url: str = ""
-    refresh_interval: PositiveDuration = timedelta(minutes=5)
-    #: A token whose ``kid`` no key has makes the key set load again early, at most this often.
-    min_refresh_interval: NonNegativeDuration = timedelta(seconds=30)
-    fetch_timeout: PositiveDuration = timedelta(seconds=5)
-    max_jwks_bytes: int = Field(default=1024 * 1024, gt=0)
-    #: Keys kept from one JWKS document; the rest are ignored and counted.
-    max_keys: int = Field(default=100, gt=0)
-    #: Clock skew allowed on ``exp``, ``nbf`` and ``iat``.
-    leeway: NonNegativeDuration = timedelta(seconds=30)
-    #: Claims a token must carry.
-    required_claims: list[str] = Field(default_factory=lambda: ["exp"])
-    missing_token: MissingToken = MissingToken.DENY
-    #: Longer tokens are refused before any parsing.
-    max_token_bytes: int = Field(default=16 * 1024, gt=0)
-    #: How long a proxy may cache an answer (an OK is never cached past the token's ``exp``).
-    valid_duration: NonNegativeDuration = timedelta(seconds=60)
-    valid_use_count: int = Field(default=10000, ge=0)
+    issuers: list[str] = Field(
+        default_factory=list,
+        description="Accepted ``iss`` values; empty: any issuer (the keys alone decide).",
+    )
+    audiences: list[str] = Field(
+        default_factory=list,
+        description="The token's ``aud`` must name at least one of these; empty: ``aud`` is not checked.",
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256"],
+        min_length=1,
+        description="Algorithms a token may be signed with.",
+    )
+    keys: list[InlineKey] = Field(default_factory=list, description="Keys given inline.")
+    jwks_file: str = Field(
+        default="", description="A JWKS document on disk, read at start and again every ``refresh_interval``."
+    )
+    jwks_url: str = Field(
+        default="",
+        description=(
+            "A JWKS URL (``http://`` or ``https://``), fetched at start and every ``refresh_interval``."
+        ),
+    )
+    refresh_interval: PositiveDuration = Field(
+        default=timedelta(minutes=5), description="How often ``jwks_file`` and ``jwks_url`` are loaded again."
+    )
+    min_refresh_interval: NonNegativeDuration = Field(
+        default=timedelta(seconds=30),
+        description=(
+            "A token whose ``kid`` no key has makes the key set load again early, at most this often."
+        ),
+    )
+    fetch_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=5), description="Bound on one fetch of ``jwks_url``."
+    )
+    max_jwks_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest JWKS document read; a bigger one is refused."
+    )
+    max_keys: int = Field(
+        default=100, gt=0, description="Keys kept from one JWKS document; the rest are ignored and counted."
+    )
+    leeway: NonNegativeDuration = Field(
+        default=timedelta(seconds=30), description="Clock skew allowed on ``exp``, ``nbf`` and ``iat``."
+    )
+    required_claims: list[str] = Field(
+        default_factory=lambda: ["exp"], description="Claims a token must carry."
+    )
+    missing_token: MissingToken = Field(
+        default=MissingToken.DENY,
+        description=(
+            "What a Check without a token gets: ``deny`` (UNAUTHENTICATED) or ``allow`` (OK with no claims)."
+        ),
+    )
+    max_token_bytes: int = Field(
+        default=16 * 1024, gt=0, description="Longer tokens are refused before any parsing."
+    )
+    valid_duration: NonNegativeDuration = Field(
+        default=timedelta(seconds=60),
+        description="How long a proxy may cache an answer (an OK is never cached past the token's ``exp``).",
+    )
+    valid_use_count: int = Field(
+        default=10000, ge=0, description="How many uses a proxy may answer from its cache."
+    )
 
     @field_validator("algorithms")
     @classmethod

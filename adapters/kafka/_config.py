@@ -93,22 +93,33 @@ class _Model(BaseModel):
 class SaslConfig(_Model):
     """SASL authentication; over TLS when ``tls.enabled``, else over plain TCP."""
 
-    mechanism: SaslMechanism = SaslMechanism.PLAIN
-    username: str = Field(min_length=1)
-    password: SecretStr
+    mechanism: SaslMechanism = Field(
+        default=SaslMechanism.PLAIN, description="``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``."
+    )
+    username: str = Field(min_length=1, description="The SASL user name.")
+    password: SecretStr = Field(description="The SASL password; shown redacted.")
 
 
 class TlsConfig(_Model):
     """TLS to the brokers. Files are read when the handler starts, not when config loads."""
 
-    enabled: bool = False
-    #: CA bundle (PEM) the brokers' certificates are checked against; the system store when unset.
-    ca_file: str | None = None
-    #: Client certificate (PEM) for mutual TLS; may hold the key too.
-    cert_file: str | None = None
-    key_file: str | None = None
-    #: Accept any certificate and host name. For tests only: it gives up what TLS is for.
-    insecure_skip_verify: bool = False
+    enabled: bool = Field(default=False, description="Connect to the brokers with TLS.")
+    ca_file: str | None = Field(
+        default=None,
+        description=(
+            "CA bundle (PEM) the brokers' certificates are checked against; the system store when unset."
+        ),
+    )
+    cert_file: str | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS; may hold the key too."
+    )
+    key_file: str | None = Field(
+        default=None, description="Private key (PEM) of ``cert_file``, when that file does not hold it."
+    )
+    insecure_skip_verify: bool = Field(
+        default=False,
+        description="Accept any certificate and host name. For tests only: it gives up what TLS is for.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -124,27 +135,67 @@ class TlsConfig(_Model):
 class KafkaConfig(_Model):
     """Params of a ``kafka`` handler."""
 
-    #: Bootstrap brokers, ``host:port`` (``[::1]:9092`` for IPv6).
-    brokers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
-    #: Topic of each record: a format with ``{placeholders}`` (see ``_format``); a plain name is fixed.
-    topic: str = DEFAULT_TOPIC
-    #: Record key, a format like ``topic``; unset, records have no key.
-    key: str | None = None
-    encoding: Encoding = Encoding.JSON
-    #: Fields of each record hashed, masked or dropped before it is encoded (e.g. API keys).
-    redact: FieldRedaction | None = None
-    compression: Compression = Compression.NONE
-    acks: Acks = 1
-    #: Bytes of one partition's record batch (before compression); a send may carry several.
-    max_batch_size: int = Field(default=256 * 1024, gt=0)
-    #: Largest record (key + value + overhead) the producer sends; bigger ones go to the dead letter.
-    max_request_size: int = Field(default=1024 * 1024, gt=0)
-    #: How long a produce or metadata request may take before it counts as failed (and is retried).
-    request_timeout: PositiveDuration = timedelta(seconds=5)
-    client_id: str = Field(default="mesh-mixer", min_length=1)
-    sasl: SaslConfig | None = None
-    tls: TlsConfig = TlsConfig()
-    delivery: DeliveryOptions = DeliveryOptions()
+    brokers: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1:9092"],
+        min_length=1,
+        description="Bootstrap brokers, ``host:port`` (``[::1]:9092`` for IPv6).",
+    )
+    topic: str = Field(
+        default=DEFAULT_TOPIC,
+        description=(
+            "Topic of each record: a format with ``{placeholders}`` (see ``_format``); a plain name is fixed."
+        ),
+    )
+    key: str | None = Field(
+        default=None, description="Record key, a format like ``topic``; unset, records have no key."
+    )
+    encoding: Encoding = Field(
+        default=Encoding.JSON,
+        description=(
+            "``json`` (one object per instance) or ``otlp_proto`` (OTLP protobuf, as the Collector's "
+            "kafkareceiver reads it)."
+        ),
+    )
+    redact: FieldRedaction | None = Field(
+        default=None,
+        description="Fields of each record hashed, masked or dropped before it is encoded (e.g. API keys).",
+    )
+    compression: Compression = Field(
+        default=Compression.NONE,
+        description="Record batch compression: ``none``, ``gzip``, ``snappy``, ``lz4`` or ``zstd``.",
+    )
+    acks: Acks = Field(
+        default=1, description="Acknowledgements a produce waits for: ``0``, ``1`` or ``all`` (``-1``)."
+    )
+    max_batch_size: int = Field(
+        default=256 * 1024,
+        gt=0,
+        description="Bytes of one partition's record batch (before compression); a send may carry several.",
+    )
+    max_request_size: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description=(
+            "Largest record (key + value + overhead) the producer sends; bigger ones go to the dead letter."
+        ),
+    )
+    request_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=5),
+        description=(
+            "How long a produce or metadata request may take before it counts as failed (and is retried)."
+        ),
+    )
+    client_id: str = Field(
+        default="mesh-mixer",
+        min_length=1,
+        description="The client id the brokers see in their logs and quotas.",
+    )
+    sasl: SaslConfig | None = Field(default=None, description="SASL authentication; unset, none.")
+    tls: TlsConfig = Field(default=TlsConfig(), description="TLS to the brokers.")
+    delivery: DeliveryOptions = Field(
+        default=DeliveryOptions(),
+        description="Queueing, batching, retry and spooling (see docs/delivery.md).",
+    )
 
     @field_validator("brokers")
     @classmethod

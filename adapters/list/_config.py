@@ -27,25 +27,46 @@ class ListConfig(BaseModel):
         extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
-    #: Where to fetch the list from: ``http(s)://`` or ``file://`` (one entry per line).
-    provider_url: str = ""
-    #: How often to fetch the list again.
-    refresh_interval: PositiveDuration = timedelta(seconds=60)
-    #: How long a fetched list stays usable without a successful refresh.
-    ttl: PositiveDuration = timedelta(seconds=300)
-    #: How long a proxy may cache an answer.
-    caching_interval: NonNegativeDuration = timedelta(seconds=300)
-    #: How many uses a proxy may answer from its cache.
-    caching_use_count: int = Field(default=10000, ge=0)
-    #: Entries always in the list, in addition to the fetched ones.
-    overrides: list[str] = Field(default_factory=list)
-    entry_type: EntryType = EntryType.STRINGS
-    #: ``false``: only listed values pass (PERMISSION_DENIED otherwise); ``true``: listed values are denied.
-    blacklist: bool = False
-    #: Bound on one fetch (ours, not Mixer's).
-    fetch_timeout: PositiveDuration = timedelta(seconds=10)
-    #: Bound on the size of a fetched list (ours, not Mixer's).
-    max_list_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    provider_url: str = Field(
+        default="",
+        description="Where to fetch the list from: ``http(s)://`` or ``file://`` (one entry per line).",
+    )
+    refresh_interval: PositiveDuration = Field(
+        default=timedelta(seconds=60), description="How often to fetch the list again."
+    )
+    ttl: PositiveDuration = Field(
+        default=timedelta(seconds=300),
+        description="How long a fetched list stays usable without a successful refresh.",
+    )
+    caching_interval: NonNegativeDuration = Field(
+        default=timedelta(seconds=300), description="How long a proxy may cache an answer."
+    )
+    caching_use_count: int = Field(
+        default=10000, ge=0, description="How many uses a proxy may answer from its cache."
+    )
+    overrides: list[str] = Field(
+        default_factory=list, description="Entries always in the list, in addition to the fetched ones."
+    )
+    entry_type: EntryType = Field(
+        default=EntryType.STRINGS,
+        description=(
+            "How entries compare: ``STRINGS``, ``CASE_INSENSITIVE_STRINGS``, ``IP_ADDRESSES`` (CIDR "
+            "ranges) or ``REGEX``."
+        ),
+    )
+    blacklist: bool = Field(
+        default=False,
+        description=(
+            "``false``: only listed values pass (PERMISSION_DENIED otherwise); ``true``: listed values "
+            "are denied."
+        ),
+    )
+    fetch_timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10), description="Bound on one fetch (ours, not Mixer's)."
+    )
+    max_list_bytes: int = Field(
+        default=16 * 1024 * 1024, gt=0, description="Bound on the size of a fetched list (ours, not Mixer's)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ListConfig:

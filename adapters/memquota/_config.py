@@ -41,10 +41,11 @@ class FailurePolicy(enum.Enum):
 class OverrideParams(_Params):
     """Replaces ``max_amount`` (and ``valid_duration``) when every dimension here equals the instance's."""
 
-    dimensions: dict[str, str] = Field(min_length=1)
-    max_amount: int = Field(ge=0)
-    #: Empty: the quota's own.
-    valid_duration: PositiveDuration | None = None
+    dimensions: dict[str, str] = Field(
+        min_length=1, description="The dimension values an instance must have for this override to apply."
+    )
+    max_amount: int = Field(ge=0, description="The quota's amount for matching instances.")
+    valid_duration: PositiveDuration | None = Field(default=None, description="Empty: the quota's own.")
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -58,16 +59,31 @@ class OverrideParams(_Params):
 class QuotaParams(_Params):
     """One quota, named after the quota instance it limits (``name``, ``name.namespace``, ...)."""
 
-    name: str = Field(min_length=1)
-    max_amount: int = Field(ge=0)
-    #: The window: allocations count against the quota for this long.
-    valid_duration: PositiveDuration
-    #: ROLLING_WINDOW's step; zero: the adapter's default (memquota: Mixer's 100 ms tick;
-    #: redisquota: a tenth of valid_duration).
-    bucket_duration: NonNegativeDuration = timedelta(0)
-    #: None: the adapter's default, as Mixer's (memquota: ROLLING_WINDOW; redisquota: FIXED_WINDOW).
-    rate_limit_algorithm: RateLimitAlgorithm | None = None
-    overrides: list[OverrideParams] = []
+    name: str = Field(
+        min_length=1, description="The quota instance this limits (``name``, ``name.namespace``, ...)."
+    )
+    max_amount: int = Field(ge=0, description="Allocations allowed per window.")
+    valid_duration: PositiveDuration = Field(
+        description="The window: allocations count against the quota for this long."
+    )
+    bucket_duration: NonNegativeDuration = Field(
+        default=timedelta(0),
+        description=(
+            "ROLLING_WINDOW's step; zero: the adapter's default (memquota: Mixer's 100 ms tick; "
+            "redisquota: a tenth of valid_duration)."
+        ),
+    )
+    rate_limit_algorithm: RateLimitAlgorithm | None = Field(
+        default=None,
+        description=(
+            "``FIXED_WINDOW`` or ``ROLLING_WINDOW``; unset: the adapter's default, as Mixer's "
+            "(memquota: ROLLING_WINDOW; redisquota: FIXED_WINDOW)."
+        ),
+    )
+    overrides: list[OverrideParams] = Field(
+        default=[],
+        description="Other amounts for instances with given dimension values; the first match wins.",
+    )
 
     @model_validator(mode="after")
     def _buckets_fit(self) -> QuotaParams:
@@ -80,12 +96,16 @@ class QuotaParams(_Params):
 class QuotaHandlerParams(_Params):
     """The params every counter-store quota adapter shares (memquota, redisquota)."""
 
-    #: Mixer quotas, for the quota template.
-    quotas: list[QuotaParams] = []
-    #: How long a (deduplication id, quota) answer is replayed to retries, for quotas and plan checks.
-    min_deduplication_duration: NonNegativeDuration = timedelta(seconds=1)
-    #: How plancheck callers map to plans.
-    subjects: SubjectsParams = SubjectsParams()
+    quotas: list[QuotaParams] = Field(default=[], description="Mixer quotas, for the quota template.")
+    min_deduplication_duration: NonNegativeDuration = Field(
+        default=timedelta(seconds=1),
+        description=(
+            "How long a (deduplication id, quota) answer is replayed to retries, for quotas and plan checks."
+        ),
+    )
+    subjects: SubjectsParams = Field(
+        default=SubjectsParams(), description="How plancheck callers map to plans."
+    )
 
     @model_validator(mode="after")
     def _unique_quota_names(self) -> QuotaHandlerParams:
@@ -100,10 +120,14 @@ class QuotaHandlerParams(_Params):
 class MemquotaConfig(QuotaHandlerParams):
     """Params of a ``memquota`` handler."""
 
-    #: Counters kept at most; the least recently used go first (counted as evictions).
-    max_counters: int = Field(default=100_000, ge=1)
-    #: Deduplication records kept at most; the oldest go first.
-    max_deduplication_entries: int = Field(default=100_000, ge=0)
+    max_counters: int = Field(
+        default=100_000,
+        ge=1,
+        description="Counters kept at most; the least recently used go first (counted as evictions).",
+    )
+    max_deduplication_entries: int = Field(
+        default=100_000, ge=0, description="Deduplication records kept at most; the oldest go first."
+    )
 
 
 def _text(value: Any) -> Any:

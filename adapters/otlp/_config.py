@@ -43,15 +43,21 @@ class TlsOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Plaintext gRPC (the default suits a collector on this host); false connects with TLS.
-    insecure: bool = True
-    #: PEM file of the CAs to trust; empty trusts the system's roots.
-    ca_file: str = ""
-    #: PEM client certificate and its key, for mutual TLS (both or neither).
-    cert_file: str = ""
-    key_file: str = ""
-    #: The name the server certificate is checked against, when it is not the endpoint's host.
-    server_name_override: str = ""
+    insecure: bool = Field(
+        default=True,
+        description="Plaintext gRPC (the default suits a collector on this host); false connects with TLS.",
+    )
+    ca_file: str = Field(
+        default="", description="PEM file of the CAs to trust; empty trusts the system's roots."
+    )
+    cert_file: str = Field(
+        default="", description="PEM client certificate and its key, for mutual TLS (both or neither)."
+    )
+    key_file: str = Field(default="", description="PEM private key of ``cert_file``.")
+    server_name_override: str = Field(
+        default="",
+        description="The name the server certificate is checked against, when it is not the endpoint's host.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -69,17 +75,25 @@ class OtlpConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: The collector's OTLP/gRPC ``host:port``.
-    endpoint: str = DEFAULT_ENDPOINT
-    #: gRPC metadata sent with every export (for example ``authorization``); shown redacted.
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    tls: TlsOptions = TlsOptions()
-    #: Deadline of one export call.
-    timeout: PositiveDuration = timedelta(seconds=10)
-    #: Message compression on the wire.
-    compression: Literal["gzip", "none"] = "gzip"
-    #: Queueing, batching, retry and spooling (see docs/delivery.md).
-    delivery: DeliveryOptions = DeliveryOptions()
+    endpoint: str = Field(default=DEFAULT_ENDPOINT, description="The collector's OTLP/gRPC ``host:port``.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="gRPC metadata sent with every export (for example ``authorization``); shown redacted.",
+    )
+    tls: TlsOptions = Field(
+        default=TlsOptions(),
+        description="TLS to the collector; plaintext unless ``insecure: false``.",
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10), description="Deadline of one export call."
+    )
+    compression: Literal["gzip", "none"] = Field(
+        default="gzip", description="Message compression on the wire."
+    )
+    delivery: DeliveryOptions = Field(
+        default=DeliveryOptions(),
+        description="Queueing, batching, retry and spooling (see docs/delivery.md).",
+    )
 
     @field_validator("endpoint")
     @classmethod

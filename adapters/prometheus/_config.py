@@ -61,7 +61,9 @@ class MetricKind(enum.StrEnum):
 class ExplicitBuckets(_Model):
     """Upper bounds as given: ``len(bounds) + 1`` buckets counting the overflow bucket."""
 
-    bounds: list[float] = Field(min_length=1, max_length=MAX_BUCKETS)
+    bounds: list[float] = Field(
+        min_length=1, max_length=MAX_BUCKETS, description="Upper bounds, strictly increasing and finite."
+    )
 
     @field_validator("bounds")
     @classmethod
@@ -82,9 +84,9 @@ class ExplicitBuckets(_Model):
 class LinearBuckets(_Model):
     """Upper bounds ``offset + width * i`` for ``i`` in ``0..num_finite_buckets``."""
 
-    num_finite_buckets: int = Field(gt=0, le=MAX_BUCKETS)
-    width: float = Field(gt=0, allow_inf_nan=False)
-    offset: float = Field(default=0.0, allow_inf_nan=False)
+    num_finite_buckets: int = Field(gt=0, le=MAX_BUCKETS, description="Number of finite buckets.")
+    width: float = Field(gt=0, allow_inf_nan=False, description="Distance between two bounds.")
+    offset: float = Field(default=0.0, allow_inf_nan=False, description="The lowest bound.")
 
     def upper_bounds(self) -> tuple[float, ...]:
         return tuple(self.offset + self.width * i for i in range(self.num_finite_buckets + 1))
@@ -93,9 +95,9 @@ class LinearBuckets(_Model):
 class ExponentialBuckets(_Model):
     """Upper bounds ``scale * growth_factor ** i`` for ``i`` in ``0..num_finite_buckets``."""
 
-    num_finite_buckets: int = Field(gt=0, le=MAX_BUCKETS)
-    growth_factor: float = Field(gt=1, allow_inf_nan=False)
-    scale: float = Field(gt=0, allow_inf_nan=False)
+    num_finite_buckets: int = Field(gt=0, le=MAX_BUCKETS, description="Number of finite buckets.")
+    growth_factor: float = Field(gt=1, allow_inf_nan=False, description="Ratio between two bounds (above 1).")
+    scale: float = Field(gt=0, allow_inf_nan=False, description="The lowest bound.")
 
     @model_validator(mode="after")
     def _finite(self) -> Self:
@@ -114,9 +116,11 @@ class ExponentialBuckets(_Model):
 class BucketsDefinition(_Model):
     """Exactly one of the three layouts (a oneof in Mixer's proto)."""
 
-    explicit_buckets: ExplicitBuckets | None = None
-    linear_buckets: LinearBuckets | None = None
-    exponential_buckets: ExponentialBuckets | None = None
+    explicit_buckets: ExplicitBuckets | None = Field(default=None, description="Bounds as given.")
+    linear_buckets: LinearBuckets | None = Field(default=None, description="Bounds ``offset + width * i``.")
+    exponential_buckets: ExponentialBuckets | None = Field(
+        default=None, description="Bounds ``scale * growth_factor ** i``."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
@@ -142,19 +146,32 @@ class BucketsDefinition(_Model):
 class MetricInfo(_Model):
     """One Prometheus metric fed by one metric instance."""
 
-    #: Fully qualified instance name (``requestcount.istio-system``); the legacy
-    #: ``requestcount.metric.istio-system`` / ``requestcount.instance.istio-system`` forms and a
-    #: bare ``requestcount`` (any namespace) are accepted too.
-    instance_name: str = Field(min_length=1)
-    #: Defaults to the instance name made safe the way Mixer did (``requestcount_istiosystem``).
-    name: str = ""
-    #: Prefix joined with ``_``; empty means the default, as in Mixer.
-    namespace: str = DEFAULT_NAMESPACE
-    description: str = ""
-    kind: MetricKind
-    label_names: list[str] = Field(default_factory=list)
-    #: Required for DISTRIBUTION; ignored for the other kinds, as in Mixer.
-    buckets: BucketsDefinition | None = None
+    instance_name: str = Field(
+        min_length=1,
+        description=(
+            "Fully qualified instance name (``requestcount.istio-system``); the legacy "
+            "``requestcount.metric.istio-system`` / ``requestcount.instance.istio-system`` forms and a "
+            "bare ``requestcount`` (any namespace) are accepted too."
+        ),
+    )
+    name: str = Field(
+        default="",
+        description=(
+            "Defaults to the instance name made safe the way Mixer did (``requestcount_istiosystem``)."
+        ),
+    )
+    namespace: str = Field(
+        default=DEFAULT_NAMESPACE,
+        description="Prefix joined with ``_``; empty means the default, as in Mixer.",
+    )
+    description: str = Field(default="", description="The metric's help text.")
+    kind: MetricKind = Field(description="``GAUGE``, ``COUNTER`` or ``DISTRIBUTION`` (a histogram).")
+    label_names: list[str] = Field(
+        default_factory=list, description="The labels, each named after one of the instance's dimensions."
+    )
+    buckets: BucketsDefinition | None = Field(
+        default=None, description="Required for DISTRIBUTION; ignored for the other kinds, as in Mixer."
+    )
 
     @field_validator("name")
     @classmethod
@@ -227,9 +244,12 @@ class MetricInfo(_Model):
 class MetricsExpirationPolicy(_Model):
     """Series not updated for ``metrics_expiry_duration`` are removed, checked every interval."""
 
-    metrics_expiry_duration: PositiveDuration
-    #: Defaults to half of ``metrics_expiry_duration``, as in Mixer.
-    expiry_check_interval_duration: PositiveDuration | None = None
+    metrics_expiry_duration: PositiveDuration = Field(
+        description="Series not updated for this long are removed."
+    )
+    expiry_check_interval_duration: PositiveDuration | None = Field(
+        default=None, description="Defaults to half of ``metrics_expiry_duration``, as in Mixer."
+    )
 
     @property
     def check_interval(self) -> timedelta:
@@ -239,14 +259,29 @@ class MetricsExpirationPolicy(_Model):
 class PrometheusConfig(_Model):
     """Params of a ``prometheus`` handler."""
 
-    metrics: list[MetricInfo] = Field(default_factory=list)
-    metrics_expiration_policy: MetricsExpirationPolicy | None = None
-    #: ``host:port`` of the scrape endpoint; port 0 picks a free one (see ``PrometheusHandler.port``).
-    listen: str = DEFAULT_LISTEN
-    #: False: no HTTP listener; the handler's ``registry`` is still there to be collected.
-    enable_listener: bool = True
-    #: Label sets kept across all metrics of the handler; updates that would add more are dropped.
-    max_series: int = Field(default=DEFAULT_MAX_SERIES, gt=0)
+    metrics: list[MetricInfo] = Field(
+        default_factory=list, description="The metrics this handler exposes, one per metric instance."
+    )
+    metrics_expiration_policy: MetricsExpirationPolicy | None = Field(
+        default=None, description="Removal of series not updated for a while; unset, series stay."
+    )
+    listen: str = Field(
+        default=DEFAULT_LISTEN,
+        description=(
+            "``host:port`` of the scrape endpoint; port 0 picks a free one (see ``PrometheusHandler.port``)."
+        ),
+    )
+    enable_listener: bool = Field(
+        default=True,
+        description="False: no HTTP listener; the handler's ``registry`` is still there to be collected.",
+    )
+    max_series: int = Field(
+        default=DEFAULT_MAX_SERIES,
+        gt=0,
+        description=(
+            "Label sets kept across all metrics of the handler; updates that would add more are dropped."
+        ),
+    )
 
     @field_validator("listen")
     @classmethod

@@ -27,8 +27,8 @@ def _patterns(values: list[str]) -> list[str]:
 class Constraint(_Model):
     """``action.properties[key]`` must match one of ``values``."""
 
-    key: str = Field(min_length=1)
-    values: list[str] = Field(min_length=1)
+    key: str = Field(min_length=1, description="The ``action.properties`` key.")
+    values: list[str] = Field(min_length=1, description="Patterns, one of which the property must match.")
 
     @field_validator("values")
     @classmethod
@@ -39,11 +39,15 @@ class Constraint(_Model):
 class AccessRule(_Model):
     """What a role allows. Every field is a list of patterns; an empty list allows any value."""
 
-    namespaces: list[str] = Field(default_factory=list)
-    services: list[str] = Field(default_factory=list)
-    methods: list[str] = Field(default_factory=list)
-    paths: list[str] = Field(default_factory=list)
-    constraints: list[Constraint] = Field(default_factory=list)
+    namespaces: list[str] = Field(
+        default_factory=list, description="Patterns the action's namespace must match."
+    )
+    services: list[str] = Field(default_factory=list, description="Patterns the action's service must match.")
+    methods: list[str] = Field(default_factory=list, description="Patterns the action's method must match.")
+    paths: list[str] = Field(default_factory=list, description="Patterns the action's path must match.")
+    constraints: list[Constraint] = Field(
+        default_factory=list, description="Action properties that must match, all of them."
+    )
 
     @field_validator("namespaces", "services", "methods", "paths")
     @classmethod
@@ -52,16 +56,20 @@ class AccessRule(_Model):
 
 
 class Role(_Model):
-    name: str = Field(min_length=1)
-    rules: list[AccessRule] = Field(default_factory=list)
+    name: str = Field(min_length=1, description="The name bindings refer to.")
+    rules: list[AccessRule] = Field(
+        default_factory=list, description="What the role allows: an action is allowed when one rule matches."
+    )
 
 
 class BindingSubject(_Model):
     """Who: every field given must match (a user, a group, subject properties)."""
 
-    user: str | None = None
-    group: str | None = None
-    properties: dict[str, str] = Field(default_factory=dict)
+    user: str | None = Field(default=None, description="Pattern the subject's user must match.")
+    group: str | None = Field(default=None, description="Pattern one of the subject's groups must match.")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="Subject properties and the patterns they must match."
+    )
 
     @model_validator(mode="after")
     def _something(self) -> Self:
@@ -74,18 +82,23 @@ class BindingSubject(_Model):
 
 
 class Binding(_Model):
-    role: str = Field(min_length=1)
-    subjects: list[BindingSubject] = Field(min_length=1)
+    role: str = Field(min_length=1, description="The role granted.")
+    subjects: list[BindingSubject] = Field(
+        min_length=1, description="Who is granted the role: any subject matching."
+    )
 
 
 class RbacConfig(_Model):
     """Params of an ``rbac`` handler; snake_case and camelCase keys are both accepted."""
 
-    roles: list[Role] = Field(default_factory=list)
-    bindings: list[Binding] = Field(default_factory=list)
-    #: How long a proxy may cache an answer.
-    valid_duration: NonNegativeDuration = timedelta(seconds=60)
-    valid_use_count: int = Field(default=10000, ge=0)
+    roles: list[Role] = Field(default_factory=list, description="The roles, each with the actions it allows.")
+    bindings: list[Binding] = Field(default_factory=list, description="Which subjects have which roles.")
+    valid_duration: NonNegativeDuration = Field(
+        default=timedelta(seconds=60), description="How long a proxy may cache an answer."
+    )
+    valid_use_count: int = Field(
+        default=10000, ge=0, description="How many uses a proxy may answer from its cache."
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -22,20 +22,39 @@ from mixer.quota._redis import (
 class RedisquotaConfig(QuotaHandlerParams):
     """Params of a ``redisquota`` handler."""
 
-    #: ``redis://[user:password@]host:port/db``, ``rediss://...``, ``unix://...`` or Mixer's ``host:port``;
-    #: a Redis Cluster: ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` with TLS).
-    redis_server_url: str = Field(default="redis://127.0.0.1:6379/0", min_length=1)
-    #: Connections kept to Redis at most (calls in flight, with a cluster; per node at most that many
-    #: connections); a Check waits (within ``timeout``) for a free one.
-    connection_pool_size: int = Field(default=10, ge=1, le=1000)
-    #: Prepended to every key, so that several deployments can share one Redis.
-    key_prefix: str = DEFAULT_KEY_PREFIX
-    #: What a Check gets when Redis cannot answer within ``timeout``.
-    failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
-    #: Bound on one round trip to Redis.
-    timeout: PositiveDuration = timedelta(milliseconds=50)
-    #: How long every key outlives the state it holds (covers clock skew between replicas).
-    key_expiry_slack: NonNegativeDuration = timedelta(seconds=2)
+    redis_server_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        min_length=1,
+        description=(
+            "``redis://[user:password@]host:port/db``, ``rediss://...``, ``unix://...`` or Mixer's "
+            "``host:port``; a Redis Cluster: ``redis+cluster://host:port[,host:port...]`` "
+            "(``rediss+cluster://`` with TLS)."
+        ),
+    )
+    connection_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description=(
+            "Connections kept to Redis at most (calls in flight, with a cluster; per node at most that "
+            "many connections); a Check waits (within ``timeout``) for a free one."
+        ),
+    )
+    key_prefix: str = Field(
+        default=DEFAULT_KEY_PREFIX,
+        description="Prepended to every key, so that several deployments can share one Redis.",
+    )
+    failure_policy: FailurePolicy = Field(
+        default=FailurePolicy.FAIL_CLOSED,
+        description="What a Check gets when Redis cannot answer within ``timeout``.",
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(milliseconds=50), description="Bound on one round trip to Redis."
+    )
+    key_expiry_slack: NonNegativeDuration = Field(
+        default=timedelta(seconds=2),
+        description="How long every key outlives the state it holds (covers clock skew between replicas).",
+    )
 
     @field_validator("redis_server_url")
     @classmethod

@@ -67,25 +67,41 @@ class StdioConfig(BaseModel):
         extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
-    #: Where to write; unset, it follows ``output_path`` ("" or "stdout", "stderr", else a file).
-    log_stream: LogStream | None = None
-    #: Severity text of logentry instances -> level; unknown severities are INFO.
-    severity_levels: dict[str, LevelParam] = Field(default_factory=lambda: dict(DEFAULT_SEVERITY_LEVELS))
-    #: The level metrics are written at.
-    metric_level: LevelParam = Level.INFO
-    #: JSON lines when true; otherwise tab-separated time, level, instance, then the fields as JSON.
-    output_as_json: bool = True
-    #: Entries below this level are not written.
-    output_level: LevelParam = Level.INFO
-    #: "" or "stdout", "stderr", or the path of the file to write.
-    output_path: str = ""
-    #: A file is rotated before it would grow past this size; 0 never rotates.
-    max_megabytes_before_rotation: float = Field(default=100, ge=0)
-    #: Rotated files older than this many days are deleted; 0 keeps them.
-    max_days_before_rotation: int = Field(default=30, ge=0)
-    #: Fields of each line hashed, masked or dropped before it is written (e.g. API keys).
-    redact: FieldRedaction | None = None
-    #: At most this many rotated files are kept; 0 keeps them all. Mixer calls it max_rotated_files.
+    log_stream: LogStream | None = Field(
+        default=None,
+        description=(
+            'Where to write; unset, it follows ``output_path`` ("" or "stdout", "stderr", else a file).'
+        ),
+    )
+    severity_levels: dict[str, LevelParam] = Field(
+        default_factory=lambda: dict(DEFAULT_SEVERITY_LEVELS),
+        description="Severity text of logentry instances -> level; unknown severities are INFO.",
+    )
+    metric_level: LevelParam = Field(default=Level.INFO, description="The level metrics are written at.")
+    output_as_json: bool = Field(
+        default=True,
+        description=(
+            "JSON lines when true; otherwise tab-separated time, level, instance, then the fields as JSON."
+        ),
+    )
+    output_level: LevelParam = Field(
+        default=Level.INFO, description="Entries below this level are not written."
+    )
+    output_path: str = Field(
+        default="", description='"" or "stdout", "stderr", or the path of the file to write.'
+    )
+    max_megabytes_before_rotation: float = Field(
+        default=100,
+        ge=0,
+        description="A file is rotated before it would grow past this size; 0 never rotates.",
+    )
+    max_days_before_rotation: int = Field(
+        default=30, ge=0, description="Rotated files older than this many days are deleted; 0 keeps them."
+    )
+    redact: FieldRedaction | None = Field(
+        default=None,
+        description="Fields of each line hashed, masked or dropped before it is written (e.g. API keys).",
+    )
     max_backups_before_rotation: int = Field(
         default=1000,
         ge=0,
@@ -94,6 +110,9 @@ class StdioConfig(BaseModel):
             "maxBackupsBeforeRotation",
             "max_rotated_files",
             "maxRotatedFiles",
+        ),
+        description=(
+            "At most this many rotated files are kept; 0 keeps them all. Mixer calls it max_rotated_files."
         ),
     )
 

@@ -30,13 +30,16 @@ class ZipkinTls(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: PEM file of the CAs to trust; empty trusts the system's roots.
-    ca_file: str = ""
-    #: PEM client certificate and its key, for mutual TLS (both or neither).
-    cert_file: str = ""
-    key_file: str = ""
-    #: Skip verifying the server certificate (tests and labs only).
-    insecure_skip_verify: bool = False
+    ca_file: str = Field(
+        default="", description="PEM file of the CAs to trust; empty trusts the system's roots."
+    )
+    cert_file: str = Field(
+        default="", description="PEM client certificate and its key, for mutual TLS (both or neither)."
+    )
+    key_file: str = Field(default="", description="PEM private key of ``cert_file``.")
+    insecure_skip_verify: bool = Field(
+        default=False, description="Skip verifying the server certificate (tests and labs only)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -54,17 +57,27 @@ class ZipkinConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    #: Where spans are POSTed (Zipkin's v2 JSON endpoint).
-    url: str = DEFAULT_URL
-    #: HTTP headers sent with every request (for example ``Authorization``); shown redacted.
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    tls: ZipkinTls = ZipkinTls()
-    #: Deadline of one POST, connecting included.
-    timeout: PositiveDuration = timedelta(seconds=10)
-    #: ``gzip`` compresses request bodies (Content-Encoding: gzip), which Zipkin servers accept.
-    compression: Literal["none", "gzip"] = "none"
-    #: Queueing, batching, retry and spooling (see docs/delivery.md).
-    delivery: DeliveryOptions = DeliveryOptions()
+    url: str = Field(default=DEFAULT_URL, description="Where spans are POSTed (Zipkin's v2 JSON endpoint).")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HTTP headers sent with every request (for example ``Authorization``); shown redacted.",
+    )
+    tls: ZipkinTls = Field(
+        default=ZipkinTls(), description="TLS client settings, used when the URL is ``https``."
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10), description="Deadline of one POST, connecting included."
+    )
+    compression: Literal["none", "gzip"] = Field(
+        default="none",
+        description=(
+            "``gzip`` compresses request bodies (Content-Encoding: gzip), which Zipkin servers accept."
+        ),
+    )
+    delivery: DeliveryOptions = Field(
+        default=DeliveryOptions(),
+        description="Queueing, batching, retry and spooling (see docs/delivery.md).",
+    )
 
     @field_validator("url")
     @classmethod

@@ -42,6 +42,11 @@ exit status:
   0  listed
   2  usage error
 """
+_SCHEMA_EPILOG = """\
+exit status:
+  0  printed
+  2  usage error, or no installed adapter or template of that name
+"""
 _VERSION_EPILOG = """\
 exit status:
   0  printed
@@ -121,6 +126,35 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from mixer.schema import adapter_schema, registry_schema, template_schema
+    from plugins.manager import create_plugin_manager
+
+    registry = create_plugin_manager().registry()
+    if args.adapter is not None:
+        info = registry.adapter(args.adapter)
+        if info is None:
+            print(
+                f"error: no adapter {args.adapter!r}; installed: {', '.join(sorted(registry.adapters))}",
+                file=sys.stderr,
+            )
+            return 2
+        document = adapter_schema(info)
+    elif args.template is not None:
+        spec = registry.template(args.template)
+        if spec is None:
+            print(
+                f"error: no template {args.template!r}; registered: {', '.join(sorted(registry.templates))}",
+                file=sys.stderr,
+            )
+            return 2
+        document = template_schema(spec)
+    else:
+        document = registry_schema(registry)
+    print(json.dumps(document, indent=2, sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixer",
@@ -179,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_adapters)
 
     _completion.register(sub)
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of every adapter's handler params and template's instance params",
+        epilog=_SCHEMA_EPILOG,
+        formatter_class=raw,
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--adapter", metavar="NAME", help="only this adapter's handler params")
+    which.add_argument("--template", metavar="NAME", help="only this template's instance params")
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 

@@ -39,8 +39,10 @@ class KeyRecordModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    subject: str = Field(min_length=1)
-    plan: str = Field(min_length=1)
+    subject: str = Field(
+        min_length=1, description="Who the key belongs to: the subject its counters are kept under."
+    )
+    plan: str = Field(min_length=1, description="The plan the key's holder is on.")
 
     def record(self) -> KeyRecord:
         return KeyRecord(self.subject, self.plan)

@@ -54,29 +54,48 @@ class UnknownKey(enum.Enum):
 class KeyCacheParams(_Params):
     """The bounded cache in front of a plugin key store (inline and file keys need none)."""
 
-    max_entries: int = Field(default=10_000, ge=0)
-    #: Bytes of keys and answers held (callers choose how long the keys they send are).
-    max_bytes: int = Field(default=DEFAULT_KEY_CACHE_BYTES, ge=0)
-    ttl: NonNegativeDuration = timedelta(seconds=30)
-    #: How long an unknown key is remembered; short, so that a newly issued key works soon.
-    negative_ttl: NonNegativeDuration = timedelta(seconds=5)
+    max_entries: int = Field(default=10_000, ge=0, description="Keys cached at most.")
+    max_bytes: int = Field(
+        default=DEFAULT_KEY_CACHE_BYTES,
+        ge=0,
+        description="Bytes of keys and answers held (callers choose how long the keys they send are).",
+    )
+    ttl: NonNegativeDuration = Field(
+        default=timedelta(seconds=30), description="How long a found key is remembered."
+    )
+    negative_ttl: NonNegativeDuration = Field(
+        default=timedelta(seconds=5),
+        description="How long an unknown key is remembered; short, so that a newly issued key works soon.",
+    )
 
 
 class KeyStorePluginParams(_Params):
     """A key store registered by a plugin: its name and its own params."""
 
-    name: str = Field(min_length=1)
-    params: dict[str, Any] = {}
+    name: str = Field(min_length=1, description="The key store's registered name.")
+    params: dict[str, Any] = Field(default={}, description="The key store's own params.")
 
 
 class KeysParams(_Params):
     """Where API keys are looked up, in this order: ``inline``, ``file``, then ``store``."""
 
-    inline: dict[str, KeyRecordModel] = {}
-    file: str = ""
-    reload_interval: PositiveDuration = timedelta(seconds=5)
-    store: KeyStorePluginParams | None = None
-    cache: KeyCacheParams = KeyCacheParams()
+    inline: dict[str, KeyRecordModel] = Field(
+        default={}, description="Keys given in the params: key -> subject and plan; shown without the keys."
+    )
+    file: str = Field(
+        default="", description="A YAML or JSON file of the same mapping, re-read when it changes."
+    )
+    reload_interval: PositiveDuration = Field(
+        default=timedelta(seconds=5),
+        description="How often, at most, ``file`` is checked for changes (on lookups).",
+    )
+    store: KeyStorePluginParams | None = Field(
+        default=None,
+        description="A key store registered by a plugin, looked up after ``inline`` and ``file``.",
+    )
+    cache: KeyCacheParams = Field(
+        default=KeyCacheParams(), description="The bounded cache in front of ``store``."
+    )
 
     @field_serializer("inline")
     def _hide_keys(self, inline: dict[str, KeyRecordModel]) -> dict[str, Any]:
@@ -87,20 +106,40 @@ class KeysParams(_Params):
 class SubjectsParams(_Params):
     """How a check's caller becomes a subject on a plan."""
 
-    keys: KeysParams = KeysParams()
-    #: Take the instance's ``plan`` field as the caller's plan, when it is verified: computed only
-    #: from attributes a check handler produced in this Check (the jwt adapter's claims) or
-    #: listed in ``trusted_attributes``. A plan the caller merely sent is ignored.
-    trust_plan_claim: bool = False
-    #: Attributes the operator declares set by a proxy that verified them (e.g.
-    #: ``request.auth.claims`` behind an Envoy that checks JWTs, ``source.principal`` from mTLS);
-    #: every other attribute a caller sends is self-asserted. Empty: only produced ones count.
-    trusted_attributes: list[str] = []
-    #: Plans of callers identified by a verified principal: principal -> plan.
-    principals: dict[str, str] = {}
-    #: The plan of callers with no API key and no other identity; empty: such callers are denied.
-    default_plan: str = ""
-    unknown_key: UnknownKey = UnknownKey.UNAUTHENTICATED
+    keys: KeysParams = Field(default=KeysParams(), description="Where API keys are looked up.")
+    trust_plan_claim: bool = Field(
+        default=False,
+        description=(
+            "Take the instance's ``plan`` field as the caller's plan, when it is verified: computed only "
+            "from attributes a check handler produced in this Check (the jwt adapter's claims) or listed "
+            "in ``trusted_attributes``. A plan the caller merely sent is ignored."
+        ),
+    )
+    trusted_attributes: list[str] = Field(
+        default=[],
+        description=(
+            "Attributes the operator declares set by a proxy that verified them (e.g. "
+            "``request.auth.claims`` behind an Envoy that checks JWTs, ``source.principal`` from mTLS); "
+            "every other attribute a caller sends is self-asserted. Empty: only produced ones count."
+        ),
+    )
+    principals: dict[str, str] = Field(
+        default={},
+        description=(
+            "Plans of callers identified by a verified principal (mTLS identity, JWT principal): "
+            "principal -> plan."
+        ),
+    )
+    default_plan: str = Field(
+        default="",
+        description=(
+            "The plan of callers with no API key and no other identity; empty: such callers are denied."
+        ),
+    )
+    unknown_key: UnknownKey = Field(
+        default=UnknownKey.UNAUTHENTICATED,
+        description="The answer for an unknown API key, or a caller with no identity and no default plan.",
+    )
 
     def plan_names(self) -> list[tuple[str, str]]:
         """Every plan these params name, with where (for build-time checks)."""

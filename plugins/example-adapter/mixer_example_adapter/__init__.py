@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mixer import AdapterInfo, Handler, HandlerEnv, ReportBatch, ReportHandler, Stability, hookimpl
 
@@ -22,8 +22,10 @@ class CountingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: Also count per instance name (bounded by the number of instances config declares).
-    by_instance: bool = False
+    by_instance: bool = Field(
+        default=False,
+        description="Also count per instance name (bounded by the number of instances config declares).",
+    )
 
 
 class CountingHandler(ReportHandler):
