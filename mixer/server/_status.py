@@ -40,7 +40,7 @@ RELOAD_HISTORY: Final = 20
 TOP_SUBJECTS: Final = 10
 MAX_ERROR: Final = 500
 #: How far back "recently" reaches when a handler's health is judged from its counters.
-HEALTH_WINDOW: Final = 30.0
+HEALTH_WINDOW: Final = 20.0
 _RELOAD_LOGGER: Final = "mixer.server.reload"
 
 Labels = tuple[tuple[str, str], ...]
