@@ -210,6 +210,16 @@ class StatusBoard:
             oldest = point
         return max(0.0, newest.values.get(key, 0.0) - oldest.values.get(key, 0.0))
 
+    def _last_change(self, key: str, seconds: float = HEALTH_WINDOW) -> float | None:
+        """When the counter ``key`` last grew, within the last ``seconds`` of samples."""
+        points = list(self.series)
+        for newer, older in zip(reversed(points), reversed(points[:-1]), strict=False):
+            if points[-1].at - newer.at > seconds:
+                break
+            if newer.values.get(key, 0.0) > older.values.get(key, 0.0):
+                return newer.at
+        return None
+
     def chart(self, key: str) -> list[tuple[float, float]]:
         return [(p.at, p.values[key]) for p in self.series if key in p.values]
 
@@ -219,10 +229,9 @@ class StatusBoard:
         s = self.read()
         handlers = self.handlers(s)["handlers"]
         return {
-            "status": self.state.phase.value,
+            **self.state.identity(),
             "now": time.time(),
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            "generation": int(s.get("mixer_config_generation")),
             "counters": {
                 "check_calls": s.get("mixer_check_calls_total"),
                 "report_calls": s.get("mixer_report_calls_total"),
@@ -303,7 +312,11 @@ class StatusBoard:
         if queue is not None:
             if queue["circuit_open"]:
                 return "down"
-            if queue["spool_records"] or self._window(f"failed:{name}"):
+            if queue["spool_records"]:
+                return "retrying"
+            failed = self._last_change(f"failed:{name}")
+            # Failing until a send succeeds after the last failure (or the failures are old).
+            if failed is not None and failed > (self._last_change(f"sent:{name}") or 0.0):
                 return "retrying"
         if self._window(f"errors:{name}") or self._window(f"timeouts:{name}"):
             return "erroring"
@@ -362,7 +375,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}.ok,.loaded,.success,.
 .down,.failing,.failure,.erroring{color:#cb2431;font-weight:bold}.retrying{color:#b08800;font-weight:bold}
 svg{background:#fff;border:1px solid #d1d5da;border-radius:4px;max-width:100%}
 .err{background:#ffeef0;border:1px solid #cb2431;padding:.5em;white-space:pre-wrap;word-break:break-word}
-small{color:#586069}
+small{color:#586069}td.text{white-space:normal;min-width:14em}
 """
 
 
@@ -372,6 +385,10 @@ def _e(value: Any) -> str:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.2f}"
+
+
+def _minutes(board: StatusBoard) -> str:
+    return f"{_num(board.interval * (board.series.maxlen or 0) / 60)} minutes"
 
 
 def _when(at: float) -> str:
@@ -457,7 +474,7 @@ def render_overview(board: StatusBoard, data: Mapping[str, Any]) -> str:
         "<div class=cards><div class=card><small>state</small>"
         f'<b data-key="status">{_e(data["status"])}</b></div>'
         "<div class=card><small>config generation</small>"
-        f'<b data-key="generation">{data["generation"]}</b></div>'
+        f'<b data-key="generation">{data.get("generation", "-")}</b></div>'
         f"<div class=card><small>uptime</small><b>{_e(_num(data['uptime_seconds']))}s</b></div></div>"
     )
     charts = (
@@ -562,7 +579,9 @@ def render_handlers(board: StatusBoard, data: Mapping[str, Any]) -> str:
         for r in queued[:MAX_SERIES]
     )
     return f"{table}<h2>Delivery queues</h2>" + (
-        queues + f'<div class=cards style="margin-top:.6em">{charts}</div>'
+        queues
+        + f'<div class=cards style="margin-top:.6em">{charts}</div>'
+        + f"<p><small>charts: the last {_minutes(board)}, sampled every {_num(board.interval)}s</small></p>"
         if queued
         else "<p>no delivery queues</p>"
     )
@@ -608,7 +627,12 @@ def render_denials(board: StatusBoard, data: Mapping[str, Any]) -> str:
     table = _table(
         ("when", "api", "code", "reason"),
         (
-            [_cell(_when(d["at"])), _cell(d["api"]), _cell(d["code"]), _cell(d["reason"])]
+            [
+                _cell(_when(d["at"])),
+                _cell(d["api"]),
+                _cell(d["code"]),
+                f"<td class=text>{_e(d['reason'])}</td>",
+            ]
             for d in data["recent"]
         ),
     )

@@ -6,12 +6,13 @@ import re
 import signal
 from pathlib import Path
 
+import grpc
 import pytest
 
 from mixer.server._status import SERIES_POINTS, StatusBoard, _Point, sparkline
 from mixer.statusboard import DENIAL_CAPACITY, MAX_REASON, DenialRing, TopSubjects
 from tests.server.status_support import BLOCKED, Load, status_json
-from tests.server.support import Launcher, metric_value, policy_config, wait_until, write_atomically
+from tests.server.support import Launcher, check, metric_value, policy_config, wait_until, write_atomically
 
 VIEWS = ("", "/config", "/handlers", "/quota", "/denials")
 
@@ -154,3 +155,72 @@ def test_reload_history_shows_the_last_error_then_the_recovery(status_server: tu
         "the reload after the fix on the page",
     )
     assert [e["result"] for e in recovered["history"]][:3] == ["success", "failure", "loaded"]
+
+
+PLANS_CONFIG = """
+apiVersion: mixer.mesh/v1alpha1
+kind: plan
+metadata: {name: free}
+spec:
+  limits: [{name: per_minute, max: 5, per: minute}]
+---
+apiVersion: mixer.mesh/v1alpha1
+kind: plan
+metadata: {name: gold}
+spec:
+  limits: [{name: per_minute, max: 1000, per: minute}]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: plans, namespace: istio-system}
+spec:
+  compiledAdapter: memquota
+  params:
+    subjects:
+      keys:
+        inline:
+          key-alice-0123456789: {subject: alice, plan: gold}
+          key-bob-0123456789: {subject: bob, plan: free}
+      unknown_key: UNAUTHENTICATED
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: plancheck, namespace: istio-system}
+spec:
+  compiledTemplate: plancheck
+  params:
+    api_key: request.api_key | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: plans, namespace: istio-system}
+spec:
+  actions:
+  - handler: plans
+    instances: [plancheck]
+"""
+
+
+async def test_quota_view_ranks_plan_subjects_and_shows_no_api_key(servers: Launcher, tmp_path: Path) -> None:
+    config = tmp_path / "plans.yaml"
+    config.write_text(PLANS_CONFIG, "utf-8")
+    server = servers.start("--config", str(config), "--reload-interval", "0")
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        for _ in range(12):
+            await check(channel, {"request.api_key": "key-alice-0123456789"})
+        for _ in range(8):
+            await check(channel, {"request.api_key": "key-bob-0123456789"})
+        refused = await check(channel, {"request.api_key": "key-mallory-0123456789"})
+    assert refused.precondition.status.code == 16
+    top = status_json(server, "/quota")["top_subjects"]
+    assert [(u["plan"], u["subject"], u["checks"], u["denied"]) for u in top] == [
+        ("gold", "alice", 12, 0),
+        ("free", "bob", 8, 3),
+    ]
+    recent = status_json(server, "/denials")["recent"]
+    assert [d["code"] for d in recent[:4]] == ["UNAUTHENTICATED"] + ["RESOURCE_EXHAUSTED"] * 3
+    for view in ("/quota", "/quota.json", "/denials", "/denials.json", "", ".json"):
+        assert "0123456789" not in server.get(f"/status{view}")[1]
+    page = server.get("/status/quota")[1]
+    assert "<td>alice</td>" in page
+    assert "<td>bob</td>" in page

@@ -26,6 +26,8 @@ __all__ = ["chromium_driver", "tansu"]
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 UPDATE_SCREENSHOTS = os.environ.get("MIXER_UPDATE_SCREENSHOTS") == "1"
+#: Seconds the broker stays down at least (then until the page shows a growing backlog).
+OUTAGE = 6.0
 
 
 @pytest.fixture
@@ -118,6 +120,7 @@ def test_the_page_under_load_shows_what_metrics_say(
         polylines = driver.find_elements(By.CSS_SELECTOR, "svg polyline")
         return len(polylines) == 2 and len(str(polylines[0].get_attribute("points")).split()) >= 4
 
+    driver.set_window_size(1000, 640)
     wait_until(charted, 60, "two charts with four points", interval=1.0)
     screenshot(driver, tmp_path, "status.png")
 
@@ -161,6 +164,7 @@ def test_the_page_during_a_kafka_outage(
         }
 
     assert handler_view()["health"] == "ok"
+    failures_before = load.failures
     tansu.stop()
     outage_started = time.monotonic()
     seen: list[dict[str, Any]] = []
@@ -170,7 +174,8 @@ def test_the_page_during_a_kafka_outage(
         view["t"] = round(time.monotonic() - outage_started, 1)
         seen.append(view)
         held = [v["queue"] + v["spool"] for v in seen if v["health"] != "ok"]
-        return len(held) >= 2 and held[-1] > held[0] > 0
+        # Some seconds of outage, so the page shows more than its first moment.
+        return len(held) >= 2 and held[-1] > held[0] > 0 and view["t"] >= OUTAGE
 
     wait_until(unhealthy_and_growing, 90, "the kafka handler unhealthy with a growing backlog", interval=1.0)
     during = seen[-1]
@@ -179,16 +184,20 @@ def test_the_page_during_a_kafka_outage(
     assert during["dead"] == 0
     overview = status_json(server)
     assert KAFKA_HANDLER in overview["unhealthy"]
+    driver.set_window_size(1000, 520)
+    driver.get(server.http_url + "/status/handlers")
     shot = screenshot(driver, tmp_path, "status-kafka-outage.png")
 
     tansu.start()
     load.pause()
+    # The spool held what the broker could not take: every Report was still answered OK.
+    assert load.failures == failures_before
 
     def recovered() -> bool:
         view = handler_view()
         view["t"] = round(time.monotonic() - outage_started, 1)
         seen.append(view)
-        return (
+        return bool(
             view["health"] == "ok"
             and view["queue"] == 0
             and view["spool"] == 0
