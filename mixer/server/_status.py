@@ -170,6 +170,9 @@ class StatusBoard:
         for name in ("errors", "timeouts"):
             for handler, value in s.by(f"mixer_handler_{name}_total", "handler").items():
                 values[f"{name}:{handler}"] = value
+        stores = s.by("mixer_redisquota_store_failures_total", "handler")
+        for handler in sorted(stores)[:MAX_SERIES]:
+            values[f"quota_failures:{handler}"] = stores[handler]
         self.series.append(_Point(now, values))
         return s
 
@@ -343,10 +346,7 @@ class StatusBoard:
         return {"stores": stores, "top_subjects": USAGE.top(TOP_SUBJECTS), "usage_evictions": USAGE.evictions}
 
     def _store_failing(self, name: str, row: Mapping[str, Any]) -> bool:
-        key = f"quota_failures:{name}"
-        if self.series:
-            self.series[-1].values[key] = row["store_failures"]
-        return self._window(key) > 0
+        return self._window(f"quota_failures:{name}") > 0
 
     def denials(self) -> dict[str, Any]:
         return {"total": DENIALS.total, "recent": [d.as_dict() for d in DENIALS.recent()]}

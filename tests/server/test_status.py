@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from mixer.server._status import SERIES_POINTS, StatusBoard, _Point, sparkline
 from mixer.statusboard import DENIAL_CAPACITY, MAX_REASON, DenialRing, TopSubjects
+from tests.backends.redis import RedisServer, redis_server
 from tests.server.status_support import BLOCKED, Load, status_json
 from tests.server.support import Launcher, check, metric_value, policy_config, wait_until, write_atomically
+
+__all__ = ["redis_server"]
 
 VIEWS = ("", "/config", "/handlers", "/quota", "/denials")
 
@@ -224,3 +228,44 @@ async def test_quota_view_ranks_plan_subjects_and_shows_no_api_key(servers: Laun
     page = server.get("/status/quota")[1]
     assert "<td>alice</td>" in page
     assert "<td>bob</td>" in page
+
+
+async def test_quota_view_shows_a_redis_store_failing_while_redis_is_down(
+    servers: Launcher, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "plans.yaml"
+    redis_params = (
+        f"    redis_server_url: {redis_server.url}\n"
+        "    key_prefix: status-test\n"
+        "    failure_policy: fail_closed\n"
+        "    timeout: 200ms\n"
+        "    subjects:"
+    )
+    config.write_text(
+        PLANS_CONFIG.replace("compiledAdapter: memquota", "compiledAdapter: redisquota").replace(
+            "    subjects:", redis_params
+        ),
+        "utf-8",
+    )
+    server = servers.start("--config", str(config), "--reload-interval", "0")
+    handler = "plans.istio-system"
+
+    def store() -> dict[str, Any]:
+        (row,) = [s for s in status_json(server, "/quota")["stores"] if s["name"] == handler]
+        return dict(row)
+
+    async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+        for _ in range(3):
+            await check(channel, {"request.api_key": "key-alice-0123456789"})
+        healthy = store()
+        assert healthy["health"] == "ok"
+        assert healthy["allocations"] == 3
+        redis_server.stop()
+        refused = await check(channel, {"request.api_key": "key-alice-0123456789"})
+        assert refused.precondition.status.code != 0
+        failing = wait_until(lambda: (row := store())["health"] == "failing" and row, 30, "a failing store")
+    assert failing["store_failures"] >= 1
+    assert failing["store_failures"] == metric_value(
+        server.metrics(), "mixer_redisquota_store_failures_total", handler=handler
+    )
+    assert 'class="failing"' in server.get("/status/quota")[1]
