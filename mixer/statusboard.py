@@ -2,8 +2,9 @@
 
 Both are process-wide and bounded whatever callers send:
 
-- :data:`DENIALS`, a ring of the most recent denied Checks (code, redacted reason, when): at most
-  :data:`DENIAL_CAPACITY` entries of at most :data:`MAX_REASON` characters each.
+- :data:`DENIALS`, a ring of the most recent denied Checks (code, reason, when): at most
+  :data:`DENIAL_CAPACITY` entries of at most twice :data:`MAX_REASON` characters each, redacted
+  and cut to :data:`MAX_REASON` when read.
 - :data:`USAGE`, per-plan counts of the busiest subjects, kept with the Space-Saving algorithm:
   at most :data:`USAGE_CAPACITY` ``(plan, subject)`` entries; a new subject replaces the least
   counted one and inherits its count as a bound on its error, so a heavy hitter is never lost.
@@ -57,13 +58,13 @@ class DenialRing:
 
     def record(self, api: str, code: str, reason: str) -> None:
         self.total += 1
-        # Cut before redacting so that redaction's cost is bounded too.
-        text = redact_text(reason[: MAX_REASON * 2])[:MAX_REASON]
-        self._ring.append(Denial(time.time(), api[:32], code[:32], text))
+        # Only cut here: redaction (regular expressions, tens of microseconds) waits for a reader,
+        # so a flood of denials costs the Check path a slice and an append.
+        self._ring.append(Denial(time.time(), api[:32], code[:32], reason[: MAX_REASON * 2]))
 
     def recent(self) -> list[Denial]:
-        """Newest first."""
-        return list(reversed(self._ring))
+        """Newest first, reasons redacted and cut to :data:`MAX_REASON` characters."""
+        return [Denial(d.at, d.api, d.code, redact_text(d.reason)[:MAX_REASON]) for d in reversed(self._ring)]
 
     def clear(self) -> None:
         self._ring.clear()
