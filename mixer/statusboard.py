@@ -117,6 +117,15 @@ class TopSubjects:
             for (plan, subject), usage in ranked
         ]
 
+    def top_by_plan(self, n: int) -> dict[str, list[dict[str, Any]]]:
+        """The ``n`` busiest subjects of each plan, plans by name."""
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.top(len(self._counts)):
+            ranked = grouped.setdefault(entry["plan"], [])
+            if len(ranked) < n:
+                ranked.append(entry)
+        return dict(sorted(grouped.items()))
+
     def clear(self) -> None:
         self._counts.clear()
         self.evictions = 0

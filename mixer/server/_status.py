@@ -27,7 +27,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from mixer.redact import redact_text
-from mixer.statusboard import DENIALS, USAGE
+from mixer.statusboard import DENIALS, USAGE, USAGE_CAPACITY
 
 __all__ = ["SAMPLE_SECONDS", "SERIES_POINTS", "StatusBoard", "install_status"]
 
@@ -343,7 +343,12 @@ class StatusBoard:
                 row[f] = s.get(f"mixer_redisquota_{f}_total", handler=name)
             row["health"] = "failing" if self._store_failing(name, row) else "ok"
             stores.append(row)
-        return {"stores": stores, "top_subjects": USAGE.top(TOP_SUBJECTS), "usage_evictions": USAGE.evictions}
+        return {
+            "stores": stores,
+            "top_subjects": USAGE.top(TOP_SUBJECTS),
+            "by_plan": USAGE.top_by_plan(TOP_SUBJECTS),
+            "usage_evictions": USAGE.evictions,
+        }
 
     def _store_failing(self, name: str, row: Mapping[str, Any]) -> bool:
         return self._window(f"quota_failures:{name}") > 0
@@ -366,7 +371,7 @@ _CSS: Final = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1f23;background:#f6f8fa}
 header{background:#24292e;color:#fff;padding:.5em 1em}header a{color:#c8e1ff;margin-right:1em}
 header a.on{color:#fff;font-weight:bold}main{padding:0 1em 1em;max-width:1100px}
-h1{font-size:1.1em;margin:.3em 0}h2{font-size:1em;margin:1em 0 .4em}
+h1{font-size:1.1em;margin:.3em 0}h2{font-size:1em;margin:1em 0 .4em}h3{font-size:.95em;margin:.6em 0 .3em}
 .cards{display:flex;flex-wrap:wrap;gap:.6em}.card{background:#fff;border:1px solid #d1d5da;
 border-radius:6px;padding:.5em .8em;min-width:9em;flex:1 1 9em}.card b{display:block;font-size:1.4em}
 .wrap{overflow-x:auto}table{border-collapse:collapse;background:#fff;width:100%}
@@ -603,23 +608,22 @@ def render_quota(board: StatusBoard, data: Mapping[str, Any]) -> str:
             for r in data["stores"]
         ),
     )
-    top = _table(
-        ("plan", "subject", "checks", "denied", "± error"),
-        (
-            [
-                _cell(u["plan"]),
-                _cell(u["subject"]),
-                _cell(u["checks"]),
-                _cell(u["denied"]),
-                _cell(u["error_bound"]),
-            ]
-            for u in data["top_subjects"]
-        ),
+    plans = "".join(
+        f"<h3>{_e(plan)}</h3>"
+        + _table(
+            ("subject", "checks", "denied", "± error"),
+            (
+                [_cell(u["subject"]), _cell(u["checks"]), _cell(u["denied"]), _cell(u["error_bound"])]
+                for u in entries
+            ),
+        )
+        for plan, entries in data["by_plan"].items()
     )
     return (
         f"<h2>Quota stores</h2>{stores if data['stores'] else '<p>no Redis quota store</p>'}"
-        f"<h2>Busiest subjects by plan</h2>{top}<p><small>top {TOP_SUBJECTS} of a bounded count; an entry's "
-        "checks may be over by at most its error bound</small></p>"
+        f"<h2>Busiest subjects by plan</h2>{plans or '<p>no plan checks yet</p>'}"
+        f"<p><small>the top {TOP_SUBJECTS} of each plan from a count of at most {USAGE_CAPACITY} subjects; "
+        "an entry's checks may be over by at most its error bound</small></p>"
     )
 
 

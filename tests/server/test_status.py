@@ -35,6 +35,10 @@ def test_top_subjects_keeps_the_heavy_hitters_under_churn_and_stays_bounded() ->
     # Space-Saving over-counts by at most the error bound, never under-counts.
     assert entries[0]["checks"] - entries[0]["error_bound"] <= 5000
     assert len(top.top(100)) == 8
+    by_plan = top.top_by_plan(1)
+    assert [e["subject"] for e in by_plan["gold"]] == ["heavy"]
+    assert [e["subject"] for e in by_plan["silver"]] == ["medium"]
+    assert len(by_plan["free"]) == 1
     assert top.evictions >= 4990
 
 
@@ -221,6 +225,11 @@ async def test_quota_view_ranks_plan_subjects_and_shows_no_api_key(servers: Laun
         ("gold", "alice", 12, 0),
         ("free", "bob", 8, 3),
     ]
+    by_plan = status_json(server, "/quota")["by_plan"]
+    assert {plan: [u["subject"] for u in entries] for plan, entries in by_plan.items()} == {
+        "free": ["bob"],
+        "gold": ["alice"],
+    }
     recent = status_json(server, "/denials")["recent"]
     assert [d["code"] for d in recent[:4]] == ["UNAUTHENTICATED"] + ["RESOURCE_EXHAUSTED"] * 3
     for view in ("/quota", "/quota.json", "/denials", "/denials.json", "", ".json"):
