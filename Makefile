@@ -36,7 +36,7 @@ install: $(DEV_STAMP)
 
 # Real backends the tests start and stop themselves (Debian packages; CI runs as root).
 # tool=Debian package
-SYSTEM_TOOLS := promtool=prometheus prometheus=prometheus redis-server=redis-server nginx=nginx
+SYSTEM_TOOLS := promtool=prometheus prometheus=prometheus redis-server=redis-server nginx=nginx chromium=chromium chromedriver=chromium-driver
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do tool=$${pair%%=*}; pkg=$${pair#*=}; \
 		command -v $$tool >/dev/null || PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null || missing="$$missing $$pkg"; done; \

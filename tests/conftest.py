@@ -18,6 +18,7 @@ import pytest
 #: tests.backends modules that start or call a backend program (``_process`` only manages processes).
 BACKEND_MODULES = frozenset(
     {
+        "tests.backends.chromium",
         "tests.backends.kafka",
         "tests.backends.nginx",
         "tests.backends.prometheus",

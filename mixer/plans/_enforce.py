@@ -16,6 +16,7 @@ from mixer.decision import RateLimitInfo
 from mixer.plans._model import Dimension, LimitConfig, Overage, PlanConfig
 from mixer.quota import Algorithm, CounterRequest, CounterStore
 from mixer.status import Code, Status
+from mixer.statusboard import USAGE
 
 #: Request headers an allowed check adds (the upstream learns who called on which plan).
 PLAN_HEADER = "x-mixer-plan"
@@ -122,6 +123,7 @@ class PlanEnforcer:
             )
         if not allocation.replayed:
             self._count(plan, denied, overages)
+            USAGE.count(plan.name, subject, denied=bool(denied))
         if denied:
             reasons = ", ".join(
                 f'limit "{limit.name}" exceeded ({limit.max} per {limit.per})' for limit in denied

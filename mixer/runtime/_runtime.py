@@ -55,6 +55,7 @@ from mixer.runtime._outcomes import (
 )
 from mixer.runtime._produced import FieldSources, ProducedBag, _Layered, conforming
 from mixer.status import Code, Status
+from mixer.statusboard import DENIALS
 from mixer.templates import Instance, QuotaInstance, RequestContext
 
 if TYPE_CHECKING:
@@ -213,7 +214,10 @@ class Runtime:
             request[: logcontext.MAX_REQUEST_ID] if request is not None else None
         )
         try:
-            return await self._decide_check(bag, quotas, deduplication_id, timeout)
+            outcome = await self._decide_check(bag, quotas, deduplication_id, timeout)
+            if outcome.status.code is not Code.OK:
+                DENIALS.record("check", outcome.status.code.name, outcome.status.message)
+            return outcome
         finally:
             logcontext.request_id.reset(request_token)
             logcontext.generation.reset(generation_token)

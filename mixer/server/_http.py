@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mixer.config import redacted
 from mixer.server._holder import RuntimeHolder
 from mixer.server._metrics import ServerMetrics
+from mixer.server._status import install_status
 
 
 class Phase(enum.Enum):
@@ -49,7 +50,8 @@ class AdminState:
 def build_admin_app(
     state: AdminState, routes: Iterable[web.AbstractRouteDef] = (), *, client_max_size: int = 64 * 1024
 ) -> web.Application:
-    """``/healthz``, ``/readyz``, ``/metrics`` and ``/config`` (see docs/serving.md), plus ``routes``
+    """``/healthz``, ``/readyz``, ``/metrics``, ``/config`` (see docs/serving.md) and ``/status``
+    (docs/status-page.md), plus ``routes``
     of the HTTP protocols (see :mod:`mixer.api._registry`)."""
     app = web.Application(client_max_size=client_max_size)
     app.router.add_routes(list(routes))
@@ -57,6 +59,7 @@ def build_admin_app(
     app.router.add_get("/readyz", _handler(state, _readyz))
     app.router.add_get("/metrics", _handler(state, _metrics))
     app.router.add_get("/config", _handler(state, _config))
+    install_status(app, state)
     return app
 
 
