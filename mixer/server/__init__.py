@@ -47,9 +47,11 @@ from mixer.server._options import (
     DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
+    TLS_CLIENT_AUTH_MODES,
     ServeOptions,
 )
 from mixer.server._reload import ConfigSource, Reloader
+from mixer.server._tls import ServerTls, TlsSettings
 from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, WorkerSupervisor, run_workers
 from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
@@ -74,6 +76,7 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "PROMETHEUS_LISTEN_ENV",
+    "TLS_CLIENT_AUTH_MODES",
     "WORKER_INDEX_ENV",
     "AdminState",
     "ConfigInfo",
@@ -90,7 +93,9 @@ __all__ = [
     "RuntimeStatsCollector",
     "ServeOptions",
     "ServerMetrics",
+    "ServerTls",
     "StartupError",
+    "TlsSettings",
     "WorkerSupervisor",
     "build_admin_app",
     "configure_logging",

@@ -29,6 +29,7 @@ from mixer.server._metrics import ServerMetrics
 from mixer.server._net import ListenAddress
 from mixer.server._options import ServeOptions
 from mixer.server._reload import ConfigSource, Reloader, log_config_error
+from mixer.server._tls import ServerTls
 from plugins.manager import MixerPluginManager, create_plugin_manager
 
 logger = logging.getLogger("mixer.server")
@@ -92,6 +93,8 @@ class MixerServer:
         self._plugins_started = False
         self._stop_requested = asyncio.Event()
         self._stopped = False
+        self.tls: ServerTls | None = None
+        self._tls_watcher: asyncio.Task[None] | None = None
 
     def _stats(self) -> RuntimeStats | None:
         return self._holder.current.stats if self._holder is not None else None
@@ -114,6 +117,13 @@ class MixerServer:
         """
         options = self.options
         try:
+            settings = options.tls_settings
+            if settings is not None:
+                try:
+                    self.tls = ServerTls(settings)
+                except ValueError as exc:
+                    raise StartupError(str(exc)) from exc
+                self._tls_watcher = asyncio.get_running_loop().create_task(self.tls.watch())
             await self._start_http(ListenAddress.parse(options.http_listen))
             manager = self._plugin_manager or create_plugin_manager()
             self._plugin_manager = manager
@@ -224,6 +234,8 @@ class MixerServer:
         )
         self.http_guard = guard
         app.middlewares.append(guard.middleware)
+        if self.tls is not None:
+            app.middlewares.append(self.tls.http_middleware())
         runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=guard.protocol_log)
         await runner.setup()
         self._http_runner = runner
@@ -238,6 +250,7 @@ class MixerServer:
                 address.port,
                 reuse_address=True,
                 reuse_port=options.worker_index is not None,
+                ssl=self.tls.ssl_context if self.tls is not None else None,
             )
         except OSError as exc:
             raise StartupError(
@@ -283,11 +296,17 @@ class MixerServer:
                 ("grpc.so_reuseport", 1 if options.worker_index is not None else 0),
             ]
         )
-        server.add_generic_rpc_handlers(tuple(grpc_services(self._service_context())))
+        handlers = grpc_services(self._service_context())
+        if self.tls is not None:
+            handlers = self.tls.grpc_handlers(handlers)
+        server.add_generic_rpc_handlers(tuple(handlers))
         await self.introspection.register(server)
         self._grpc_server = server
         try:
-            port = server.add_insecure_port(str(address))
+            if self.tls is not None:
+                port = server.add_secure_port(str(address), self.tls.grpc_credentials())
+            else:
+                port = server.add_insecure_port(str(address))
         except RuntimeError as exc:
             raise StartupError(f"cannot listen for gRPC on {address}: {exc}{_MOVE_GRPC}") from exc
         if not port:
@@ -329,10 +348,11 @@ class MixerServer:
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._tls_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         if self._grpc_server is not None:
             logger.info("stopping: no new calls; finishing calls in flight")
             # New calls are refused at once; grace bounds how long calls in flight may finish.

@@ -8,6 +8,7 @@ from typing import Final
 
 from mixer.adapter import DeliveryAck
 from mixer.server._net import ListenAddress
+from mixer.server._tls import TlsSettings
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,
     DEFAULT_MAX_MAP_ENTRIES,
@@ -42,6 +43,7 @@ DEFAULT_HTTP_BODY_TIMEOUT: Final = 30.0
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("text", "json")
 DELIVERY_ACKS: Final[tuple[DeliveryAck, ...]] = ("auto", "spool", "memory")
+TLS_CLIENT_AUTH_MODES: Final = ("none", "optional", "require")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,11 @@ class ServeOptions:
     http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
     http_body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
     drain_delay: float = DEFAULT_DRAIN_DELAY
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_client_auth: str = "none"
+    tls_allowed_identities: tuple[str, ...] = ()
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -122,12 +129,37 @@ class ServeOptions:
             problems.append("--http-body-timeout must be positive")
         if self.delivery_ack not in DELIVERY_ACKS:
             problems.append(f"--delivery-ack must be one of {', '.join(DELIVERY_ACKS)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("--tls-cert and --tls-key go together")
+        if self.tls_client_auth not in TLS_CLIENT_AUTH_MODES:
+            problems.append(f"--tls-client-auth must be one of {', '.join(TLS_CLIENT_AUTH_MODES)}")
+        elif self.tls_client_auth != "none" and self.tls_client_ca is None:
+            problems.append(f"--tls-client-auth {self.tls_client_auth} needs --tls-client-ca")
+        if self.tls_cert is None and (
+            self.tls_client_ca is not None or self.tls_client_auth != "none" or self.tls_allowed_identities
+        ):
+            problems.append("--tls-client-ca, --tls-client-auth and --tls-allowed-identities need --tls-cert")
+        if self.tls_allowed_identities and self.tls_client_auth == "none":
+            problems.append("--tls-allowed-identities needs --tls-client-auth optional or require")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def tls_settings(self) -> TlsSettings | None:
+        """The listeners' TLS settings; None for plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsSettings(
+            self.tls_cert,
+            self.tls_key,
+            self.tls_client_ca,
+            self.tls_client_auth,
+            self.tls_allowed_identities,
+        )
 
     @property
     def embedded(self) -> bool:
@@ -184,6 +216,13 @@ class ServeOptions:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:
             argv += ["--ready-file", str(self.ready_file)]
+        if self.tls_cert is not None and self.tls_key is not None:
+            argv += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
+            argv += ["--tls-client-auth", self.tls_client_auth]
+        if self.tls_client_ca is not None:
+            argv += ["--tls-client-ca", str(self.tls_client_ca)]
+        if self.tls_allowed_identities:
+            argv += ["--tls-allowed-identities", ",".join(self.tls_allowed_identities)]
         if self.worker_index is not None:
             argv += ["--worker-index", str(self.worker_index), "--worker-restarts", str(self.worker_restarts)]
         if self.parent_pid is not None:
