@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mixer.server import (
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -112,7 +113,24 @@ def register(sub: Any) -> None:
         type=_listen,
         default=DEFAULT_HTTP_LISTEN,
         metavar="HOST:PORT",
-        help=f"/healthz /readyz /metrics /config address (default {DEFAULT_HTTP_LISTEN})",
+        help=(
+            "address of the HTTP protocols (/v1/auth, /v1/check, /v1/report) and /healthz /readyz "
+            f"(default {DEFAULT_HTTP_LISTEN})"
+        ),
+    )
+    p.add_argument(
+        "--admin-listen",
+        type=_listen,
+        default=DEFAULT_ADMIN_LISTEN,
+        metavar="HOST:PORT",
+        help=f"/metrics /config /healthz /readyz address (default {DEFAULT_ADMIN_LISTEN})",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="bearer token the admin port asks for, but on /healthz and /readyz (default: none)",
     )
     p.add_argument(
         "--syslog-listen",
@@ -326,6 +344,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         config_paths=tuple(args.config_paths),
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
+        admin_listen=args.admin_listen,
+        admin_token_file=args.admin_token_file,
         syslog_listen=args.syslog_listen,
         workers=args.workers,
         data_dir=args.data_dir,

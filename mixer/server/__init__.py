@@ -27,12 +27,13 @@ from mixer.server._app import (
     run_server,
 )
 from mixer.server._holder import ConfigInfo, RuntimeHolder
-from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._logging import JsonFormatter, configure_logging, default_log_format
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -56,6 +57,7 @@ from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, Worke
 from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
 __all__ = [
+    "DEFAULT_ADMIN_LISTEN",
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_DRAIN_DELAY",
     "DEFAULT_GRPC_LISTEN",
@@ -79,6 +81,7 @@ __all__ = [
     "TLS_CLIENT_AUTH_MODES",
     "WORKER_INDEX_ENV",
     "AdminState",
+    "AdminToken",
     "ConfigInfo",
     "ConfigSource",
     "HttpGuard",
@@ -98,6 +101,7 @@ __all__ = [
     "TlsSettings",
     "WorkerSupervisor",
     "build_admin_app",
+    "build_data_app",
     "configure_logging",
     "default_log_format",
     "event_loop_factory",

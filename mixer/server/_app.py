@@ -22,7 +22,7 @@ from mixer.api.syslog import SyslogReceiver
 from mixer.config import ConfigError
 from mixer.runtime import Runtime, RuntimeBuildError, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
-from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._introspection import GrpcIntrospection, api_service_names
 from mixer.server._metrics import ServerMetrics
@@ -81,6 +81,8 @@ class MixerServer:
         )
         self.grpc_address: ListenAddress | None = None
         self.http_address: ListenAddress | None = None
+        self.admin_address: ListenAddress | None = None
+        self._admin_runner: web.AppRunner | None = None
         self.syslog_address: ListenAddress | None = None
         self._syslog: SyslogReceiver | None = None
         self._grpc_server: Any = None
@@ -125,6 +127,7 @@ class MixerServer:
                     raise StartupError(str(exc)) from exc
                 self._tls_watcher = asyncio.get_running_loop().create_task(self.tls.watch())
             await self._start_http(ListenAddress.parse(options.http_listen))
+            await self._start_admin(ListenAddress.parse(options.admin_listen))
             manager = self._plugin_manager or create_plugin_manager()
             self._plugin_manager = manager
             registry = manager.registry()
@@ -199,10 +202,12 @@ class MixerServer:
         if options.ready_file is not None:
             write_json_atomically(options.ready_file, self.ready_info())
         logger.info(
-            "serving %s gRPC on %s and HTTP on %s (pid %d, config %s, generation %d)",
+            "serving %s gRPC on %s, HTTP on %s, admin on %s%s (pid %d, config %s, generation %d)",
             SERVICE_NAME,
             self.grpc_address,
             self.http_address,
+            self.admin_address,
+            " (TLS)" if self.tls is not None else "",
             os.getpid(),
             info.source,
             runtime.generation,
@@ -215,6 +220,7 @@ class MixerServer:
             "pid": os.getpid(),
             "grpc": str(self.grpc_address),
             "http": str(self.http_address),
+            "admin": str(self.admin_address),
             **({"syslog": str(self.syslog_address)} if self.syslog_address is not None else {}),
             "worker": self.options.worker_index,
             "generation": holder.current.generation if holder is not None else None,
@@ -222,7 +228,7 @@ class MixerServer:
 
     async def _start_http(self, address: ListenAddress) -> None:
         routes = http_routes(self._service_context())
-        app = build_admin_app(self.admin, routes, client_max_size=self.options.max_message_size)
+        app = build_data_app(self.admin, routes, client_max_size=self.options.max_message_size)
         options = self.options
         guard = HttpGuard(
             HttpLimits(
@@ -259,6 +265,33 @@ class MixerServer:
             ) from exc
         self._http_server = server
         self.http_address = address.with_port(int(server.sockets[0].getsockname()[1]))
+
+    async def _start_admin(self, address: ListenAddress) -> None:
+        options = self.options
+        try:
+            token = AdminToken(options.admin_token_file) if options.admin_token_file is not None else None
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        runner = web.AppRunner(
+            build_admin_app(self.admin, token=token), access_log=None, handle_signals=False
+        )
+        await runner.setup()
+        self._admin_runner = runner
+        site = web.TCPSite(
+            runner,
+            address.host,
+            address.port,
+            reuse_address=True,
+            reuse_port=options.worker_index is not None,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for admin HTTP on {address}: {exc.strerror or exc} "
+                "(move it with --admin-listen or MIXER_ADMIN_LISTEN)"
+            ) from exc
+        self.admin_address = address.with_port(int(runner.addresses[0][1]))
 
     def _service_context(self) -> ServiceContext:
         return ServiceContext(
@@ -372,6 +405,8 @@ class MixerServer:
             self._http_server.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
         logger.info("stopped")
 
     # -- run with signals -----------------------------------------------------------------------

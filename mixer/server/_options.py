@@ -19,6 +19,8 @@ from mixer.wire import (
 #: istio.mixer.v1's conventional port, on loopback unless told otherwise.
 DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:9091"
 DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:9093"
+#: /metrics, /config and the probes; loopback: what it shows is for operators, not for callers.
+DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:9094"
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 15.0
 #: gRPC's own default receive limit; a Report batch of 100 Istio 1.4 requests is about 60 KiB.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4 * 1024 * 1024
@@ -59,6 +61,8 @@ class ServeOptions:
     config_paths: tuple[str, ...] = ()
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
+    admin_token_file: Path | None = None
     syslog_listen: str | None = None
     workers: int = 1
     data_dir: Path | None = None
@@ -121,6 +125,10 @@ class ServeOptions:
                 # Workers share a fixed port; port 0 would give each worker a port nobody knows.
                 if syslog.port == 0 and self.workers > 1:
                     problems.append("--syslog-listen needs a fixed port with --workers")
+        try:
+            ListenAddress.parse(self.admin_listen)
+        except ValueError as exc:
+            problems.append(f"--admin-listen: {exc}")
         if self.http_max_connections < 1:
             problems.append("--http-max-connections must be at least 1")
         if self.http_header_timeout <= 0:
@@ -176,6 +184,8 @@ class ServeOptions:
             self.grpc_listen,
             "--http-listen",
             self.http_listen,
+            "--admin-listen",
+            self.admin_listen,
             "--workers",
             str(self.workers),
             "--log-level",
@@ -216,6 +226,8 @@ class ServeOptions:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:
             argv += ["--ready-file", str(self.ready_file)]
+        if self.admin_token_file is not None:
+            argv += ["--admin-token-file", str(self.admin_token_file)]
         if self.tls_cert is not None and self.tls_key is not None:
             argv += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
             argv += ["--tls-client-auth", self.tls_client_auth]

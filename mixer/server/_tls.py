@@ -17,6 +17,8 @@ from typing import Any, Final
 import grpc
 from aiohttp import web
 
+from mixer.server._http import PROBE_PATHS
+
 logger = logging.getLogger("mixer.server.tls")
 
 #: ``none``: no client certificate is asked for; ``optional``: one is asked for and verified when
@@ -24,8 +26,6 @@ logger = logging.getLogger("mixer.server.tls")
 CLIENT_AUTH_MODES: Final = ("none", "optional", "require")
 #: How often the certificate files are checked for changes (a stat of each, no read).
 TLS_POLL_SECONDS: Final = 1.0
-#: Paths answered without a client identity: probes (kubelet sends no client certificate).
-PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
 
 DENIED_IDENTITY: Final = "client certificate identity not allowed"
 NO_IDENTITY: Final = "a client certificate is required"
@@ -198,6 +198,7 @@ class ServerTls:
         async def check_identity(
             request: web.Request, handler: Callable[[web.Request], Any]
         ) -> web.StreamResponse:
+            # Probes need no identity: kubelet sends no client certificate.
             if allowed and request.path not in PROBE_PATHS:
                 transport = request.transport
                 peercert = transport.get_extra_info("peercert") if transport is not None else None

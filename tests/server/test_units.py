@@ -248,6 +248,7 @@ async def test_readiness_follows_the_phase() -> None:
         assert (await asyncio.to_thread(http_get, url + "/healthz"))[0] == 200
         assert (await asyncio.to_thread(http_get, url + "/config"))[0] == 503
         assert (await asyncio.to_thread(http_get, url + "/metrics"))[0] == 200
+        assert (await asyncio.to_thread(http_get, url + "/v1/check"))[0] == 404
         state.phase = Phase.DRAINING
         status, body = await asyncio.to_thread(http_get, url + "/readyz")
         assert (status, json.loads(body)["status"]) == (503, "draining")
