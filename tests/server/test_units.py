@@ -130,7 +130,7 @@ def test_an_invalid_config_exits_1_listing_every_error(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "mixer", "serve", "--config", str(bad), "--grpc-listen", "127.0.0.1:0",
-         "--http-listen", "127.0.0.1:0"],
+         "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
