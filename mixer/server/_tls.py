@@ -140,13 +140,16 @@ class ServerTls:
     def grpc_credentials(self) -> grpc.ServerCredentials:
         """Dynamic credentials: a rotated certificate is served at the next handshake.
 
-        grpc's Python API either requires a client certificate or asks for none, so with
-        ``optional`` the gRPC listener asks for none (see docs/serving.md).
+        grpc's Python API either requires a client certificate or asks for none: with
+        ``optional`` the gRPC listener asks for none, unless identities are to be checked, which
+        needs a certificate (see docs/serving.md).
         """
+        s = self.settings
         return grpc.dynamic_ssl_server_credentials(
             self._initial_grpc,
             self._fetch,
-            require_client_authentication=self.settings.client_auth == "require",
+            require_client_authentication=s.client_auth == "require"
+            or (s.client_auth == "optional" and s.checks_identity),
         )
 
     def _fetch(self) -> Any:

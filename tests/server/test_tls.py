@@ -264,7 +264,7 @@ def test_http_plaintext_gets_no_answer(mtls_server: ServerProcess) -> None:
         conn.close()
 
 
-def test_optional_client_auth_lets_probes_in_and_keeps_data_for_allowed_identities(
+async def test_optional_client_auth_lets_probes_in_and_keeps_data_for_allowed_identities(
     pki: Pki, tmp_path: Path
 ) -> None:
     with launcher(tmp_path) as launch:
@@ -278,6 +278,20 @@ def test_optional_client_auth_lets_probes_in_and_keeps_data_for_allowed_identiti
         # An untrusted certificate sent is still refused in the handshake.
         with pytest.raises((ssl.SSLError, ConnectionError)):
             https_get(server, pki, "/v1/auth", "untrusted")
+        # gRPC cannot ask for a certificate without requiring one; identities need one.
+        assert await grpc_check(server, grpc_credentials(pki, "allowed")) == grpc.StatusCode.OK
+        assert await grpc_check(server, grpc_credentials(pki, "denied")) == grpc.StatusCode.PERMISSION_DENIED
+        assert await grpc_check(server, grpc_credentials(pki, None)) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_optional_client_auth_without_identities_serves_grpc_without_a_certificate(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with launcher(tmp_path) as launch:
+        server = start_tls(launch, pki, "--tls-client-auth", "optional")
+        assert await grpc_check(server, grpc_credentials(pki, None)) == grpc.StatusCode.OK
+        assert https_get(server, pki, "/readyz", None)[0] == 200
+        assert https_get(server, pki, "/readyz", "allowed")[0] == 200
 
 
 # -- rotation ------------------------------------------------------------------------------------
