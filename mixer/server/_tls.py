@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import ssl
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -125,9 +126,15 @@ class ServerTls:
         return ctx
 
     def _load(self, ctx: ssl.SSLContext, material: _Material) -> None:
-        s = self.settings
-        # load_cert_chain reads files only; the paths are read again, which is what rotation wants.
-        ctx.load_cert_chain(s.cert, s.key)
+        # load_cert_chain reads files only. The bytes read once are written to a private folder
+        # and loaded from there, so the pair checked on the scratch context is the pair loaded on
+        # the live one even if the files change meanwhile (a mismatched pair would be half-loaded).
+        with tempfile.TemporaryDirectory(prefix="mixer-tls-") as folder:
+            cert, key = Path(folder, "cert.pem"), Path(folder, "key.pem")
+            cert.write_bytes(material.cert)
+            key.touch(mode=0o600)
+            key.write_bytes(material.key)
+            ctx.load_cert_chain(cert, key)
         if material.client_ca is not None:
             # Adds to the trust store: a CA removed from the file stays trusted until a restart.
             ctx.load_verify_locations(cadata=material.client_ca.decode("ascii", "replace"))
