@@ -6,6 +6,7 @@ import datetime
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -23,7 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mixer.api.mixer_v1 import CHECK_METHOD
+from mixer.cli import build_parser
+from mixer.cli._serve import options_from_args
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckResponse
+from mixer.server import ServeOptions
 from mixer.wire import encode_check_request
 from tests.server.support import READY_TIMEOUT, Launcher, ServerProcess, launcher, wait_until
 
@@ -385,3 +390,50 @@ def test_cli_tls_flags_are_checked(pki: Pki) -> None:
     half = _mixer("check", "--tls-cert", str(pki.path("allowed.pem")))
     assert half.returncode != 0
     assert "--tls-cert and --tls-key go together" in half.stderr
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"tls_cert": Path("c.pem")}, "--tls-cert and --tls-key go together"),
+        ({"tls_client_ca": Path("ca.pem")}, "need --tls-cert"),
+        (
+            {"tls_cert": Path("c.pem"), "tls_key": Path("k.pem"), "tls_client_auth": "require"},
+            "--tls-client-auth require needs --tls-client-ca",
+        ),
+        (
+            {
+                "tls_cert": Path("c.pem"),
+                "tls_key": Path("k.pem"),
+                "tls_client_ca": Path("ca.pem"),
+                "tls_allowed_identities": (ALLOWED,),
+            },
+            "--tls-allowed-identities needs --tls-client-auth optional or require",
+        ),
+        (
+            {"tls_cert": Path("c.pem"), "tls_key": Path("k.pem"), "tls_client_auth": "sometimes"},
+            "--tls-client-auth must be one of none, optional, require",
+        ),
+    ],
+)
+def test_tls_options_that_do_not_fit_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ServeOptions(**settings)
+
+
+def test_tls_options_reach_the_workers_command_line() -> None:
+    options = ServeOptions(
+        tls_cert=Path("/tls/c.pem"),
+        tls_key=Path("/tls/k.pem"),
+        tls_client_ca=Path("/tls/ca.pem"),
+        tls_client_auth="require",
+        tls_allowed_identities=(ALLOWED, ALLOWED_DNS),
+        admin_listen="127.0.0.1:0",
+        admin_token_file=Path("/tls/token"),
+        log_format="json",
+    )
+    again = options_from_args(build_parser().parse_args(["serve", *options.to_argv()]))
+    assert again == options
