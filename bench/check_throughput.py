@@ -167,6 +167,7 @@ def mixer_server(name: str, store: str, env: dict[str, str], data_dir: Path) -> 
         sys.executable, "-m", "mixer", "serve",
         "--config", str(POLICY / "policy.yaml"), "--config", str(POLICY / f"{store}.yaml"),
         "--grpc-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http}",
+        "--admin-listen", "127.0.0.1:0",
         "--data-dir", str(data_dir / store), "--log-level", "warning",
     ]  # fmt: skip
     proc = _start(argv, env)

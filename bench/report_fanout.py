@@ -185,9 +185,10 @@ class Server:
     grpc_port: int
     http_port: int
     scrape_port: int
+    admin_port: int
 
     def metrics(self) -> str:
-        return _http_get(f"http://127.0.0.1:{self.http_port}/metrics")
+        return _http_get(f"http://127.0.0.1:{self.admin_port}/metrics")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -203,13 +204,14 @@ def mixer_server(
     profile: Path | None = None,
     extra: Sequence[str] = (),
 ) -> Iterator[Server]:
-    grpc_port, http_port, scrape_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, scrape_port, admin_port = free_port(), free_port(), free_port(), free_port()
     python = [sys.executable] if profile is None else [sys.executable, "-m", "cProfile", "-o", str(profile)]
     argv = [*python, "-m", "mixer", "serve"]
     for config in configs:
         argv += ["--config", str(config)]
     argv += [
         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
+        "--admin-listen", f"127.0.0.1:{admin_port}",
         "--data-dir", str(data_dir), "--log-level", "warning", *extra,
     ]  # fmt: skip
     proc = _start(argv, SERVER_CPU, {**env, "MIXER_PROMETHEUS_LISTEN": f"127.0.0.1:{scrape_port}"})
@@ -222,7 +224,7 @@ def mixer_server(
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"{name}: mixer serve did not become ready")
             time.sleep(0.1)
-        yield Server(name, proc, grpc_port, http_port, scrape_port)
+        yield Server(name, proc, grpc_port, http_port, scrape_port, admin_port)
     finally:
         _stop(proc)
 

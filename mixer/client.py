@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "REPORT_METHOD",
     "CheckAnswer",
+    "ClientTls",
     "MixerCallError",
     "MixerClient",
     "MixerResponseError",
@@ -60,6 +61,25 @@ DEFAULT_TIMEOUT: Final = 5.0
 
 _CODES: Final = {int(c): c for c in Code}
 _OPERATIONS: Final = {int(k): k for k in HeaderOperationKind}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """TLS to the server: the CA to trust (None: the system's), a client certificate and key for
+    mTLS, and the name to expect in the server's certificate when it differs from the target host."""
+
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+    server_name: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
 
 class MixerCallError(Exception):
@@ -274,16 +294,24 @@ class MixerClient:
     names its own. Use ``async with`` or call :meth:`close`.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT, tls: ClientTls | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._check: Any = None
         self._report: Any = None
 
     def _open(self) -> None:
         # Created here rather than in __init__: an aio channel binds to the loop it is made in.
-        channel = grpc.aio.insecure_channel(self.target)
+        tls = self.tls
+        channel = (
+            grpc.aio.secure_channel(self.target, tls.credentials(), options=tls.channel_options())
+            if tls is not None
+            else grpc.aio.insecure_channel(self.target)
+        )
         self._check = channel.unary_unary(
             CHECK_METHOD, request_serializer=_serialize, response_deserializer=CheckResponse.FromString
         )
@@ -364,10 +392,16 @@ class MixerClient:
 class SyncMixerClient:
     """A blocking Mixer client over one channel; the same calls as :class:`MixerClient`."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, timeout: float = DEFAULT_TIMEOUT, tls: ClientTls | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel: Any = grpc.insecure_channel(target)
+        self._channel: Any = (
+            grpc.secure_channel(target, tls.credentials(), options=tls.channel_options())
+            if tls is not None
+            else grpc.insecure_channel(target)
+        )
         self._check: Any = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=_serialize, response_deserializer=CheckResponse.FromString
         )

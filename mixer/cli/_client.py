@@ -12,10 +12,11 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from mixer.cli._attrflags import AttributeFlagError, add_attribute_flags, attributes_from_args
-from mixer.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, MixerCallError, MixerClient
+from mixer.client import DEFAULT_TARGET, DEFAULT_TIMEOUT, ClientTls, MixerCallError, MixerClient
 from mixer.decision import QuotaRequest
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
 from mixer.status import Code
@@ -93,6 +94,39 @@ def _add_call_flags(parser: argparse.ArgumentParser) -> None:
         help="calls in flight at once (with --repeat)",
     )
     group.add_argument("--quiet", action="store_true", help="print only the summary (with --repeat)")
+    tls = parser.add_argument_group("TLS (any of these turns it on)")
+    tls.add_argument(
+        "--tls-ca", type=Path, default=None, metavar="PEM", help="CA to trust (default: the system's)"
+    )
+    tls.add_argument("--tls-cert", type=Path, default=None, metavar="PEM", help="client certificate (mTLS)")
+    tls.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the client certificate's key")
+    tls.add_argument(
+        "--tls-server-name",
+        default=None,
+        metavar="NAME",
+        help="name the server's certificate must carry, when not the --server host",
+    )
+    tls.add_argument("--tls", action="store_true", help="TLS with the system's CAs and no other --tls-* flag")
+
+
+class _TlsFlagError(Exception):
+    pass
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise _TlsFlagError("--tls-cert and --tls-key go together")
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_server_name):
+        return None
+    try:
+        return ClientTls(
+            ca=args.tls_ca.read_bytes() if args.tls_ca is not None else None,
+            cert=args.tls_cert.read_bytes() if args.tls_cert is not None else None,
+            key=args.tls_key.read_bytes() if args.tls_key is not None else None,
+            server_name=args.tls_server_name,
+        )
+    except OSError as exc:
+        raise _TlsFlagError(f"cannot read {exc.filename}: {exc.strerror}") from exc
 
 
 def register(sub: Any) -> None:
@@ -168,6 +202,8 @@ exit status:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    if not _tls_from_args(args):
+        return EXIT_CALL_FAILED
     quotas: dict[str, QuotaRequest] = {}
     for name, quota in args.quotas:
         if name in quotas:
@@ -200,7 +236,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tls_from_args(args: argparse.Namespace) -> bool:
+    try:
+        args.client_tls = _client_tls(args)
+    except _TlsFlagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    return True
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
+    if not _tls_from_args(args):
+        return EXIT_CALL_FAILED
     try:
         bag = attributes_from_args(args)
         request = encode_report_request([bag] * args.count, _ENCODINGS[args.encoding])
@@ -257,7 +304,7 @@ async def _drive(
                 print(json.dumps(body))
 
     started = time.perf_counter()
-    async with MixerClient(args.server, timeout=args.timeout) as client:
+    async with MixerClient(args.server, timeout=args.timeout, tls=args.client_tls) as client:
         await asyncio.gather(*(worker(client) for _ in range(min(args.concurrency, args.repeat))))
     if args.repeat > 1:
         print(json.dumps(_summary(results, time.perf_counter() - started, args.concurrency)))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from mixer.server import (
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -23,6 +24,7 @@ from mixer.server import (
     DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
+    TLS_CLIENT_AUTH_MODES,
     ListenAddress,
     ServeOptions,
     default_log_format,
@@ -53,6 +55,13 @@ def _listen(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _identities(text: str) -> tuple[str, ...]:
+    found = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not found:
+        raise argparse.ArgumentTypeError("no identity given (e.g. spiffe://td/ns/x/sa/y,client.example)")
+    return found
 
 
 SERVE_EPILOG: Final = """\
@@ -104,7 +113,24 @@ def register(sub: Any) -> None:
         type=_listen,
         default=DEFAULT_HTTP_LISTEN,
         metavar="HOST:PORT",
-        help=f"/healthz /readyz /metrics /config address (default {DEFAULT_HTTP_LISTEN})",
+        help=(
+            "address of the HTTP protocols (/v1/auth, /v1/check, /v1/report) and /healthz /readyz "
+            f"(default {DEFAULT_HTTP_LISTEN})"
+        ),
+    )
+    p.add_argument(
+        "--admin-listen",
+        type=_listen,
+        default=DEFAULT_ADMIN_LISTEN,
+        metavar="HOST:PORT",
+        help=f"/metrics /config /healthz /readyz address (default {DEFAULT_ADMIN_LISTEN})",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="bearer token the admin port asks for, but on /healthz and /readyz (default: none)",
     )
     p.add_argument(
         "--syslog-listen",
@@ -270,6 +296,38 @@ def register(sub: Any) -> None:
             f"for load balancers to notice (default {DEFAULT_DRAIN_DELAY:g}; e.g. 5 behind one)"
         ),
     )
+    tls = p.add_argument_group("TLS (gRPC and HTTP listeners; see docs/serving.md)")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="server certificate chain; with --tls-key both listeners speak TLS (reloaded when changed)",
+    )
+    tls.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the server certificate's key")
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="CA certificates that client certificates must chain to (mTLS)",
+    )
+    tls.add_argument(
+        "--tls-client-auth",
+        choices=TLS_CLIENT_AUTH_MODES,
+        default="none",
+        help="client certificates: none, optional (verified when sent), require (default none)",
+    )
+    tls.add_argument(
+        "--tls-allowed-identities",
+        type=_identities,
+        default=(),
+        metavar="ID,ID",
+        help=(
+            "client certificate SAN DNS names or URIs (spiffe://td/ns/x/sa/y) allowed; others: "
+            "PERMISSION_DENIED, HTTP 403 (default: any trusted)"
+        ),
+    )
     # Set by the --workers supervisor on the processes it starts.
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-restarts", type=int, default=0, help=argparse.SUPPRESS)
@@ -286,6 +344,8 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         config_paths=tuple(args.config_paths),
         grpc_listen=args.grpc_listen,
         http_listen=args.http_listen,
+        admin_listen=args.admin_listen,
+        admin_token_file=args.admin_token_file,
         syslog_listen=args.syslog_listen,
         workers=args.workers,
         data_dir=args.data_dir,
@@ -306,6 +366,11 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         http_header_timeout=args.http_header_timeout,
         http_body_timeout=args.http_body_timeout,
         drain_delay=args.drain_delay,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        tls_client_auth=args.tls_client_auth,
+        tls_allowed_identities=tuple(args.tls_allowed_identities),
         worker_index=args.worker_index,
         worker_restarts=args.worker_restarts,
         parent_pid=args.parent_pid,

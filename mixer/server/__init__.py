@@ -27,12 +27,13 @@ from mixer.server._app import (
     run_server,
 )
 from mixer.server._holder import ConfigInfo, RuntimeHolder
-from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._logging import JsonFormatter, configure_logging, default_log_format
 from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
+    DEFAULT_ADMIN_LISTEN,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -47,13 +48,16 @@ from mixer.server._options import (
     DELIVERY_ACKS,
     LOG_FORMATS,
     LOG_LEVELS,
+    TLS_CLIENT_AUTH_MODES,
     ServeOptions,
 )
 from mixer.server._reload import ConfigSource, Reloader
+from mixer.server._tls import ServerTls, TlsSettings
 from mixer.server._workers import PROMETHEUS_LISTEN_ENV, WORKER_INDEX_ENV, WorkerSupervisor, run_workers
 from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
 __all__ = [
+    "DEFAULT_ADMIN_LISTEN",
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_DRAIN_DELAY",
     "DEFAULT_GRPC_LISTEN",
@@ -74,8 +78,10 @@ __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
     "PROMETHEUS_LISTEN_ENV",
+    "TLS_CLIENT_AUTH_MODES",
     "WORKER_INDEX_ENV",
     "AdminState",
+    "AdminToken",
     "ConfigInfo",
     "ConfigSource",
     "HttpGuard",
@@ -90,9 +96,12 @@ __all__ = [
     "RuntimeStatsCollector",
     "ServeOptions",
     "ServerMetrics",
+    "ServerTls",
     "StartupError",
+    "TlsSettings",
     "WorkerSupervisor",
     "build_admin_app",
+    "build_data_app",
     "configure_logging",
     "default_log_format",
     "event_loop_factory",

@@ -22,13 +22,14 @@ from mixer.api.syslog import SyslogReceiver
 from mixer.config import ConfigError
 from mixer.runtime import Runtime, RuntimeBuildError, RuntimeStats, build_runtime
 from mixer.server._holder import RuntimeHolder
-from mixer.server._http import AdminState, Phase, build_admin_app
+from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._introspection import GrpcIntrospection, api_service_names
 from mixer.server._metrics import ServerMetrics
 from mixer.server._net import ListenAddress
 from mixer.server._options import ServeOptions
 from mixer.server._reload import ConfigSource, Reloader, log_config_error
+from mixer.server._tls import ServerTls
 from plugins.manager import MixerPluginManager, create_plugin_manager
 
 logger = logging.getLogger("mixer.server")
@@ -80,6 +81,8 @@ class MixerServer:
         )
         self.grpc_address: ListenAddress | None = None
         self.http_address: ListenAddress | None = None
+        self.admin_address: ListenAddress | None = None
+        self._admin_runner: web.AppRunner | None = None
         self.syslog_address: ListenAddress | None = None
         self._syslog: SyslogReceiver | None = None
         self._grpc_server: Any = None
@@ -92,6 +95,8 @@ class MixerServer:
         self._plugins_started = False
         self._stop_requested = asyncio.Event()
         self._stopped = False
+        self.tls: ServerTls | None = None
+        self._tls_watcher: asyncio.Task[None] | None = None
 
     def _stats(self) -> RuntimeStats | None:
         return self._holder.current.stats if self._holder is not None else None
@@ -114,7 +119,15 @@ class MixerServer:
         """
         options = self.options
         try:
+            settings = options.tls_settings
+            if settings is not None:
+                try:
+                    self.tls = ServerTls(settings)
+                except ValueError as exc:
+                    raise StartupError(str(exc)) from exc
+                self._tls_watcher = asyncio.get_running_loop().create_task(self.tls.watch())
             await self._start_http(ListenAddress.parse(options.http_listen))
+            await self._start_admin(ListenAddress.parse(options.admin_listen))
             manager = self._plugin_manager or create_plugin_manager()
             self._plugin_manager = manager
             registry = manager.registry()
@@ -189,10 +202,12 @@ class MixerServer:
         if options.ready_file is not None:
             write_json_atomically(options.ready_file, self.ready_info())
         logger.info(
-            "serving %s gRPC on %s and HTTP on %s (pid %d, config %s, generation %d)",
+            "serving %s gRPC on %s, HTTP on %s, admin on %s%s (pid %d, config %s, generation %d)",
             SERVICE_NAME,
             self.grpc_address,
             self.http_address,
+            self.admin_address,
+            " (TLS)" if self.tls is not None else "",
             os.getpid(),
             info.source,
             runtime.generation,
@@ -205,6 +220,7 @@ class MixerServer:
             "pid": os.getpid(),
             "grpc": str(self.grpc_address),
             "http": str(self.http_address),
+            "admin": str(self.admin_address),
             **({"syslog": str(self.syslog_address)} if self.syslog_address is not None else {}),
             "worker": self.options.worker_index,
             "generation": holder.current.generation if holder is not None else None,
@@ -212,7 +228,7 @@ class MixerServer:
 
     async def _start_http(self, address: ListenAddress) -> None:
         routes = http_routes(self._service_context())
-        app = build_admin_app(self.admin, routes, client_max_size=self.options.max_message_size)
+        app = build_data_app(self.admin, routes, client_max_size=self.options.max_message_size)
         options = self.options
         guard = HttpGuard(
             HttpLimits(
@@ -224,6 +240,8 @@ class MixerServer:
         )
         self.http_guard = guard
         app.middlewares.append(guard.middleware)
+        if self.tls is not None:
+            app.middlewares.append(self.tls.http_middleware())
         runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=guard.protocol_log)
         await runner.setup()
         self._http_runner = runner
@@ -238,6 +256,7 @@ class MixerServer:
                 address.port,
                 reuse_address=True,
                 reuse_port=options.worker_index is not None,
+                ssl=self.tls.ssl_context if self.tls is not None else None,
             )
         except OSError as exc:
             raise StartupError(
@@ -246,6 +265,33 @@ class MixerServer:
             ) from exc
         self._http_server = server
         self.http_address = address.with_port(int(server.sockets[0].getsockname()[1]))
+
+    async def _start_admin(self, address: ListenAddress) -> None:
+        options = self.options
+        try:
+            token = AdminToken(options.admin_token_file) if options.admin_token_file is not None else None
+        except ValueError as exc:
+            raise StartupError(str(exc)) from exc
+        runner = web.AppRunner(
+            build_admin_app(self.admin, token=token), access_log=None, handle_signals=False
+        )
+        await runner.setup()
+        self._admin_runner = runner
+        site = web.TCPSite(
+            runner,
+            address.host,
+            address.port,
+            reuse_address=True,
+            reuse_port=options.worker_index is not None,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen for admin HTTP on {address}: {exc.strerror or exc} "
+                "(move it with --admin-listen or MIXER_ADMIN_LISTEN)"
+            ) from exc
+        self.admin_address = address.with_port(int(runner.addresses[0][1]))
 
     def _service_context(self) -> ServiceContext:
         return ServiceContext(
@@ -283,11 +329,17 @@ class MixerServer:
                 ("grpc.so_reuseport", 1 if options.worker_index is not None else 0),
             ]
         )
-        server.add_generic_rpc_handlers(tuple(grpc_services(self._service_context())))
+        handlers = grpc_services(self._service_context())
+        if self.tls is not None:
+            handlers = self.tls.grpc_handlers(handlers)
+        server.add_generic_rpc_handlers(tuple(handlers))
         await self.introspection.register(server)
         self._grpc_server = server
         try:
-            port = server.add_insecure_port(str(address))
+            if self.tls is not None:
+                port = server.add_secure_port(str(address), self.tls.grpc_credentials())
+            else:
+                port = server.add_insecure_port(str(address))
         except RuntimeError as exc:
             raise StartupError(f"cannot listen for gRPC on {address}: {exc}{_MOVE_GRPC}") from exc
         if not port:
@@ -329,10 +381,11 @@ class MixerServer:
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for watcher in (self._watcher, self._tls_watcher):
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
         if self._grpc_server is not None:
             logger.info("stopping: no new calls; finishing calls in flight")
             # New calls are refused at once; grace bounds how long calls in flight may finish.
@@ -352,6 +405,8 @@ class MixerServer:
             self._http_server.close()
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
         logger.info("stopped")
 
     # -- run with signals -----------------------------------------------------------------------

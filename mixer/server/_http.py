@@ -1,12 +1,17 @@
-"""The HTTP port: health, readiness, the server's own metrics and the effective config."""
+"""The HTTP listeners: the data port (the HTTP protocols nginx and Envoy call, health and
+readiness) and the admin port (health, readiness, the server's own metrics, the effective config),
+optionally behind a bearer token."""
 
 from __future__ import annotations
 
 import enum
+import hmac
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,20 +52,100 @@ class AdminState:
         return info
 
 
-def build_admin_app(
+#: Answered on both ports and without a token: what Kubernetes probes and load balancers poll.
+PROBE_PATHS: Final = frozenset({"/healthz", "/readyz"})
+
+logger = logging.getLogger("mixer.server.admin")
+
+
+def probe_routes(state: AdminState) -> list[web.RouteDef]:
+    return [
+        web.get("/healthz", _handler(state, _healthz)),
+        web.get("/readyz", _handler(state, _readyz)),
+    ]
+
+
+def admin_routes(state: AdminState) -> list[web.RouteDef]:
+    """Every route of the admin port (see docs/serving.md); the one place they are listed."""
+    return [
+        *probe_routes(state),
+        web.get("/metrics", _handler(state, _metrics)),
+        web.get("/config", _handler(state, _config)),
+    ]
+
+
+def build_data_app(
     state: AdminState, routes: Iterable[web.AbstractRouteDef] = (), *, client_max_size: int = 64 * 1024
 ) -> web.Application:
-    """``/healthz``, ``/readyz``, ``/metrics``, ``/config`` (see docs/serving.md) and ``/status``
-    (docs/status-page.md), plus ``routes``
-    of the HTTP protocols (see :mod:`mixer.api._registry`)."""
+    """The data port: ``routes`` of the HTTP protocols (see :mod:`mixer.api._registry`), plus
+    ``/healthz`` and ``/readyz``."""
     app = web.Application(client_max_size=client_max_size)
     app.router.add_routes(list(routes))
-    app.router.add_get("/healthz", _handler(state, _healthz))
-    app.router.add_get("/readyz", _handler(state, _readyz))
-    app.router.add_get("/metrics", _handler(state, _metrics))
-    app.router.add_get("/config", _handler(state, _config))
+    app.router.add_routes(probe_routes(state))
+    return app
+
+
+def build_admin_app(state: AdminState, *, token: AdminToken | None = None) -> web.Application:
+    """The admin port: :func:`admin_routes` and ``/status`` (docs/status-page.md), every one but
+    the probes behind ``token`` if given."""
+    app = web.Application(client_max_size=64 * 1024)
+    if token is not None:
+        app.middlewares.append(token.middleware)
+    app.router.add_routes(admin_routes(state))
+    # The status pages (docs/status-page.md) are for operators too.
     install_status(app, state)
     return app
+
+
+class AdminToken:
+    """The bearer token of ``--admin-token-file``, read again when the file changes (rotation).
+
+    :raises ValueError: the file cannot be read or is empty at start.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._token = b""
+        try:
+            self._refresh()
+        except OSError as exc:
+            raise ValueError(f"--admin-token-file {path}: {exc.strerror or exc}") from exc
+        if not self._token:
+            raise ValueError(f"--admin-token-file {path} is empty")
+
+    def _refresh(self) -> None:
+        st = os.stat(self.path)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            token = self.path.read_bytes().strip()
+            if token:
+                self._token = token
+            self._stamp = stamp
+
+    def accepts(self, header: str | None) -> bool:
+        try:
+            self._refresh()
+        except OSError as exc:
+            # Keep the token last read: a rotation that removes and writes the file is not a gap.
+            logger.warning("admin token file %s: %s; keeping the token last read", self.path, exc)
+        scheme, _, given = (header or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._token)
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        if request.path not in PROBE_PATHS and not self.accepts(request.headers.get("Authorization")):
+            return web.json_response(
+                {"error": "a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="mixer-admin"'},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
 
 
 Endpoint = Callable[[AdminState, web.Request], web.Response]

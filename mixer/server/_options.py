@@ -8,6 +8,7 @@ from typing import Final
 
 from mixer.adapter import DeliveryAck
 from mixer.server._net import ListenAddress
+from mixer.server._tls import TlsSettings
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,
     DEFAULT_MAX_MAP_ENTRIES,
@@ -18,6 +19,8 @@ from mixer.wire import (
 #: istio.mixer.v1's conventional port, on loopback unless told otherwise.
 DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:9091"
 DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:9093"
+#: /metrics, /config and the probes; loopback: what it shows is for operators, not for callers.
+DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:9094"
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 15.0
 #: gRPC's own default receive limit; a Report batch of 100 Istio 1.4 requests is about 60 KiB.
 DEFAULT_MAX_MESSAGE_SIZE: Final = 4 * 1024 * 1024
@@ -42,6 +45,7 @@ DEFAULT_HTTP_BODY_TIMEOUT: Final = 30.0
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS: Final = ("text", "json")
 DELIVERY_ACKS: Final[tuple[DeliveryAck, ...]] = ("auto", "spool", "memory")
+TLS_CLIENT_AUTH_MODES: Final = ("none", "optional", "require")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,8 @@ class ServeOptions:
     config_paths: tuple[str, ...] = ()
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     http_listen: str = DEFAULT_HTTP_LISTEN
+    admin_listen: str = DEFAULT_ADMIN_LISTEN
+    admin_token_file: Path | None = None
     syslog_listen: str | None = None
     workers: int = 1
     data_dir: Path | None = None
@@ -77,6 +83,11 @@ class ServeOptions:
     http_header_timeout: float = DEFAULT_HTTP_HEADER_TIMEOUT
     http_body_timeout: float = DEFAULT_HTTP_BODY_TIMEOUT
     drain_delay: float = DEFAULT_DRAIN_DELAY
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    tls_client_auth: str = "none"
+    tls_allowed_identities: tuple[str, ...] = ()
     worker_index: int | None = None
     worker_restarts: int = 0
     parent_pid: int | None = None
@@ -114,6 +125,10 @@ class ServeOptions:
                 # Workers share a fixed port; port 0 would give each worker a port nobody knows.
                 if syslog.port == 0 and self.workers > 1:
                     problems.append("--syslog-listen needs a fixed port with --workers")
+        try:
+            ListenAddress.parse(self.admin_listen)
+        except ValueError as exc:
+            problems.append(f"--admin-listen: {exc}")
         if self.http_max_connections < 1:
             problems.append("--http-max-connections must be at least 1")
         if self.http_header_timeout <= 0:
@@ -122,12 +137,37 @@ class ServeOptions:
             problems.append("--http-body-timeout must be positive")
         if self.delivery_ack not in DELIVERY_ACKS:
             problems.append(f"--delivery-ack must be one of {', '.join(DELIVERY_ACKS)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("--tls-cert and --tls-key go together")
+        if self.tls_client_auth not in TLS_CLIENT_AUTH_MODES:
+            problems.append(f"--tls-client-auth must be one of {', '.join(TLS_CLIENT_AUTH_MODES)}")
+        elif self.tls_client_auth != "none" and self.tls_client_ca is None:
+            problems.append(f"--tls-client-auth {self.tls_client_auth} needs --tls-client-ca")
+        if self.tls_cert is None and (
+            self.tls_client_ca is not None or self.tls_client_auth != "none" or self.tls_allowed_identities
+        ):
+            problems.append("--tls-client-ca, --tls-client-auth and --tls-allowed-identities need --tls-cert")
+        if self.tls_allowed_identities and self.tls_client_auth == "none":
+            problems.append("--tls-allowed-identities needs --tls-client-auth optional or require")
         if self.log_level.upper() not in LOG_LEVELS:
             problems.append(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def tls_settings(self) -> TlsSettings | None:
+        """The listeners' TLS settings; None for plaintext."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        return TlsSettings(
+            self.tls_cert,
+            self.tls_key,
+            self.tls_client_ca,
+            self.tls_client_auth,
+            self.tls_allowed_identities,
+        )
 
     @property
     def embedded(self) -> bool:
@@ -144,6 +184,8 @@ class ServeOptions:
             self.grpc_listen,
             "--http-listen",
             self.http_listen,
+            "--admin-listen",
+            self.admin_listen,
             "--workers",
             str(self.workers),
             "--log-level",
@@ -184,6 +226,15 @@ class ServeOptions:
             argv += ["--data-dir", str(self.data_dir)]
         if self.ready_file is not None:
             argv += ["--ready-file", str(self.ready_file)]
+        if self.admin_token_file is not None:
+            argv += ["--admin-token-file", str(self.admin_token_file)]
+        if self.tls_cert is not None and self.tls_key is not None:
+            argv += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
+            argv += ["--tls-client-auth", self.tls_client_auth]
+        if self.tls_client_ca is not None:
+            argv += ["--tls-client-ca", str(self.tls_client_ca)]
+        if self.tls_allowed_identities:
+            argv += ["--tls-allowed-identities", ",".join(self.tls_allowed_identities)]
         if self.worker_index is not None:
             argv += ["--worker-index", str(self.worker_index), "--worker-restarts", str(self.worker_restarts)]
         if self.parent_pid is not None:

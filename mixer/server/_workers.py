@@ -79,6 +79,7 @@ class WorkerSupervisor:
         self._published: tuple[int, ...] = ()
         self._grpc = ListenAddress.parse(options.grpc_listen)
         self._http = ListenAddress.parse(options.http_listen)
+        self._admin = ListenAddress.parse(options.admin_listen)
 
     # -- signals --------------------------------------------------------------------------------
 
@@ -117,17 +118,18 @@ class WorkerSupervisor:
                     self.options.ready_file.unlink()
 
     def _reserve_ports(self) -> None:
-        for attr in ("_grpc", "_http"):
+        for attr in ("_grpc", "_http", "_admin"):
             address: ListenAddress = getattr(self, attr)
             sock, bound = reserve_shared_port(address)
             self._reservations.append(sock)
             setattr(self, attr, bound)
         logger.info(
-            "supervisor (pid %d): %d workers on gRPC %s and HTTP %s",
+            "supervisor (pid %d): %d workers on gRPC %s, HTTP %s and admin %s",
             os.getpid(),
             len(self._slots),
             self._grpc,
             self._http,
+            self._admin,
         )
 
     def _supervise(self) -> int:
@@ -191,6 +193,7 @@ class WorkerSupervisor:
             workers=1,
             grpc_listen=str(self._grpc),
             http_listen=str(self._http),
+            admin_listen=str(self._admin),
             data_dir=data_dir,
             ready_file=self._state_dir / f"worker-{slot_index}.json",
             worker_index=slot_index,
@@ -249,6 +252,7 @@ class WorkerSupervisor:
                     "pid": os.getpid(),
                     "grpc": str(self._grpc),
                     "http": str(self._http),
+                    "admin": str(self._admin),
                     "workers": list(pids),
                 },
             )

@@ -9,7 +9,7 @@ marker line:
 - ``<!-- run: skip REASON -->``: not run (it starts a server itself, or needs what tests lack).
 
 Each command line (``\\`` continuations joined) runs in bash from the repository root, with the
-default addresses (gRPC 127.0.0.1:9091, HTTP 127.0.0.1:9093, Prometheus 127.0.0.1:42422) replaced by
+default addresses (gRPC 127.0.0.1:9091, HTTP 127.0.0.1:9093, admin 127.0.0.1:9094, Prometheus 127.0.0.1:42422) replaced by
 the test server's. A trailing comment states what the line must do when it is not "exit 0 and, for
 ``mixer check``, every answer OK": ``# exit 3``, and/or a gRPC code name (``# UNAUTHENTICATED``)
 for the status of every answer ``mixer check`` prints.
@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEFAULT_GRPC = "127.0.0.1:9091"
 DEFAULT_HTTP = "127.0.0.1:9093"
+DEFAULT_ADMIN = "127.0.0.1:9094"
 DEFAULT_PROMETHEUS = "127.0.0.1:42422"
 SERVERS = ("embedded", "config", "local")
 
@@ -140,6 +141,7 @@ def all_blocks() -> list[Block]:
 class Addresses:
     grpc: str = DEFAULT_GRPC
     http: str = DEFAULT_HTTP
+    admin: str = DEFAULT_ADMIN
     prometheus: str = DEFAULT_PROMETHEUS
 
 
@@ -147,6 +149,7 @@ def _script(block: Block, command: Command, addresses: Addresses) -> str:
     text = (
         command.text.replace(DEFAULT_GRPC, addresses.grpc)
         .replace(DEFAULT_HTTP, addresses.http)
+        .replace(DEFAULT_ADMIN, addresses.admin)
         .replace(DEFAULT_PROMETHEUS, addresses.prometheus)
     )
     # `mixer check` and `mixer report` default to 127.0.0.1:9091: point them at the test server

@@ -32,6 +32,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str
                 addresses = Addresses(
                     grpc=process.grpc_target,
                     http=f"127.0.0.1:{process.http_port}",
+                    admin=f"127.0.0.1:{process.admin_port}",
                     prometheus=process.extra["env"]["MIXER_PROMETHEUS_LISTEN"],
                 )
                 self[key] = addresses

@@ -146,7 +146,7 @@ def _deployment_args(config: Path, data_dir: Path) -> list[str]:
     for flag in flags:
         name, sep, value = flag.partition("=")
         assert sep, f"{flag}: the manifests write flags as --name=value"
-        if name in {"--grpc-listen", "--http-listen"}:
+        if name in {"--grpc-listen", "--http-listen", "--admin-listen"}:
             continue
         out.append(f"{name}={local.get(name, value)}")
     assert {"--config", "--data-dir"} <= {flag.partition("=")[0] for flag in out}

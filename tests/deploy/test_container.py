@@ -27,8 +27,8 @@ DOCKERFILE = ROOT / "deploy" / "container" / "Dockerfile"
 RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
 CONFIG_DIR = "/etc/mixer/config"
 DATA_DIR = "/var/lib/mixer"
-#: What the image's EXPOSE must list: gRPC API, HTTP admin, the prometheus adapter's endpoint.
-PORTS = {"9091", "9093", "42422"}
+#: What the image's EXPOSE must list: gRPC API, HTTP, HTTP admin, the prometheus adapter's endpoint.
+PORTS = {"9091", "9093", "9094", "42422"}
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +143,12 @@ def test_ports_are_exposed_and_served(instructions: list[Instruction]) -> None:
     command = _command(instructions)
     grpc_port = command[command.index("--grpc-listen") + 1].rpartition(":")[2]
     http_port = command[command.index("--http-listen") + 1].rpartition(":")[2]
+    admin_port = command[command.index("--admin-listen") + 1].rpartition(":")[2]
     prometheus_port = _env(instructions)["MIXER_PROMETHEUS_LISTEN"].rpartition(":")[2]
-    assert {grpc_port, http_port, prometheus_port} == PORTS
+    assert {grpc_port, http_port, admin_port, prometheus_port} == PORTS
     # Reachable from outside the container's network namespace.
-    assert command[command.index("--grpc-listen") + 1].startswith("0.0.0.0:")
-    assert command[command.index("--http-listen") + 1].startswith("0.0.0.0:")
+    for flag in ("--grpc-listen", "--http-listen", "--admin-listen"):
+        assert command[command.index(flag) + 1].startswith("0.0.0.0:"), flag
 
 
 def test_healthcheck_probes_healthz_on_the_http_port(instructions: list[Instruction]) -> None:
@@ -296,7 +297,7 @@ async def test_the_image_command_serves_and_the_healthcheck_follows_it(
     args[args.index("--config") + 1] = str(config)
     args[args.index("--data-dir") + 1] = str(data)
     # The launcher chooses the listen addresses (free loopback ports); the image's come first and lose.
-    for flag in ("--grpc-listen", "--http-listen"):
+    for flag in ("--grpc-listen", "--http-listen", "--admin-listen"):
         at = args.index(flag)
         del args[at : at + 2]
     assert args[0] == "serve"

@@ -196,12 +196,14 @@ def test_every_path_the_server_writes_is_a_volume() -> None:
 
 
 def test_probes_and_drain() -> None:
-    # The probes are HTTP on the admin port (/readyz goes 503 with gRPC health NOT_SERVING).
+    # The probes are HTTP on the admin port (/readyz goes 503 with gRPC health NOT_SERVING): plain
+    # HTTP there even when --tls-cert puts TLS on the HTTP port.
     deployment = _one("Deployment", "mixer")
     container = _container(deployment, "mixer")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     args = _args(container)
-    assert int(args["--http-listen"].rpartition(":")[2]) == ports["http-admin"]
+    assert int(args["--http-listen"].rpartition(":")[2]) == ports["http"]
+    assert int(args["--admin-listen"].rpartition(":")[2]) == ports["http-admin"]
     assert int(args["--grpc-listen"].rpartition(":")[2]) == ports["grpc"]
     assert int(_env()["MIXER_PROMETHEUS_LISTEN"].rpartition(":")[2]) == ports["metrics"]
     for probe, path in (

@@ -384,6 +384,7 @@ async def test_the_server_binds_the_input_and_says_where(tmp_path: Path) -> None
             config_paths=(str(conf),),
             grpc_listen="127.0.0.1:0",
             http_listen="127.0.0.1:0",
+            admin_listen="127.0.0.1:0",
             syslog_listen=syslog_listen,
             reload_interval=0.0,
         )

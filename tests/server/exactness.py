@@ -191,12 +191,12 @@ def metrics_of(server: ServerProcess) -> dict[str, float]:
     return {key: metric_value(body, name, **labels) or 0.0 for key, (name, labels) in SAMPLES.items()}
 
 
-def metrics_by_worker(http_url: str, workers: int) -> dict[str, dict[str, float]]:
+def metrics_by_worker(admin_url: str, workers: int) -> dict[str, dict[str, float]]:
     """:data:`SAMPLES` of each worker, scraping over new connections until every worker answered."""
     seen: dict[str, dict[str, float]] = {}
 
     def all_seen() -> bool:
-        status, body = http_get(http_url + "/metrics")
+        status, body = http_get(admin_url + "/metrics")
         if status == 200:
             for worker in map(str, range(workers)):
                 if metric_value(body, "mixer_worker_restarts", worker=worker) is not None:

@@ -28,6 +28,8 @@ from mixer.wire import encode_check_request, encode_report_request
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 MIXER_SCRIPT = Path(sys.executable).with_name("mixer")
+#: Served on the admin port only (--admin-listen).
+ADMIN_PATHS = frozenset({"/metrics", "/config"})
 
 
 def free_port() -> int:
@@ -66,6 +68,7 @@ class ServerProcess:
     stdout_path: Path
     stderr_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    admin_port: int = 0
 
     @property
     def pid(self) -> int:
@@ -85,8 +88,17 @@ class ServerProcess:
     def stderr(self) -> str:
         return self.stderr_path.read_text("utf-8", errors="replace")
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def get(self, path: str) -> tuple[int, str]:
-        return http_get(self.http_url + path)
+        """GET ``path`` where it is served: the admin endpoints on the admin port, the rest (the
+        HTTP protocols, the probes) on the HTTP port."""
+        route = path.split("?", 1)[0]
+        admin = route in ADMIN_PATHS or route == "/status" or route.startswith(("/status/", "/status."))
+        base = self.admin_url if admin else self.http_url
+        return http_get(base + path)
 
     def metrics(self) -> str:
         status, body = self.get("/metrics")
@@ -140,7 +152,7 @@ class Launcher:
         command: Sequence[str] | None = None,
         wait: bool = True,
     ) -> ServerProcess:
-        grpc_port, http_port = free_port(), free_port()
+        grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
         n = len(self.servers)
         stdout_path = self.directory / f"server-{n}.stdout"
         stderr_path = self.directory / f"server-{n}.stderr"
@@ -154,11 +166,13 @@ class Launcher:
             f"127.0.0.1:{grpc_port}",
             "--http-listen",
             f"127.0.0.1:{http_port}",
+            "--admin-listen",
+            f"127.0.0.1:{admin_port}",
             *args,
         ]
         with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
             process = subprocess.Popen(argv, stdout=out, stderr=err, env=environ)
-        server = ServerProcess(process, grpc_port, http_port, stdout_path, stderr_path)
+        server = ServerProcess(process, grpc_port, http_port, stdout_path, stderr_path, admin_port=admin_port)
         server.extra["env"] = environ
         self.servers.append(server)
         if wait:

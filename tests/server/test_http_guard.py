@@ -25,6 +25,7 @@ async def running(tmp_path: Path, header_timeout: float) -> AsyncIterator[MixerS
         config_paths=(str(config),),
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
+        admin_listen="127.0.0.1:0",
         reload_interval=0,
         http_max_connections=5,
         http_header_timeout=header_timeout,
@@ -50,7 +51,8 @@ def address(server: MixerServer) -> tuple[str, int]:
 
 
 async def metric(server: MixerServer, name: str, **labels: str) -> float:
-    host, port = address(server)
+    assert server.admin_address is not None
+    host, port = server.admin_address.host, server.admin_address.port
     status, text = await asyncio.to_thread(http_get, f"http://{host}:{port}/metrics")
     assert status == 200
     return metric_value(text, name, **labels) or 0.0

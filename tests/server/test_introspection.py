@@ -35,6 +35,7 @@ def _options(tmp_path: Path, **overrides: object) -> ServeOptions:
         "config_paths": (str(config),),
         "grpc_listen": "127.0.0.1:0",
         "http_listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
         "reload_interval": 0,
         "shutdown_timeout": 10.0,
     }

@@ -115,6 +115,8 @@ def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
             f"127.0.0.1:{free_port()}",
             "--http-listen",
             f"127.0.0.1:{free_port()}",
+            "--admin-listen",
+            "127.0.0.1:0",
             *args,
         ],
         capture_output=True,
@@ -150,7 +152,16 @@ def test_a_taken_grpc_port_from_the_variable_is_one_line() -> None:
         holder.listen()
         port = holder.getsockname()[1]
         done = subprocess.run(
-            [str(MIXER_SCRIPT), "serve", "--http-listen", f"127.0.0.1:{free_port()}", "--log-format", "text"],
+            [
+                str(MIXER_SCRIPT),
+                "serve",
+                "--http-listen",
+                f"127.0.0.1:{free_port()}",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "text",
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -176,7 +187,12 @@ def test_server_logs_are_json_when_stderr_is_not_a_terminal() -> None:
         text=True,
         timeout=120,
         check=False,
-        env={**os.environ, "MIXER_HTTP_LISTEN": "127.0.0.1:0", "MIXER_GRPC_LISTEN": "127.0.0.1:0"},
+        env={
+            **os.environ,
+            "MIXER_HTTP_LISTEN": "127.0.0.1:0",
+            "MIXER_GRPC_LISTEN": "127.0.0.1:0",
+            "MIXER_ADMIN_LISTEN": "127.0.0.1:0",
+        },
     )
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stderr.splitlines()]

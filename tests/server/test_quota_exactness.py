@@ -68,7 +68,7 @@ def test_exactly_the_limit_is_granted_across_workers_and_client_processes(
 
     # Both workers answered Checks (each counts its own), and together they answered them all:
     # every first send allocated once in Redis, every retry was a replay.
-    per_worker = metrics_by_worker(server.http_url, 2)
+    per_worker = metrics_by_worker(server.admin_url, 2)
     retries = run.retries
     assert all(samples["checks"] > 0 for samples in per_worker.values()), per_worker
     assert total(per_worker, "checks") == CLIENTS * CHECKS_PER_CLIENT + retries

@@ -66,6 +66,7 @@ async def test_in_process_lifecycle_writes_and_removes_the_ready_file(tmp_path: 
         config_paths=(str(_config(tmp_path)),),
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
+        admin_listen="127.0.0.1:0",
         ready_file=ready_file,
         data_dir=tmp_path / "data",
         reload_interval=0,
@@ -76,6 +77,9 @@ async def test_in_process_lifecycle_writes_and_removes_the_ready_file(tmp_path: 
         info = json.loads(ready_file.read_text())
         assert info["grpc"] == str(server.grpc_address)
         assert info["http"] == str(server.http_address)
+        assert info["admin"] == str(server.admin_address)
+        assert server.admin_address is not None
+        assert server.admin_address.port not in (0, server.http_address and server.http_address.port)
         assert server.grpc_address is not None
         assert server.grpc_address.port != 0
         assert (tmp_path / "data").is_dir()
@@ -96,7 +100,12 @@ async def test_an_invalid_config_at_start_is_a_startup_error(tmp_path: Path) -> 
         "apiVersion: config.istio.io/v1alpha2\nkind: rule\nmetadata: {name: x}\nspec: {bogus: 1}\n"
     )
     server = MixerServer(
-        ServeOptions(config_paths=(str(bad),), grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0")
+        ServeOptions(
+            config_paths=(str(bad),),
+            grpc_listen="127.0.0.1:0",
+            http_listen="127.0.0.1:0",
+            admin_listen="127.0.0.1:0",
+        )
     )
     with pytest.raises(StartupError, match="invalid config"):
         await server.start()

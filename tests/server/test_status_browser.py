@@ -81,7 +81,7 @@ def test_the_page_under_load_shows_what_metrics_say(
 
     # While the load runs: what the page shows lies between two scrapes around its load.
     before = metric(server, "mixer_check_calls_total")
-    driver.get(server.http_url + "/status")
+    driver.get(server.admin_url + "/status")
     on_page = number(driver, "check_calls")
     after = metric(server, "mixer_check_calls_total")
     assert before <= on_page <= after
@@ -95,7 +95,7 @@ def test_the_page_under_load_shows_what_metrics_say(
         30,
         "the kafka queue to drain",
     )
-    driver.get(server.http_url + "/status/handlers")
+    driver.get(server.admin_url + "/status/handlers")
     page = {
         "queue": number(driver, f"queue:{KAFKA_HANDLER}"),
         "spool": number(driver, f"spool:{KAFKA_HANDLER}"),
@@ -109,14 +109,14 @@ def test_the_page_under_load_shows_what_metrics_say(
     assert page == scrape
     assert page["sent"] >= load.reports * 5 - 5 * load.failures
     assert shown(driver, f"health:{KAFKA_HANDLER}") == "ok"
-    driver.get(server.http_url + "/status")
+    driver.get(server.admin_url + "/status")
     assert number(driver, "check_calls") == metric(server, "mixer_check_calls_total") == load.checks
     assert number(driver, "denials") == load.checks // 4
     load.resume()
 
     # The charts have points once the sampler has run a few times.
     def charted() -> bool:
-        driver.get(server.http_url + "/status")
+        driver.get(server.admin_url + "/status")
         polylines = driver.find_elements(By.CSS_SELECTOR, "svg polyline")
         return len(polylines) == 2 and len(str(polylines[0].get_attribute("points")).split()) >= 4
 
@@ -127,13 +127,13 @@ def test_the_page_under_load_shows_what_metrics_say(
     # A phone: nothing wider than the screen but the tables, which scroll in their own box.
     driver.set_window_size(390, 844)
     for view in ("/status", "/status/handlers", "/status/denials"):
-        driver.get(server.http_url + view)
+        driver.get(server.admin_url + view)
         width = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"{view} is {width[0]}px wide on a {width[1]}px screen"
     screenshot(driver, tmp_path, "status-phone.png")
 
     # The page refreshes itself (the meta refresh): a mark set in it is gone after a while.
-    driver.get(server.http_url + "/status?refresh=2")
+    driver.get(server.admin_url + "/status?refresh=2")
     driver.execute_script("window.__mark = 1")
     wait_until(
         lambda: driver.execute_script("return window.__mark") is None, 20, "a self-refresh", interval=0.5
@@ -153,7 +153,7 @@ def test_the_page_during_a_kafka_outage(
     )
 
     def handler_view() -> dict[str, Any]:
-        driver.get(server.http_url + "/status/handlers")
+        driver.get(server.admin_url + "/status/handlers")
         return {
             "health": shown(driver, f"health:{KAFKA_HANDLER}"),
             "queue": number(driver, f"queue:{KAFKA_HANDLER}"),
@@ -185,7 +185,7 @@ def test_the_page_during_a_kafka_outage(
     overview = status_json(server)
     assert KAFKA_HANDLER in overview["unhealthy"]
     driver.set_window_size(1000, 520)
-    driver.get(server.http_url + "/status/handlers")
+    driver.get(server.admin_url + "/status/handlers")
     shot = screenshot(driver, tmp_path, "status-kafka-outage.png")
 
     tansu.start()

@@ -130,7 +130,7 @@ def test_an_invalid_config_exits_1_listing_every_error(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "mixer", "serve", "--config", str(bad), "--grpc-listen", "127.0.0.1:0",
-         "--http-listen", "127.0.0.1:0"],
+         "--http-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 1
@@ -248,6 +248,7 @@ async def test_readiness_follows_the_phase() -> None:
         assert (await asyncio.to_thread(http_get, url + "/healthz"))[0] == 200
         assert (await asyncio.to_thread(http_get, url + "/config"))[0] == 503
         assert (await asyncio.to_thread(http_get, url + "/metrics"))[0] == 200
+        assert (await asyncio.to_thread(http_get, url + "/v1/check"))[0] == 404
         state.phase = Phase.DRAINING
         status, body = await asyncio.to_thread(http_get, url + "/readyz")
         assert (status, json.loads(body)["status"]) == (503, "draining")
