@@ -160,6 +160,38 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "replace")
 
 
+_HEADER_KEYS = frozenset({"level", "time", "instance"})
+
+
+def _prepared_variables(variables: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A log entry's fields in one pass: sorted, absent and header-named ones left out, values
+    prepared as :func:`_prepared` does; None when the ``json`` module must write them."""
+    out: dict[str, Any] = {}
+    forms = text_forms
+    for key in sorted(variables):
+        value = variables[key]
+        kind = type(value)
+        if kind is str or kind is int or kind is bool:
+            out[key] = value
+        elif value is None:
+            continue
+        elif kind in _TEXT_KINDS:
+            out[key] = forms.text(value)
+        elif kind is float:
+            out[key] = _FRAGMENT(_ENCODE(value))
+        elif kind is dict:
+            for item in value.values():
+                if type(item) is not str:
+                    return None
+            out[key] = value
+        else:
+            return None
+    if "level" in out or "time" in out or "instance" in out:
+        for key in _HEADER_KEYS:
+            out.pop(key, None)
+    return out
+
+
 def _prepared(fields: Mapping[str, Any]) -> dict[str, Any] | None:
     """``fields`` with the values orjson would spell differently replaced by their ``json`` text;
     None when a nested value might differ (the caller then uses the ``json`` module)."""
@@ -265,7 +297,8 @@ class LineEncoder:
         self._settings = _SETTINGS_IDS.setdefault(settings, len(_SETTINGS_IDS))
         # '{"level":"info","time":"' per level, and '","instance":"<name>"' per instance name.
         self._heads = {level: f'{{"level":"{name}","time":"'.encode() for level, name in LEVEL_NAMES.items()}
-        self._names: dict[str, bytes] = {}
+        # By shown name, or by (instance name, template) for log entries.
+        self._names: dict[str | tuple[str, str], bytes] = {}
 
     def encode(self, instance: Instance) -> str | None:
         """The line for ``instance`` as text (see :meth:`encode_bytes`)."""
@@ -315,6 +348,18 @@ class LineEncoder:
         if level < self._min_level:
             return None
         variables = instance.variables
+        if self._redact is None and self._json:
+            prepared = _prepared_variables(variables)
+            if prepared is not None:
+                line = self._json_line(
+                    level,
+                    when or instance.timestamp or self._now(),
+                    instance.name,
+                    instance.template,
+                    prepared,
+                )
+                if line is not None:
+                    return line
         fields = {k: v for k in sorted(variables) if (v := variables[k]) is not None}
         if self._redact is not None:
             fields = self._redact.apply(fields)
@@ -325,25 +370,34 @@ class LineEncoder:
         if not self._json:
             return _utf8(self._text_line(level, when, name, fields))
         if "level" in fields or "time" in fields or "instance" in fields:
-            fields = {k: v for k, v in fields.items() if k not in ("level", "time", "instance")}
+            fields = {k: v for k, v in fields.items() if k not in _HEADER_KEYS}
         prepared = _prepared(fields)
         if prepared is not None:
-            try:
-                body = _ORJSON_DUMPS(prepared, default=_json_default, option=_ORJSON_OPTIONS)
-                middle = self._names.get(name)
-                if middle is None:
-                    middle = b'","instance":' + _ORJSON_DUMPS(name)
-                    if len(self._names) < TEXT_FORMS_MAX_ENTRIES:
-                        self._names[name] = middle
-            except orjson.JSONEncodeError:
-                pass  # a lone surrogate, an integer beyond 64 bits: the json module's spelling
-            else:
-                stamp = text_forms.text(when) if type(when) is datetime else format_time(when)
-                head = self._heads[level] + stamp.encode() + middle
-                if len(body) == 2:  # {}
-                    return head + b"}"
-                return head + b"," + body[1:]
+            line = self._json_line(level, when, name, None, prepared)
+            if line is not None:
+                return line
         return _utf8(self._text_line(level, when, name, fields))
+
+    def _json_line(
+        self, level: Level, when: datetime, name: str, template: str | None, prepared: dict[str, Any]
+    ) -> bytes | None:
+        """The JSON line of prepared fields; None when orjson refuses them. With ``template``,
+        ``name`` is the instance's and its Mixer name is derived (and cached) here."""
+        try:
+            body = _ORJSON_DUMPS(prepared, default=_json_default, option=_ORJSON_OPTIONS)
+            middle = self._names.get(name if template is None else (name, template))
+            if middle is None:
+                shown = name if template is None else mixer_instance_name(name, template)
+                middle = b'","instance":' + _ORJSON_DUMPS(shown)
+                if len(self._names) < TEXT_FORMS_MAX_ENTRIES:
+                    self._names[name if template is None else (name, template)] = middle
+        except orjson.JSONEncodeError:
+            return None  # a lone surrogate, an integer beyond 64 bits: the json module's spelling
+        stamp = text_forms.text(when) if type(when) is datetime else format_time(when)
+        head = self._heads[level] + stamp.encode() + middle
+        if len(body) == 2:  # {}
+            return head + b"}"
+        return head + b"," + body[1:]
 
     def _text_line(self, level: Level, when: datetime, name: str, fields: dict[str, Any]) -> str:
         if self._json:
