@@ -91,7 +91,7 @@ def _ip_text(value: Any) -> str:
 
 
 class TextForms:
-    """Cached JSON texts of times, durations and IP addresses, by exact type.
+    """JSON texts of times, durations and IP addresses, by exact type; durations and addresses cached.
 
     A workload's addresses and the common durations repeat from record to record. Each kind keeps
     at most ``max_entries`` texts (a few hundred KB); a full cache is emptied and counted in
@@ -119,6 +119,10 @@ class TextForms:
     def text(self, value: Any) -> str:
         """The text of ``value``, whose exact type is one of :meth:`kinds`."""
         kind = type(value)
+        if kind is datetime:
+            # Not cached: request times are unique, and hashing an aware datetime (its utcoffset)
+            # cost more than formatting it in the fan-out's profile.
+            return format_time(value)
         cache = self._caches[kind]
         text = cache.get(value)
         if text is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixer.attributes import NanoDuration
+from mixer.attributes import NanoDuration, format_duration
 from mixer.encoding import Level, LineEncoder, TextForms, format_time
 from mixer.templates import LogEntryInstance, MetricInstance
 
@@ -112,12 +112,14 @@ def test_an_istio_access_log_line() -> None:
 
 def test_text_forms_are_bounded_and_counted() -> None:
     forms = TextForms(max_entries=8)
-    stamps = [NOW + timedelta(seconds=i) for i in range(20)]
-    assert [forms.text(t) for t in stamps] == [format_time(t) for t in stamps]
+    durations = [timedelta(milliseconds=i) for i in range(1, 21)]
+    assert [forms.text(d) for d in durations] == [format_duration(d) for d in durations]
     assert forms.resets == 2
     assert all(len(cache) <= 8 for cache in forms._caches.values())
     before = forms.hits
-    assert forms.text(stamps[-1]) == format_time(stamps[-1])
+    assert forms.text(durations[-1]) == "20ms"
     assert forms.hits == before + 1
+    # Times are formatted each time (unique per request), never cached.
+    assert forms.text(NOW) == format_time(NOW) == "2026-12-07T04:30:01.123456Z"
     assert forms.text(timedelta(milliseconds=1500)) == "1.5s"
     assert forms.text(ipaddress.ip_address("::1")) == "::1"
