@@ -62,6 +62,11 @@ class SharedMap:
     @classmethod
     def generated(cls, items: tuple[tuple[str, CompiledExpression], ...]) -> SharedMap:
         """One generated function computing the whole map (same values and errors as the closures)."""
+        evaluators = tuple((key, expr.evaluate) for key, expr in items)
+
+        def reference(bag: AttributeBag) -> dict[str, Any]:
+            return {key: evaluate(bag) for key, evaluate in evaluators}
+
         e = Emitter()
         body = ["get = bag.get", "gmv = bag.get_map_value"]
         entries: list[str] = []
@@ -69,7 +74,7 @@ class SharedMap:
             body.extend(_field_lines(e, f"_v{i}", expr))
             entries.append(f"{e.value(key)}: _v{i}")
         body.append("return {" + ", ".join(entries) + "}")
-        return cls(make_function(e, body, "shared_map"))
+        return cls(make_function(e, body, "shared_map", reference))
 
     def __call__(self, bag: AttributeBag) -> dict[str, Any]:
         if bag is self._bag:
@@ -121,7 +126,7 @@ class CompiledInstanceBuilder:
         self._factory = plan.factory
         self._steps = plan.steps
         #: The instance for a bag: one generated function (``build_reference`` is what it must equal).
-        self.build: Callable[[AttributeBag], Instance] = _generate_build(name, plan)
+        self.build: Callable[[AttributeBag], Instance] = _generate_build(name, plan, self.build_reference)
 
     def build_reference(self, bag: AttributeBag) -> Instance:
         """The instance for ``bag`` through the expression closures (the reference for ``build``)."""
@@ -198,7 +203,9 @@ class _Plan:
         self.generated: tuple[_Step, ...] = tuple(gen)
 
 
-def _generate_build(name: str, plan: _Plan) -> Callable[[AttributeBag], Instance]:
+def _generate_build(
+    name: str, plan: _Plan, reference: Callable[[AttributeBag], Instance]
+) -> Callable[[AttributeBag], Instance]:
     """One function building the instance: every expression inlined as generated code, every
     struct constructed in place, in the argument order of the closures' plan (so errors match)."""
     e = Emitter()
@@ -223,7 +230,7 @@ def _generate_build(name: str, plan: _Plan) -> Callable[[AttributeBag], Instance
 
     args = arguments(plan)
     body.append(f"return {e.value(plan.factory)}({', '.join([e.value(name), *args])})")
-    build: Callable[[AttributeBag], Instance] = make_function(e, body, "build")
+    build: Callable[[AttributeBag], Instance] = make_function(e, body, "build", reference)
     return build
 
 

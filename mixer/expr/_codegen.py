@@ -66,11 +66,14 @@ class Emitter:
         return f"_t{self._temps}"
 
 
-def make_function(emitter: Emitter, body: list[str], name: str) -> Callable[..., Any]:
+def make_function(
+    emitter: Emitter, body: list[str], name: str, fallback: Callable[..., Any]
+) -> Callable[..., Any]:
     """Compiles ``def name(bag): body`` with the emitter's values in closure cells.
 
     ``body`` lines are our generated statements (see the module's safety rule), indented by the caller
-    relative to the function body.
+    relative to the function body. Code Python cannot compile (a ``|`` chain of hundreds of operands
+    nests deeper than its parser allows) gives ``fallback``, the closures' equivalent.
     """
     params = ", ".join(f"_k{i}" for i in range(len(emitter.values)))
     lines = [f"def _factory({params}):", f"    def {name}(bag):"]
@@ -79,7 +82,10 @@ def make_function(emitter: Emitter, body: list[str], name: str) -> Callable[...,
     source = "\n".join(lines) + "\n"
     namespace: dict[str, Any] = {"__builtins__": builtins}
     # Our own generated source (module docstring): no configuration text is part of it.
-    code = builtins.compile(source, f"<mixer-generated-{next(_sources)}>", "exec")
+    try:
+        code = builtins.compile(source, f"<mixer-generated-{next(_sources)}>", "exec")
+    except (SyntaxError, RecursionError, MemoryError):
+        return fallback
     exec(code, namespace)  # noqa: S102 - generated from our AST only, see the module docstring
     function: Callable[..., Any] = namespace["_factory"](*emitter.values)
     return function

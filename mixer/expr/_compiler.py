@@ -174,7 +174,7 @@ class CompiledExpression:
             f"except {e.value(CAUGHT)} as exc:",
             f"    raise {e.value(evaluation_error)}({e.value(self.text)}, exc) from exc",
         ]
-        return make_function(e, body, "evaluate")
+        return make_function(e, body, "evaluate", self.evaluate)
 
     def evaluate(self, bag: AttributeBag) -> AttributeValue:
         """The expression's value for ``bag``.

@@ -138,3 +138,22 @@ def test_random_subsets(configs: dict[str, ValidatedConfig], keys: set[str], pro
         attributes["context.protocol"] = protocol
     for config in configs.values():
         assert _compare(config, attributes) >= 5
+
+
+def test_an_instance_with_an_expression_too_deep_for_python_still_builds(registry: Registry) -> None:
+    from mixer.attributes import AttributeInfo, AttributeManifest, ValueType
+    from mixer.config._instances import compile_instance
+    from mixer.templates import BUILTIN_TEMPLATES, MetricInstance
+
+    (metric,) = [spec for spec in BUILTIN_TEMPLATES if spec.name == "metric"]
+    manifest = AttributeManifest([AttributeInfo("a", ValueType.STRING)])
+    deep = " | ".join(["a"] * 900) + ' | "x"'
+    problems: list[tuple[str, str]] = []
+    builder = compile_instance(
+        "m", metric, {"value": "1", "dimensions": {"d": deep}}, manifest, lambda p, m: problems.append((p, m))
+    )
+    assert builder is not None, problems
+    built = builder.build(AttributeBag({"a": "q"}))
+    assert isinstance(built, MetricInstance)
+    assert built.dimensions == {"d": "q"}
+    assert built == builder.build_reference(AttributeBag({"a": "q"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mixer.attributes import AttributeBag, TrackingBag
+from mixer.attributes import AttributeBag, TrackingBag, ValueType
 from mixer.expr import ExpressionSyntaxError, ExpressionTypeError, compile
 from tests.expr.cases import CASES, Case
 from tests.expr.test_cases import _manifest, _same
@@ -40,3 +40,13 @@ def test_generated_equals_closures(case: Case) -> None:
             assert isinstance(generated_bag, TrackingBag)
             # The generated code reads exactly what the closures read.
             assert generated_bag.referenced() == reference_bag.referenced()
+
+
+def test_code_too_deep_for_python_falls_back_to_the_closures() -> None:
+    manifest = {"a": ValueType.STRING}
+    # 900 fallbacks nest deeper than Python's parser allows in one generated expression.
+    compiled = compile(" | ".join(["a"] * 900) + ' | "x"', manifest)
+    generated = compiled.generated()
+    assert generated == compiled.evaluate
+    assert generated(AttributeBag({})) == "x"
+    assert generated(AttributeBag({"a": "q"})) == "q"
