@@ -352,8 +352,11 @@ class LineEncoder:
         if level < self._min_level:
             return None
         variables = instance.variables
-        if self._redact is None and self._json:
-            prepared = _prepared_variables(variables)
+        if self._json:
+            # Redaction sees the raw values (a hash of the value's own text), as on the json path;
+            # absent values and the field order do not change what it does.
+            source = variables if self._redact is None else self._redact.apply(variables)
+            prepared = _prepared_variables(source)
             if prepared is not None:
                 line = self._json_line(
                     level,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mixer.attributes import NanoDuration, format_duration
 from mixer.encoding import Level, LineEncoder, TextForms, format_time
+from mixer.redact import FieldRedaction, RedactMode
 from mixer.templates import LogEntryInstance, MetricInstance
 
 NOW = datetime(2026, 12, 7, 4, 30, 1, 123456, tzinfo=UTC)
@@ -37,7 +38,9 @@ values: st.SearchStrategy[Any] = st.one_of(
     st.binary(max_size=12),
     st.none(),
 )
-fields = st.dictionaries(texts | st.sampled_from(["level", "time", "instance", "value"]), values, max_size=12)
+fields = st.dictionaries(
+    texts | st.sampled_from(["level", "time", "instance", "value", "a", "b"]), values, max_size=12
+)
 
 
 def _encoders() -> list[LineEncoder]:
@@ -45,6 +48,8 @@ def _encoders() -> list[LineEncoder]:
         LineEncoder(lambda: NOW),
         LineEncoder(lambda: NOW, as_json=False),
         LineEncoder(lambda: NOW, output_level=Level.WARNING, metric_level=Level.ERROR),
+        LineEncoder(lambda: NOW, redact=FieldRedaction(fields=("value", "level", "a", "")), as_json=True),
+        LineEncoder(lambda: NOW, redact=FieldRedaction(fields=("a", "b"), mode=RedactMode.DROP)),
     ]
 
 
