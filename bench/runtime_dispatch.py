@@ -8,7 +8,11 @@ instance building and batching. Bags are HTTP requests as an Istio 1.4 sidecar r
 dispatched 100 per call (the proxy's Report batch size). A second figure replaces instance
 building by prebuilt instances to show the dispatcher's own cost; a Check figure follows.
 
-    .venv/bin/python bench/runtime_dispatch.py [--seconds 3]
+    .venv/bin/python bench/runtime_dispatch.py [--seconds 3] [--compare-reference [--rounds 5]]
+
+``--compare-reference`` measures the generated instance builders and rule matches against the
+compiled-expression closures they replace (``CompiledInstanceBuilder.build_reference``,
+``CompiledExpression.evaluate``), alternating the two in ``--rounds`` rounds in this process.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,7 +31,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mixer.adapter import AdapterInfo, CheckHandler, CheckResult, HandlerEnv, ReportBatch, ReportHandler
 from mixer.attributes import AttributeBag, AttributeValue
-from mixer.config import ValidatedConfig, load_config
+from mixer.config import CompiledInstanceBuilder, ValidatedConfig, load_config
+from mixer.expr import CompiledExpression
 from mixer.registry import Registry
 from mixer.runtime import Runtime, build_runtime
 from mixer.templates import BUILTIN_TEMPLATES, Instance, TemplateSpec
@@ -126,6 +132,62 @@ class PrebuiltBuilder:
         return self.instance
 
 
+@dataclass
+class ReferenceBuilder:
+    """Builds through the compiled-expression closures instead of the generated function."""
+
+    name: str
+    template: TemplateSpec
+    build: Callable[[AttributeBag], Instance]
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """A rule match whose "generated" form is the closure itself (the runtime asks for that one)."""
+
+    inner: CompiledExpression
+
+    def evaluate(self, bag: AttributeBag) -> AttributeValue:
+        return self.inner.evaluate(bag)
+
+    def generated(self) -> Callable[[AttributeBag], AttributeValue]:
+        return self.inner.evaluate
+
+    @property
+    def text(self) -> str:
+        return self.inner.text
+
+
+def with_reference_closures(config: ValidatedConfig) -> ValidatedConfig:
+    instances = {}
+    for name, inst in config.instances.items():
+        builder = inst.builder
+        assert isinstance(builder, CompiledInstanceBuilder)
+        instances[name] = replace(
+            inst, builder=ReferenceBuilder(name, builder.template, builder.build_reference)
+        )
+    rules = tuple(
+        replace(rule, match=ReferenceMatch(rule.match) if rule.match is not None else None)  # type: ignore[arg-type]
+        for rule in config.rules
+    )
+    return replace(config, instances=instances, rules=rules)
+
+
+def compare_reference(config: ValidatedConfig, registry: Registry, seconds: float, rounds: int) -> None:
+    variants = {
+        "generated": build_runtime(config, registry),
+        "closures": build_runtime(with_reference_closures(config), registry),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, runtime in variants.items():
+            rates[name].append(measure_report(runtime, seconds)[0])
+    for name, values in rates.items():
+        print(f"report with {name}: median {statistics.median(values):,.0f} records/s over {rounds} rounds")
+    ratio = statistics.median(rates["generated"]) / statistics.median(rates["closures"])
+    print(f"generated / closures: x{ratio:.2f}")
+
+
 def without_instance_building(config: ValidatedConfig) -> ValidatedConfig:
     instances = {
         name: replace(
@@ -184,10 +246,15 @@ def measure_check(runtime: Runtime, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--compare-reference", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     registry = bench_registry()
     config = load_config([CONFIG], registry)
+    if args.compare_reference:
+        compare_reference(config, registry, args.seconds, args.rounds)
+        return
     runtime = build_runtime(config, registry)
     rate, per_record = measure_report(runtime, args.seconds)
     print(

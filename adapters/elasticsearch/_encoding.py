@@ -10,10 +10,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from adapters.elasticsearch._config import ElasticsearchConfig
-from adapters.stdio import StdioConfig
-from adapters.stdio._handler import LineEncoder, format_time
 from mixer.attributes import to_jsonable
 from mixer.delivery import Record
+from mixer.encoding import LineEncoder, format_time
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, TraceSpanInstance
 
 __all__ = ["TIMESTAMP_FIELD", "DocumentEncoder"]
@@ -25,6 +24,7 @@ _SPAN_SKIPPED = frozenset({"name"})
 # strftime directives that depend on the date only: index names from such patterns are cached per day.
 _DATE_DIRECTIVES = frozenset("YyCGgmdjUWVuw%")
 _ROUTE_CACHE_MAX = 64
+_TIMESTAMP_HEAD = f'{{"{TIMESTAMP_FIELD}":"'.encode()
 
 
 def _utc(value: datetime) -> datetime:
@@ -58,7 +58,7 @@ class DocumentEncoder:
         # The stdio encoder asks for the time only when an instance carries none; it is then the
         # time this encoder picked, so that "time" and "@timestamp" agree.
         self._when = _EPOCH
-        self._lines = LineEncoder(StdioConfig(output_as_json=True, redact=config.redact), lambda: self._when)
+        self._lines = LineEncoder(lambda: self._when, redact=config.redact)
 
     def route(self, when: datetime) -> str:
         """The index or data stream a document stamped ``when`` goes to."""
@@ -92,12 +92,11 @@ class DocumentEncoder:
         else:
             return None
         self._when = when
-        line = self._lines.encode(instance)
+        line = self._lines.encode_bytes(instance)
         if line is None:
             return None
         # The stdio line is a JSON object; @timestamp goes in front without decoding it again.
-        payload = f'{{"{TIMESTAMP_FIELD}":"{format_time(when)}",{line[1:]}'
-        return Record(_encode(payload), self.route(when))
+        return Record(_TIMESTAMP_HEAD + format_time(when).encode() + b'",' + line[1:], self.route(when))
 
     def _span(self, span: TraceSpanInstance) -> Record:
         when = _utc(span.start_time or span.end_time or self._now())

@@ -16,13 +16,36 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
 
 from adapters.elasticsearch._config import ElasticsearchConfig
 from mixer.delivery import PermanentError, Record, RetryableError, SendResult
 
 __all__ = ["BulkSender", "TemplateState", "describe_error"]
+
+
+class _OrjsonAnswers(JsonSerializer):
+    """Decodes answers with orjson (a bulk answer holds a status per document); encodes requests
+    as the client's own serializer does."""
+
+    def json_loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+class _OrjsonCompatibleAnswers(CompatibilityModeJsonSerializer):
+    """The same for ``application/vnd.elasticsearch+json``, what Elasticsearch 8 answers."""
+
+    def json_loads(self, data: bytes) -> Any:
+        return orjson.loads(data)
+
+
+_ANSWER_SERIALIZERS = {
+    _OrjsonAnswers.mimetype: _OrjsonAnswers(),
+    _OrjsonCompatibleAnswers.mimetype: _OrjsonCompatibleAnswers(),
+}
 
 #: Only these fields of a bulk answer are read; the rest is not even sent back.
 BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
@@ -175,7 +198,7 @@ class BulkSender:
             if not config.tls.verify:
                 # The handler logs this once at start; the client would warn on every request.
                 kwargs["ssl_show_warn"] = False
-        return AsyncElasticsearch(list(config.hosts), **kwargs)
+        return AsyncElasticsearch(list(config.hosts), serializers=_ANSWER_SERIALIZERS, **kwargs)
 
     def _get_client(self) -> AsyncElasticsearch:
         if self._closed:

@@ -1,6 +1,7 @@
 """Record payloads: each instance becomes one Kafka record, as a JSON object or as OTLP protobuf.
 
-``json`` is the stdio adapter's JSON line (its encoder is reused, so the two never drift apart);
+``json`` is the stdio adapter's JSON line (the shared encoder of :mod:`mixer.encoding`, so the two
+never drift apart, and a line encoded for one is reused by the other);
 tracespan instances, which stdio does not write, take the same shape with the span's fields.
 
 ``otlp_proto`` is what the OpenTelemetry Collector's kafkareceiver reads with ``encoding:
@@ -25,8 +26,7 @@ from adapters.kafka._config import Encoding
 from adapters.otlp._encode import SCOPE_NAME, any_value, export_request
 from adapters.otlp._encode import encode_instance as encode_span_record
 from adapters.otlp._spans import InvalidSpan, unix_nanos
-from adapters.stdio import StdioConfig
-from adapters.stdio._handler import LineEncoder
+from mixer.encoding import LineEncoder
 from mixer.redact import FieldRedaction
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, TraceSpanInstance
 
@@ -84,15 +84,15 @@ class JsonEncoder:
     def __init__(self, now: Callable[[], datetime], redact: FieldRedaction | None = None) -> None:
         self._now = now
         # Stdio's defaults write every severity, so nothing is filtered out here.
-        self._lines = LineEncoder(StdioConfig(redact=redact), now)
+        self._lines = LineEncoder(now, redact=redact)
 
     def encode(self, instance: Instance) -> bytes:
         if isinstance(instance, TraceSpanInstance):
             instance = _span_as_log_entry(instance)
-        line = self._lines.encode(instance)
+        line = self._lines.encode_bytes(instance)
         if line is None:
             raise EncodeError(f"{instance.template} instances have no JSON form")
-        return line.encode()
+        return line
 
 
 def _span_as_log_entry(span: TraceSpanInstance) -> LogEntryInstance:

@@ -27,12 +27,12 @@ from typing import Any
 from aiokafka import AIOKafkaClient
 from aiokafka import errors as kafka_errors
 from aiokafka.helpers import create_ssl_context
-from aiokafka.partitioner import murmur2
 from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from adapters.kafka._config import Compression, KafkaConfig, is_valid_topic
+from adapters.kafka._hashing import KeyHashes
 from mixer.delivery import PermanentError, Record, RetryableError, SendResult
 
 __all__ = ["NO_TOPIC_REASON", "PERMANENT_ITEM_ERRORS", "KafkaSender", "is_permanent"]
@@ -128,6 +128,7 @@ class KafkaSender:
         self._codec = _CODECS[config.compression]
         self._acks = -1 if config.acks == "all" else config.acks
         self._timeout_ms = int(config.request_timeout.total_seconds() * 1000)
+        self._key_hashes = KeyHashes()
         #: Clients bootstrapped so far (the first and every one after metadata was lost).
         self.connects = 0
 
@@ -247,9 +248,16 @@ class KafkaSender:
         cluster = client.cluster
         by_partition: dict[TopicPartition, list[int]] = defaultdict(list)
         sticky: dict[str, int] = {}
+        # One sorted partition list per topic and send, not per record.
+        topic_partitions: dict[str, list[int]] = {}
+        key_hash = self._key_hashes
         for index in pending:
             record = batch[index]
-            partitions = sorted(cluster.partitions_for_topic(record.route) or ())
+            partitions = topic_partitions.get(record.route)
+            if partitions is None:
+                partitions = topic_partitions[record.route] = sorted(
+                    cluster.partitions_for_topic(record.route) or ()
+                )
             if not partitions:
                 if record.route in cluster.unauthorized_topics:
                     outcome.rejected[index] = f"not authorised to write to topic {record.route!r}"
@@ -257,7 +265,7 @@ class KafkaSender:
                     outcome.failures[index] = kafka_errors.UnknownTopicOrPartitionError(record.route)
                 continue
             if record.key is not None:
-                partition = partitions[(murmur2(record.key) & 0x7FFFFFFF) % len(partitions)]
+                partition = partitions[key_hash(record.key) % len(partitions)]
             else:
                 # Key-less records of one send share a partition, so they travel as one batch.
                 if record.route not in sticky:

@@ -8,15 +8,10 @@ from typing import Annotated
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from mixer.encoding import DEFAULT_SEVERITY_LEVELS, Level
 from mixer.redact import FieldRedaction
 
-
-class Level(enum.IntEnum):
-    """Mixer's stdio levels; a level is written when at least ``output_level``."""
-
-    INFO = 0
-    WARNING = 1
-    ERROR = 2
+__all__ = ["DEFAULT_SEVERITY_LEVELS", "Level", "LevelParam", "LogStream", "StdioConfig"]
 
 
 class LogStream(enum.Enum):
@@ -38,24 +33,6 @@ def _level(value: object) -> object:
 
 
 LevelParam = Annotated[Level, BeforeValidator(_level)]
-
-#: Mixer's default severity map; configured entries are merged over it, as proto maps merge.
-DEFAULT_SEVERITY_LEVELS: dict[str, Level] = {
-    "INFORMATIONAL": Level.INFO,
-    "informational": Level.INFO,
-    "INFO": Level.INFO,
-    "info": Level.INFO,
-    "WARNING": Level.WARNING,
-    "warning": Level.WARNING,
-    "WARN": Level.WARNING,
-    "warn": Level.WARNING,
-    "ERROR": Level.ERROR,
-    "error": Level.ERROR,
-    "ERR": Level.ERROR,
-    "err": Level.ERROR,
-    "FATAL": Level.ERROR,
-    "fatal": Level.ERROR,
-}
 
 _STREAM_PATHS = {"": LogStream.STDOUT, "stdout": LogStream.STDOUT, "stderr": LogStream.STDERR}
 

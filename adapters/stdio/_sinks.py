@@ -20,8 +20,8 @@ _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S.%f"
 
 
 class Sink(Protocol):
-    def write(self, lines: Sequence[str]) -> None:
-        """Write ``lines``, each followed by a newline. :raises OSError: the write failed."""
+    def write(self, lines: Sequence[bytes]) -> None:
+        """Write ``lines`` (UTF-8), each followed by a newline. :raises OSError: the write failed."""
         ...
 
     def close(self) -> None: ...
@@ -34,10 +34,10 @@ class StreamSink:
         self._name = name
         self._mutex = threading.Lock()
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         with self._mutex:
             stream = getattr(sys, self._name)
-            stream.write("".join(f"{line}\n" for line in lines))
+            stream.write(b"".join(line + b"\n" for line in lines).decode("utf-8", "replace"))
             stream.flush()
 
     def close(self) -> None:
@@ -75,11 +75,11 @@ class RotatingFileSink:
             rf"{re.escape(path.stem)}-(\d{{4}}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{{6}})(?:-(\d+))?{re.escape(path.suffix)}"
         )
 
-    def write(self, lines: Sequence[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         with self._mutex:
             file = self._file or self._open()
             for line in lines:
-                data = f"{line}\n".encode()
+                data = line + b"\n"
                 # A line larger than max_bytes still gets a file of its own rather than being lost.
                 if self._max_bytes and self._size and self._size + len(data) > self._max_bytes:
                     file.flush()

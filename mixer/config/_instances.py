@@ -18,6 +18,7 @@ from mixer.attributes import AttributeBag, AttributeManifest, AttributeValue
 from mixer.config._errors import join_path
 from mixer.expr import CompiledExpression, ExpressionError
 from mixer.expr import compile as compile_expression
+from mixer.expr._codegen import CAUGHT, Emitter, evaluation_error, make_function
 from mixer.templates import FieldKind, FieldSpec, Instance, TemplateSpec
 
 #: A template's compiled fields: a VALUE field maps to its expression, a MAP field to a mapping
@@ -30,6 +31,8 @@ Evaluate: TypeAlias = Callable[[AttributeBag], AttributeValue]
 # Argument kinds of a build plan; small ints compare fastest on the hot path.
 # _CALL: a callable of the bag (one expression, or a map of them).
 _CALL, _STRUCT, _DEFAULT = 0, 1, 2
+#: Only in a plan's generator steps: a single compiled expression, inlined into the generated build.
+_EXPR = 3
 _Step: TypeAlias = tuple[int, Any]
 
 
@@ -43,25 +46,59 @@ class SharedMap:
     that share a map share the dict: handlers treat instance fields as read-only.
     """
 
-    __slots__ = ("_bag", "_items", "_value")
+    __slots__ = ("_bag", "_compute", "_value")
 
-    def __init__(self, items: tuple[tuple[str, Evaluate], ...]) -> None:
-        self._items = items
+    def __init__(self, compute: Callable[[AttributeBag], dict[str, Any]]) -> None:
+        self._compute = compute
         self._bag: AttributeBag | None = None
         self._value: dict[str, Any] = {}
+
+    @classmethod
+    def of_closures(cls, items: tuple[tuple[str, CompiledExpression], ...]) -> SharedMap:
+        """The reference form: one compiled-expression closure call per entry."""
+        evaluators = tuple((key, expr.evaluate) for key, expr in items)
+        return cls(lambda bag: {key: evaluate(bag) for key, evaluate in evaluators})
+
+    @classmethod
+    def generated(cls, items: tuple[tuple[str, CompiledExpression], ...]) -> SharedMap:
+        """One generated function computing the whole map (same values and errors as the closures)."""
+        evaluators = tuple((key, expr.evaluate) for key, expr in items)
+
+        def reference(bag: AttributeBag) -> dict[str, Any]:
+            return {key: evaluate(bag) for key, evaluate in evaluators}
+
+        e = Emitter()
+        body = ["get = bag.get", "gmv = bag.get_map_value"]
+        entries: list[str] = []
+        for i, (key, expr) in enumerate(items):
+            body.extend(_field_lines(e, f"_v{i}", expr))
+            entries.append(f"{e.value(key)}: _v{i}")
+        body.append("return {" + ", ".join(entries) + "}")
+        return cls(make_function(e, body, "shared_map", reference))
 
     def __call__(self, bag: AttributeBag) -> dict[str, Any]:
         if bag is self._bag:
             return self._value
         # An expression error propagates before the cache is touched, so a failed bag is retried.
-        value = {key: evaluate(bag) for key, evaluate in self._items}
+        value = self._compute(bag)
         self._bag = bag
         self._value = value
         return value
 
 
-#: Shared map steps of one configuration, by the texts and types of their expressions.
-SharedMaps: TypeAlias = dict[tuple[tuple[str, str, int], ...], SharedMap]
+#: Shared map steps of one configuration, by the texts and types of their expressions: the
+#: reference (closures) and the generated form, kept apart so neither sees the other's cache.
+SharedMaps: TypeAlias = dict[tuple[tuple[str, str, int], ...], tuple[SharedMap, SharedMap]]
+
+
+def _field_lines(e: Emitter, target: str, expr: CompiledExpression) -> list[str]:
+    """Statements assigning ``expr``'s value to ``target``, failing as ``expr.evaluate`` does."""
+    return [
+        "try:",
+        f"    {target} = {expr.source(e)}",
+        f"except {e.value(CAUGHT)} as exc:",
+        f"    raise {e.value(evaluation_error)}({e.value(expr.text)}, exc) from exc",
+    ]
 
 
 class CompiledInstanceBuilder:
@@ -73,7 +110,7 @@ class CompiledInstanceBuilder:
     :raises mixer.expr.EvaluationError: from ``build``, when an expression fails on the bag.
     """
 
-    __slots__ = ("_factory", "_steps", "expressions", "name", "template")
+    __slots__ = ("_factory", "_steps", "build", "expressions", "name", "template")
 
     def __init__(
         self,
@@ -88,8 +125,11 @@ class CompiledInstanceBuilder:
         plan = _Plan(template.instance_type, template.fields, expressions, leading=("name",), shared=shared)
         self._factory = plan.factory
         self._steps = plan.steps
+        #: The instance for a bag: one generated function (``build_reference`` is what it must equal).
+        self.build: Callable[[AttributeBag], Instance] = _generate_build(name, plan, self.build_reference)
 
-    def build(self, bag: AttributeBag) -> Instance:
+    def build_reference(self, bag: AttributeBag) -> Instance:
+        """The instance for ``bag`` through the expression closures (the reference for ``build``)."""
         args: list[Any] = [self.name]
         append = args.append
         for kind, payload in self._steps:
@@ -113,7 +153,7 @@ class CompiledInstanceBuilder:
 class _Plan:
     """Positional constructor arguments for a dataclass, in field order, up to the last configured one."""
 
-    __slots__ = ("factory", "steps")
+    __slots__ = ("factory", "generated", "steps")
 
     def __init__(
         self,
@@ -134,28 +174,68 @@ class _Plan:
         fields = fields[: configured[-1] + 1] if configured else []
         hints = typing.get_type_hints(cls)
         steps: list[_Step] = []
+        # The same plan for the generator: (kind, expression | generated shared map | plan | default).
+        gen: list[_Step] = []
         for f in fields:
             tree = expressions.get(f.name)
             spec = by_name.get(f.name)
             if tree is None or spec is None:
-                steps.append((_DEFAULT, _default_of(cls, f)))
+                default = _default_of(cls, f)
+                steps.append((_DEFAULT, default))
+                gen.append((_DEFAULT, default))
             elif isinstance(tree, CompiledExpression):
                 steps.append((_CALL, tree.evaluate))
+                gen.append((_EXPR, tree))
             elif spec.kind is FieldKind.MAP:
-                exprs = [(key, _as_expression(expr)) for key, expr in tree.items()]
+                exprs = tuple((key, _as_expression(expr)) for key, expr in tree.items())
                 signature = tuple((key, expr.text, int(expr.type)) for key, expr in exprs)
                 table = shared if shared is not None else {}
-                step = table.get(signature)
-                if step is None:
-                    step = table[signature] = SharedMap(tuple((key, expr.evaluate) for key, expr in exprs))
-                steps.append((_CALL, step))
+                pair = table.get(signature)
+                if pair is None:
+                    pair = table[signature] = (SharedMap.of_closures(exprs), SharedMap.generated(exprs))
+                steps.append((_CALL, pair[0]))
+                gen.append((_CALL, pair[1]))
             else:
-                steps.append((_STRUCT, _StructBuilder(hints[f.name], spec.fields, tree, shared)))
+                struct = _StructBuilder(hints[f.name], spec.fields, tree, shared)
+                steps.append((_STRUCT, struct))
+                gen.append((_STRUCT, struct.plan))
         self.steps: tuple[_Step, ...] = tuple(steps)
+        self.generated: tuple[_Step, ...] = tuple(gen)
+
+
+def _generate_build(
+    name: str, plan: _Plan, reference: Callable[[AttributeBag], Instance]
+) -> Callable[[AttributeBag], Instance]:
+    """One function building the instance: every expression inlined as generated code, every
+    struct constructed in place, in the argument order of the closures' plan (so errors match)."""
+    e = Emitter()
+    body = ["get = bag.get", "gmv = bag.get_map_value"]
+    counter = iter(range(1_000_000))
+
+    def arguments(p: _Plan) -> list[str]:
+        names: list[str] = []
+        for kind, payload in p.generated:
+            target = f"_a{next(counter)}"
+            if kind == _EXPR:
+                body.extend(_field_lines(e, target, payload))
+            elif kind == _CALL:
+                body.append(f"{target} = {e.value(payload)}(bag)")
+            elif kind == _STRUCT:
+                inner = arguments(payload)
+                body.append(f"{target} = {e.value(payload.factory)}({', '.join(inner)})")
+            else:
+                body.append(f"{target} = {e.value(payload)}()")
+            names.append(target)
+        return names
+
+    args = arguments(plan)
+    body.append(f"return {e.value(plan.factory)}({', '.join([e.value(name), *args])})")
+    build: Callable[[AttributeBag], Instance] = make_function(e, body, "build", reference)
+    return build
 
 
 class _StructBuilder:
-    __slots__ = ("_factory", "_steps")
+    __slots__ = ("_factory", "_steps", "plan")
 
     def __init__(
         self,
@@ -165,6 +245,7 @@ class _StructBuilder:
         shared: SharedMaps | None,
     ) -> None:
         plan = _Plan(cls, specs, expressions, shared=shared)
+        self.plan = plan
         self._factory = plan.factory
         self._steps = plan.steps
 

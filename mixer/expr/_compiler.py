@@ -22,6 +22,7 @@ from mixer.attributes import (
     infer_value_type,
 )
 from mixer.expr import _functions as fn
+from mixer.expr._codegen import CAUGHT, Emitter, absent, evaluation_error, make_function
 from mixer.expr._errors import AbsentAttributeError, EvaluationError, ExpressionTypeError
 from mixer.expr._parser import Attribute, Binary, Call, Chain, Index, Literal, Node, Unary, parse
 from mixer.expr._regex import REQUEST_PATTERNS, RegexError, compile_re2
@@ -41,10 +42,12 @@ _NOT_CONSTANT: Final = object()
 
 #: (attribute name, map key or None, position in the text) of code that is a single bag read.
 _Source: TypeAlias = tuple[str, str | None, int]
+#: Writes a node's generated Python expression (see ``_codegen`` for what it may contain).
+Emit: TypeAlias = Callable[[Emitter], str]
 
 
 class _Code:
-    __slots__ = ("const", "names", "optional", "source", "strict", "type")
+    __slots__ = ("const", "emit", "emit_opt", "names", "optional", "source", "strict", "type")
 
     def __init__(
         self,
@@ -54,8 +57,13 @@ class _Code:
         optional: Evaluator | None = None,
         const: Value = _NOT_CONSTANT,
         source: _Source | None = None,
+        emit: Emit | None = None,
+        emit_opt: Emit | None = None,
     ) -> None:
         self.type = type_
+        # Generated-code forms of strict and optional; None falls back to calling the closure.
+        self.emit = emit
+        self.emit_opt = emit_opt
         self.strict = strict
         self.names = names
         self.const = const
@@ -69,6 +77,39 @@ class _Code:
     @property
     def is_const(self) -> bool:
         return self.const is not _NOT_CONSTANT
+
+
+def strict_source(code: _Code, e: Emitter) -> str:
+    """A Python expression with the value of ``code.strict(bag)``."""
+    if code.is_const:
+        return e.literal(code.const)
+    if code.emit is not None:
+        return code.emit(e)
+    return f"{e.value(code.strict)}(bag)"
+
+
+def optional_source(code: _Code, e: Emitter) -> str:
+    """A Python expression with the value of ``code.optional(bag)``."""
+    if code.is_const:
+        return e.literal(code.const)
+    if code.emit_opt is not None:
+        return code.emit_opt(e)
+    if code.optional is code.strict:
+        return strict_source(code, e)
+    return f"{e.value(code.optional)}(bag)"
+
+
+def _read_source(e: Emitter, name: str, key: str | None) -> str:
+    if key is None:
+        return f"get({e.value(name)})"
+    return f"gmv({e.value(name)}, {e.value(key)})"
+
+
+def _required_source(e: Emitter, name: str, key: str | None, pos: int) -> str:
+    t = e.temp()
+    k = "None" if key is None else e.value(key)
+    read = _read_source(e, name, key)
+    return f"({t} if ({t} := {read}) is not None else {e.value(absent)}({e.value(name)}, {k}, {pos!r}))"
 
 
 def _absent_as_none(strict: Evaluator) -> Evaluator:
@@ -101,13 +142,39 @@ class CompiledExpression:
     ``text`` is the source, ``type`` the result's :class:`ValueType`.
     """
 
-    __slots__ = ("_fn", "_names", "text", "type")
+    __slots__ = ("_code", "_fn", "_names", "text", "type")
 
-    def __init__(self, text: str, type_: ValueType, fn_: Evaluator, names: frozenset[str]) -> None:
+    def __init__(
+        self, text: str, type_: ValueType, fn_: Evaluator, names: frozenset[str], code: _Code | None = None
+    ) -> None:
         self.text = text
         self.type = type_
         self._fn = fn_
         self._names = names
+        self._code = code
+
+    def source(self, e: Emitter) -> str:
+        """The expression as generated Python reading ``get``/``gmv`` (bound methods of ``bag``).
+
+        Raises what ``self._fn`` raises; callers wrap it like :meth:`evaluate` (see :meth:`generated`).
+        """
+        if self._code is None:
+            return f"{e.value(self._fn)}(bag)"
+        return strict_source(self._code, e)
+
+    def generated(self) -> Evaluator:
+        """A generated function equivalent to :meth:`evaluate` (same values, same errors)."""
+        e = Emitter()
+        expr = self.source(e)
+        body = [
+            "get = bag.get",
+            "gmv = bag.get_map_value",
+            "try:",
+            f"    return {expr}",
+            f"except {e.value(CAUGHT)} as exc:",
+            f"    raise {e.value(evaluation_error)}({e.value(self.text)}, exc) from exc",
+        ]
+        return make_function(e, body, "evaluate", self.evaluate)
 
     def evaluate(self, bag: AttributeBag) -> AttributeValue:
         """The expression's value for ``bag``.
@@ -122,7 +189,7 @@ class CompiledExpression:
             result: AttributeValue = self._fn(bag)
         except (TypeError, AttributeError, ValueError, KeyError, OverflowError) as exc:
             # A bag value that does not match the manifest's type ends up here.
-            raise EvaluationError(f"cannot evaluate {self.text!r}: {exc}") from exc
+            raise evaluation_error(self.text, exc) from exc
         return result
 
     def __repr__(self) -> str:
@@ -154,7 +221,7 @@ def compile(
             raise ExpressionTypeError(
                 f"expression has type {result_type.name}, expected {expected.name}", root.pos, text
             )
-    return CompiledExpression(text, result_type, code.strict, code.names)
+    return CompiledExpression(text, result_type, code.strict, code.names, code)
 
 
 def referenced_names(compiled: CompiledExpression) -> frozenset[str]:
@@ -374,7 +441,15 @@ class _Checker:
         def optional(bag: AttributeBag) -> Value:
             return bag.get(name)
 
-        return _Code(type_, strict, frozenset((name,)), optional, source=(name, None, pos))
+        return _Code(
+            type_,
+            strict,
+            frozenset((name,)),
+            optional,
+            source=(name, None, pos),
+            emit=lambda e: _required_source(e, name, None, pos),
+            emit_opt=lambda e: _read_source(e, name, None),
+        )
 
     def _index(self, node: Index) -> _Code:
         target = self.check(node.target, None)
@@ -418,7 +493,15 @@ class _Checker:
             def optional(bag: AttributeBag) -> Value:
                 return bag.get_map_value(name, k)
 
-            return _Code(_S, strict, names, optional, source=(name, k, pos))
+            return _Code(
+                _S,
+                strict,
+                names,
+                optional,
+                source=(name, k, pos),
+                emit=lambda e: _required_source(e, name, k, pos),
+                emit_opt=lambda e: _read_source(e, name, k),
+            )
         kget, kget_opt = key.strict, key.optional
 
         def dynamic_strict(bag: AttributeBag) -> Value:
@@ -432,7 +515,18 @@ class _Checker:
             k = kget_opt(bag)
             return None if k is None else bag.get_map_value(name, k)
 
-        return _Code(_S, dynamic_strict, names, dynamic_optional)
+        def emit(e: Emitter) -> str:
+            v, kt, n = e.temp(), e.temp(), e.value(name)
+            return (
+                f"({v} if ({v} := gmv({n}, ({kt} := {strict_source(key, e)}))) is not None "
+                f"else {e.value(absent)}({n}, {kt}, {pos!r}))"
+            )
+
+        def emit_opt(e: Emitter) -> str:
+            kt = e.temp()
+            return f"(None if ({kt} := {optional_source(key, e)}) is None else gmv({e.value(name)}, {kt}))"
+
+        return _Code(_S, dynamic_strict, names, dynamic_optional, emit=emit, emit_opt=emit_opt)
 
     # -- operators
 
@@ -455,7 +549,14 @@ class _Checker:
         strict, folded, value = _lift(func, args, pos, fallible)
         if folded:
             return _constant(type_, value)
-        return _Code(type_, strict, _union(args))
+        if fallible:
+            # The ValueError-to-EvaluationError translation needs a try: called through its closure.
+            return _Code(type_, strict, _union(args))
+
+        def emit(e: Emitter) -> str:
+            return f"{e.value(func)}({', '.join(strict_source(a, e) for a in args)})"
+
+        return _Code(type_, strict, _union(args), emit=emit)
 
     def _pair(self, left: Node, right: Node, hint: ValueType | None, strings: bool) -> tuple[_Code, _Code]:
         """Both operands, the literal one typed after the other (``strings``: also convert strings)."""
@@ -510,12 +611,25 @@ class _Checker:
         a = left.strict
         if right.is_const and func is operator.eq and left.source is not None and left.source[1] is None:
             name, _, attr_pos = left.source
-            return _Code(_B, _compare_attribute(name, right.const, negate, attr_pos), left.names)
+            cmp = "!=" if negate else "=="
+            const = right.const
+            return _Code(
+                _B,
+                _compare_attribute(name, const, negate, attr_pos),
+                left.names,
+                emit=lambda e: f"({_required_source(e, name, None, attr_pos)} {cmp} {e.literal(const)})",
+            )
         if right.is_const and func is operator.eq:
             c = right.const
+            cmp = "!=" if negate else "=="
+            lcode = left
+
+            def emit_eq(e: Emitter) -> str:
+                return f"({strict_source(lcode, e)} {cmp} {e.literal(c)})"
+
             if negate:
-                return _Code(_B, lambda bag: a(bag) != c, left.names)
-            return _Code(_B, lambda bag: a(bag) == c, left.names)
+                return _Code(_B, lambda bag: a(bag) != c, left.names, emit=emit_eq)
+            return _Code(_B, lambda bag: a(bag) == c, left.names, emit=emit_eq)
         if right.is_const and func is fn.ip_equal:
             key = fn.ip_key(right.const)
             if negate:
@@ -552,11 +666,17 @@ class _Checker:
             return kept[0]
         names = _union(kept)
         evaluators = tuple(c.strict for c in kept)
+        joiner = " and " if is_and else " or "
+
+        def emit(e: Emitter) -> str:
+            # Operands are BOOL, so `and`/`or` give the same value as the closures' loops.
+            return "(" + joiner.join(strict_source(c, e) for c in kept) + ")"
+
         if len(evaluators) == 2:
             e0, e1 = evaluators
             if is_and:
-                return _Code(_B, lambda bag: e0(bag) and e1(bag), names)
-            return _Code(_B, lambda bag: e0(bag) or e1(bag), names)
+                return _Code(_B, lambda bag: e0(bag) and e1(bag), names, emit=emit)
+            return _Code(_B, lambda bag: e0(bag) or e1(bag), names, emit=emit)
 
         # Plain loops: all()/any() over a generator allocate on every call.
         def all_of(bag: AttributeBag) -> Value:
@@ -571,7 +691,7 @@ class _Checker:
                     return True
             return False
 
-        return _Code(_B, all_of if is_and else any_of, names)
+        return _Code(_B, all_of if is_and else any_of, names, emit=emit)
 
     def _fallback(self, node: Chain, hint: ValueType | None) -> _Code:
         operands = node.operands
@@ -604,9 +724,23 @@ class _Checker:
         type_ = first.type
         names = _union(chain)
         heads = chain[:-1]
+
+        def emit_chain(e: Emitter, last_source: Callable[[_Code, Emitter], str]) -> str:
+            text = last_source(chain[-1], e)
+            for code in reversed(heads):
+                t = e.temp()
+                text = f"({t} if ({t} := {optional_source(code, e)}) is not None else {text})"
+            return text
+
+        def emit(e: Emitter) -> str:
+            return emit_chain(e, strict_source)
+
+        def emit_opt(e: Emitter) -> str:
+            return emit_chain(e, optional_source)
+
         if chain[-1].is_const and all(h.source is not None for h in heads) and len(heads) <= 2:
             # The common `attr | attr | "default"` shape: bag reads and None tests, no calls between.
-            return _Code(type_, _read_or_default(heads, chain[-1].const), names)
+            return _Code(type_, _read_or_default(heads, chain[-1].const), names, emit=emit)
         head = tuple(c.optional for c in chain[:-1])
         last, last_opt = chain[-1].strict, chain[-1].optional
         if len(head) == 1:
@@ -620,7 +754,7 @@ class _Checker:
                 value = h0(bag)
                 return last_opt(bag) if value is None else value
 
-            return _Code(type_, strict2, names, optional2)
+            return _Code(type_, strict2, names, optional2, emit=emit, emit_opt=emit_opt)
 
         def strict(bag: AttributeBag) -> Value:
             for h in head:
@@ -636,7 +770,7 @@ class _Checker:
                     return value
             return last_opt(bag)
 
-        return _Code(type_, strict, names, optional)
+        return _Code(type_, strict, names, optional, emit=emit, emit_opt=emit_opt)
 
     # -- functions
 
@@ -684,7 +818,13 @@ class _Checker:
         if second.is_const and not first.is_const:
             a, c = first.strict, second.const
             method = str.startswith if name == "startsWith" else str.endswith
-            return _Code(_B, lambda bag: method(a(bag), c), first.names)
+            fcode = first
+            return _Code(
+                _B,
+                lambda bag: method(a(bag), c),
+                first.names,
+                emit=lambda e: f"{e.value(method)}({strict_source(fcode, e)}, {e.literal(c)})",
+            )
         return self._apply(func, _B, [first, second], node.pos, fallible=False)
 
     def _arity(self, node: Call, args: list[Node], count: int) -> None:
@@ -725,7 +865,19 @@ class _Checker:
                 return None
             return y_opt(bag) if chosen else n_opt(bag)
 
-        return _Code(yes.type, strict, cond.names | yes.names | no.names, optional)
+        def emit(e: Emitter) -> str:
+            return f"({strict_source(yes, e)} if {strict_source(cond, e)} else {strict_source(no, e)})"
+
+        def emit_opt(e: Emitter) -> str:
+            t = e.temp()
+            return (
+                f"(None if ({t} := {optional_source(cond, e)}) is None "
+                f"else ({optional_source(yes, e)} if {t} else {optional_source(no, e)}))"
+            )
+
+        return _Code(
+            yes.type, strict, cond.names | yes.names | no.names, optional, emit=emit, emit_opt=emit_opt
+        )
 
     def _glob(self, subject: _Code, pattern: _Code, pos: int) -> _Code:
         if not pattern.is_const or subject.is_const:
@@ -735,11 +887,26 @@ class _Checker:
         s = subject.strict
         if glob.endswith("*"):
             prefix = glob[:-1]
-            return _Code(_B, lambda bag: s(bag).startswith(prefix), subject.names)
+            return _Code(
+                _B,
+                lambda bag: s(bag).startswith(prefix),
+                subject.names,
+                emit=lambda e: f"{strict_source(subject, e)}.startswith({e.literal(prefix)})",
+            )
         if glob.startswith("*"):
             suffix = glob[1:]
-            return _Code(_B, lambda bag: s(bag).endswith(suffix), subject.names)
-        return _Code(_B, lambda bag: s(bag) == glob, subject.names)
+            return _Code(
+                _B,
+                lambda bag: s(bag).endswith(suffix),
+                subject.names,
+                emit=lambda e: f"{strict_source(subject, e)}.endswith({e.literal(suffix)})",
+            )
+        return _Code(
+            _B,
+            lambda bag: s(bag) == glob,
+            subject.names,
+            emit=lambda e: f"({strict_source(subject, e)} == {e.literal(glob)})",
+        )
 
     def _regex(self, pattern: _Code, subject: _Code, pos: int) -> _Code:
         if not pattern.is_const:
@@ -757,7 +924,12 @@ class _Checker:
             assert isinstance(subject.const, str)
             return _constant(_B, find(subject.const))
         s = subject.strict
-        return _Code(_B, lambda bag: find(s(bag)), subject.names)
+        return _Code(
+            _B,
+            lambda bag: find(s(bag)),
+            subject.names,
+            emit=lambda e: f"{e.value(find)}({strict_source(subject, e)})",
+        )
 
 
 def _compare_attribute(name: str, const: Value, negate: bool, pos: int) -> Evaluator:

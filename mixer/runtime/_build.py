@@ -140,7 +140,8 @@ def build_runtime(
 
     for rule, targets in resolved:
         namespace = None if rule.namespace == default_namespace else rule.namespace
-        match = rule.match.evaluate if rule.match is not None else None
+        # One generated function per match (same values and errors as `evaluate`).
+        match = rule.match.generated() if rule.match is not None else None
 
         generating = tuple(
             GenerateAction(

@@ -334,7 +334,7 @@ def test_old_backups_are_pruned_by_age(tmp_path: Path) -> None:
         stale = time.time() - 40 * 86400
         os.utime(file, (stale, stale))
     sink = RotatingFileSink(path, max_bytes=10, max_backups=0, max_age_days=30)
-    sink.write(["first line", "second line"])
+    sink.write([b"first line", b"second line"])
     sink.close()
     assert not old.exists()
     assert unrelated.exists()
@@ -366,8 +366,8 @@ def test_encoders_with_equal_settings_share_a_log_entry_line() -> None:
     small = _SharedLines(max_bytes=64 * 1024)
     big = [LogEntryInstance(f"e{i}", variables={}, timestamp=when) for i in range(40)]
     for e in big:
-        small.get(e, 0, lambda inst: inst.name + "x" * 4000)
+        small.get(e, 0, lambda inst: inst.name.encode() + b"x" * 4000)
     assert small.cache.bytes <= 64 * 1024
     assert small.evicted == len(big) - len(small.cache) > 0
-    assert small.get(big[-1], 0, lambda inst: "recomputed").startswith("e39x")  # type: ignore[union-attr]
-    assert small.get(big[0], 0, lambda inst: "recomputed") == "recomputed"
+    assert small.get(big[-1], 0, lambda inst: b"recomputed").startswith(b"e39x")  # type: ignore[union-attr]
+    assert small.get(big[0], 0, lambda inst: b"recomputed") == b"recomputed"
