@@ -50,6 +50,23 @@ class _Entry:
     expires_at: float
 
 
+#: A deduplication record: (expires at, allowed, (granted, limit, remaining, reset after, retry
+#: after) per decision).
+_Record: TypeAlias = tuple[float, bool, tuple[tuple[int, int, int, float, float | None], ...]]
+
+
+def _compact(expires_at: float, allocation: Allocation) -> _Record:
+    return (
+        expires_at,
+        allocation.allowed,
+        tuple((d.granted, d.limit, d.remaining, d.reset_after, d.retry_after) for d in allocation.decisions),
+    )
+
+
+def _expand(record: _Record) -> Allocation:
+    return Allocation(tuple(Decision(*fields) for fields in record[2]), record[1], replayed=True)
+
+
 def transition(request: CounterRequest, state: Any, now: float, amount: int) -> tuple[State, Decision]:
     """One algorithm step for ``request`` from ``state`` (None: a fresh counter)."""
     if request.algorithm is Algorithm.FIXED_WINDOW:
@@ -98,7 +115,9 @@ class MemoryCounterStore:
         self.clock = clock
         self.stats = MemoryStoreStats()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._dedup: OrderedDict[str, tuple[float, Allocation]] = OrderedDict()
+        # Records are tuples of numbers only (see _compact): the collector stops tracking such
+        # tuples, so a hundred thousand records add nothing to the time of a full collection.
+        self._dedup: OrderedDict[str, _Record] = OrderedDict()
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
@@ -131,7 +150,7 @@ class MemoryCounterStore:
             recorded = self._dedup.get(deduplication_id)
             if recorded is not None and recorded[0] > now:
                 self.stats.dedup_hits += 1
-                return Allocation(recorded[1].decisions, recorded[1].allowed, replayed=True)
+                return _expand(recorded)
 
         self.stats.allocations += 1
         # Transitions are computed against a scratch copy so a denial leaves every counter as it was.
@@ -168,7 +187,7 @@ class MemoryCounterStore:
         for key in expired:
             del self._entries[key]
         self.stats.expired += len(expired)
-        for key in [key for key, (expires, _) in self._dedup.items() if expires <= now]:
+        for key in [key for key, record in self._dedup.items() if record[0] <= now]:
             del self._dedup[key]
         return len(expired)
 
@@ -204,7 +223,7 @@ class MemoryCounterStore:
 
     def _remember(self, deduplication_id: str, expires_at: float, allocation: Allocation) -> None:
         records = self._dedup
-        records[deduplication_id] = (expires_at, allocation)
+        records[deduplication_id] = _compact(expires_at, allocation)
         records.move_to_end(deduplication_id)
         while len(records) > self.max_dedup_entries:
             records.popitem(last=False)
