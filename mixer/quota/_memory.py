@@ -50,21 +50,32 @@ class _Entry:
     expires_at: float
 
 
-#: A deduplication record: (expires at, allowed, (granted, limit, remaining, reset after, retry
-#: after) per decision).
-_Record: TypeAlias = tuple[float, bool, tuple[tuple[int, int, int, float, float | None], ...]]
+#: A deduplication record: (expires at, allowed as 1 or 0, then granted, limit, remaining, reset
+#: after and retry after (-1: none) of each decision). Flat numbers only, so that the collector
+#: stops tracking it at the first collection that meets it (a nested tuple takes one per level).
+_Record: TypeAlias = tuple[float, ...]
 
 
 def _compact(expires_at: float, allocation: Allocation) -> _Record:
-    return (
-        expires_at,
-        allocation.allowed,
-        tuple((d.granted, d.limit, d.remaining, d.reset_after, d.retry_after) for d in allocation.decisions),
-    )
+    record: list[float] = [expires_at, 1 if allocation.allowed else 0]
+    for d in allocation.decisions:
+        retry = -1.0 if d.retry_after is None else d.retry_after
+        record += (d.granted, d.limit, d.remaining, d.reset_after, retry)
+    return tuple(record)
 
 
 def _expand(record: _Record) -> Allocation:
-    return Allocation(tuple(Decision(*fields) for fields in record[2]), record[1], replayed=True)
+    decisions = tuple(
+        Decision(
+            int(record[i]),
+            int(record[i + 1]),
+            int(record[i + 2]),
+            record[i + 3],
+            None if record[i + 4] < 0 else record[i + 4],
+        )
+        for i in range(2, len(record), 5)
+    )
+    return Allocation(decisions, record[1] == 1, replayed=True)
 
 
 def transition(request: CounterRequest, state: Any, now: float, amount: int) -> tuple[State, Decision]:
