@@ -499,7 +499,9 @@ class Runtime:
     ) -> CheckResult:
         token = logcontext.handler.set(name)
         try:
-            if deadline is None:
+            # A handler that never waits cannot be interrupted by a deadline (cancellation lands
+            # only where a coroutine waits): no timer to arm and cancel for it.
+            if deadline is None or not handler.check_waits:
                 return await handler.handle_check(instance)
             async with asyncio.timeout_at(deadline):
                 return await handler.handle_check(instance)
