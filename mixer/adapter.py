@@ -124,6 +124,11 @@ class Handler:
 
 
 class CheckHandler(Handler, abc.ABC):
+    #: False when ``handle_check`` never waits on anything outside the process (a lookup in
+    #: memory): the runtime then awaits it in the Check's own task, one after another, instead
+    #: of a task per handler, which costs more than such a handler's whole answer.
+    check_waits: bool = True
+
     @abc.abstractmethod
     async def handle_check(self, instance: Instance) -> CheckResult:
         """Decide on one instance of a check template (listentry, authorization, apikey, ...)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -83,9 +84,7 @@ def rate_limit_headers(rate_limits: Iterable[RateLimitInfo]) -> dict[str, str]:
     limits = list(rate_limits)
     if not limits:
         return {}
-    policy = ", ".join(
-        f"{_sf_string(rl.name)};q={max(rl.limit, 0)};w={_whole_seconds(rl.window)}" for rl in limits
-    )
+    policy = ", ".join(_policy_entry(rl.name, rl.limit, _whole_seconds(rl.window)) for rl in limits)
     state = ", ".join(
         f"{_sf_string(rl.name)};r={max(rl.remaining, 0)};t={_whole_seconds(rl.reset)}" for rl in limits
     )
@@ -102,6 +101,13 @@ def _whole_seconds(seconds: float) -> int:
     return max(math.ceil(seconds - 1e-9), 0)
 
 
+@functools.lru_cache(maxsize=1024)
+def _policy_entry(name: str, limit: int, window: int) -> str:
+    # The same text for every call within a window of a configured limit: made once.
+    return f"{_sf_string(name)};q={max(limit, 0)};w={window}"
+
+
+@functools.lru_cache(maxsize=1024)
 def _sf_string(text: str) -> str:
     # An sf-string holds printable ASCII only, with backslash escapes for '"' and '\\'.
     printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)

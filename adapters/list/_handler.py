@@ -37,6 +37,9 @@ class ListHandler(CheckHandler):
     checks before the first successful fetch.
     """
 
+    # A check looks the value up in the list in memory; fetches run in their own task.
+    check_waits = False
+
     def __init__(
         self,
         config: ListConfig,

@@ -26,6 +26,7 @@ from mixer.plans import (
     PLAN_HEADER,
     SUBJECT_HEADER,
     CachedKeyStore,
+    InlineKeyStore,
     PlanConfig,
     PlanEnforcer,
     SubjectResolver,
@@ -95,6 +96,11 @@ class CounterStoreHandler(CheckHandler, QuotaHandler):
         except ValueError as exc:
             raise ValueError(f"subjects.keys: {exc}") from exc
         _bound_key_caches(self.resolver)
+        # Counters in memory and keys inline: a check never waits on anything outside the process.
+        self.check_waits = not (
+            isinstance(store, MemoryCounterStore)
+            and all(isinstance(key_store, InlineKeyStore) for key_store in self.resolver.stores)
+        )
         self._quotas = {quota.name.lower(): quota for quota in config.quotas}
         self._resolved: dict[str, QuotaParams | None] = {}
         self.resolved_drops = 0

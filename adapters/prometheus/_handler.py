@@ -238,9 +238,15 @@ class PrometheusHandler(ReportHandler):
 
     async def _listen(self) -> None:
         host, port = self.config.host, self.config.port
+        index = worker_index()
+        if index:
+            # Worker 0 owns the configured port and serves every worker's sum; the others listen
+            # where the system puts them, whatever the config says (not only when it reads the
+            # listen address from MIXER_PROMETHEUS_LISTEN, which the supervisor moves for them).
+            port = 0
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
-        if worker_index() is not None:
+        if index is not None:
             app.router.add_get(PEER_PATH, self._serve_worker_snapshot)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()

@@ -1,7 +1,7 @@
 """One scrape, every worker: totals across the processes of ``mixer serve --workers N``.
 
 Each worker process holds its own series. Worker 0 owns the configured scrape port; the others
-listen on ephemeral ports (the supervisor sets ``MIXER_PROMETHEUS_LISTEN=HOST:0`` for them).
+listen on ephemeral ports of the same host, whatever the handler's ``listen`` says.
 Workers find each other through a private directory named after their supervisor (its pid and
 start time, so a reused pid never shares it): each writes ``worker-<index>.json`` with the URL of
 its ``/metrics/worker`` endpoint, which serves its series as JSON. On each scrape worker 0

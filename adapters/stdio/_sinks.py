@@ -78,15 +78,53 @@ class RotatingFileSink:
     def write(self, lines: Sequence[bytes]) -> None:
         with self._mutex:
             file = self._file or self._open()
+            if self._max_bytes:
+                # Other processes (workers) may append to the same file: count what is there.
+                self._size = os.fstat(file.fileno()).st_size
+            chunk: list[bytes] = []
+            pending = 0
             for line in lines:
                 data = line + b"\n"
                 # A line larger than max_bytes still gets a file of its own rather than being lost.
-                if self._max_bytes and self._size and self._size + len(data) > self._max_bytes:
-                    file.flush()
-                    file = self._rotate()
-                file.write(data)
-                self._size += len(data)
-            file.flush()
+                size = self._size + pending
+                if self._max_bytes and size and size + len(data) > self._max_bytes:
+                    self._append(file, chunk)
+                    chunk, pending = [], 0
+                    file = self._rotate_if_full(file, len(data))
+                chunk.append(data)
+                pending += len(data)
+            self._append(file, chunk)
+
+    def _append(self, file: BinaryIO, chunk: list[bytes]) -> None:
+        """One write of whole lines to a file opened for appending: the processes of ``mixer serve
+        --workers`` appending to the same file never interleave within a line."""
+        if not chunk:
+            return
+        data = memoryview(b"".join(chunk))
+        while data:
+            written = file.write(data)
+            data = data[written or 0 :]
+        self._size += sum(len(part) for part in chunk)
+
+    def _rotate_if_full(self, file: BinaryIO, incoming: int) -> BinaryIO:
+        # Other processes append to the same file, and one of them may have rotated it already.
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            return self._reopen()
+        mine = os.fstat(file.fileno())
+        if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+            return self._reopen()
+        self._size = mine.st_size
+        if self._size and self._size + incoming > self._max_bytes:
+            return self._rotate()
+        return file
+
+    def _reopen(self) -> BinaryIO:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        return self._open()
 
     def close(self) -> None:
         with self._mutex:
@@ -104,7 +142,8 @@ class RotatingFileSink:
         return [path for *_, path in sorted(found)]
 
     def _open(self) -> BinaryIO:
-        self._file = self.path.open("ab")
+        # Unbuffered: each _append is one write(2) on an O_APPEND descriptor.
+        self._file = self.path.open("ab", buffering=0)
         self._size = os.fstat(self._file.fileno()).st_size
         return self._file
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -81,8 +81,21 @@ class CalendarWindow:
 
     unit: CalendarUnit
     zone: tzinfo = _UTC
+    #: The last window computed, (start, end): a call within it answers without the calendar.
+    #: One tuple replaced whole, so that a reader never sees a start and an end of two windows.
+    _last: list[tuple[float, float]] = field(
+        default_factory=lambda: [(0.0, 0.0)], init=False, repr=False, compare=False, hash=False
+    )
 
     def bounds(self, now: float) -> tuple[float, float]:
+        last = self._last[0]
+        if last[0] <= now < last[1]:
+            return last
+        last = self._compute(now)
+        self._last[0] = last
+        return last
+
+    def _compute(self, now: float) -> tuple[float, float]:
         local = datetime.fromtimestamp(now, self.zone)
         if self.unit is CalendarUnit.MINUTE:
             start = local.replace(second=0, microsecond=0)

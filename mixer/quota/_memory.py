@@ -50,6 +50,34 @@ class _Entry:
     expires_at: float
 
 
+#: A deduplication record: (expires at, allowed as 1 or 0, then granted, limit, remaining, reset
+#: after and retry after (-1: none) of each decision). Flat numbers only, so that the collector
+#: stops tracking it at the first collection that meets it (a nested tuple takes one per level).
+_Record: TypeAlias = tuple[float, ...]
+
+
+def _compact(expires_at: float, allocation: Allocation) -> _Record:
+    record: list[float] = [expires_at, 1 if allocation.allowed else 0]
+    for d in allocation.decisions:
+        retry = -1.0 if d.retry_after is None else d.retry_after
+        record += (d.granted, d.limit, d.remaining, d.reset_after, retry)
+    return tuple(record)
+
+
+def _expand(record: _Record) -> Allocation:
+    decisions = tuple(
+        Decision(
+            int(record[i]),
+            int(record[i + 1]),
+            int(record[i + 2]),
+            record[i + 3],
+            None if record[i + 4] < 0 else record[i + 4],
+        )
+        for i in range(2, len(record), 5)
+    )
+    return Allocation(decisions, record[1] == 1, replayed=True)
+
+
 def transition(request: CounterRequest, state: Any, now: float, amount: int) -> tuple[State, Decision]:
     """One algorithm step for ``request`` from ``state`` (None: a fresh counter)."""
     if request.algorithm is Algorithm.FIXED_WINDOW:
@@ -98,7 +126,9 @@ class MemoryCounterStore:
         self.clock = clock
         self.stats = MemoryStoreStats()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._dedup: OrderedDict[str, tuple[float, Allocation]] = OrderedDict()
+        # Records are tuples of numbers only (see _compact): the collector stops tracking such
+        # tuples, so a hundred thousand records add nothing to the time of a full collection.
+        self._dedup: OrderedDict[str, _Record] = OrderedDict()
         self._next_sweep = 0.0
 
     def __len__(self) -> int:
@@ -131,7 +161,7 @@ class MemoryCounterStore:
             recorded = self._dedup.get(deduplication_id)
             if recorded is not None and recorded[0] > now:
                 self.stats.dedup_hits += 1
-                return Allocation(recorded[1].decisions, recorded[1].allowed, replayed=True)
+                return _expand(recorded)
 
         self.stats.allocations += 1
         # Transitions are computed against a scratch copy so a denial leaves every counter as it was.
@@ -168,7 +198,7 @@ class MemoryCounterStore:
         for key in expired:
             del self._entries[key]
         self.stats.expired += len(expired)
-        for key in [key for key, (expires, _) in self._dedup.items() if expires <= now]:
+        for key in [key for key, record in self._dedup.items() if record[0] <= now]:
             del self._dedup[key]
         return len(expired)
 
@@ -204,7 +234,7 @@ class MemoryCounterStore:
 
     def _remember(self, deduplication_id: str, expires_at: float, allocation: Allocation) -> None:
         records = self._dedup
-        records[deduplication_id] = (expires_at, allocation)
+        records[deduplication_id] = _compact(expires_at, allocation)
         records.move_to_end(deduplication_id)
         while len(records) > self.max_dedup_entries:
             records.popitem(last=False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import math
 import time
@@ -294,6 +295,9 @@ class RedisCounterStore:
         self._script = allocate_script()
         self.script_sha = hashlib.sha1(self._script.encode("utf-8"), usedforsecurity=False).hexdigest()
         self._closed = False
+        #: EVALSHAs of the current event-loop tick, sent together by _flush.
+        self._pending: list[tuple[list[str], list[str], asyncio.Future[Any]]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()
         _redis_metrics.track(self)
 
     @property
@@ -370,7 +374,12 @@ class RedisCounterStore:
         # The gate's wait counts against the timeout, as a single server's pool wait does.
         async with asyncio.timeout(self.timeout), self._gate:
             try:
-                return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+                if self.cluster:
+                    return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+                reply = await self._coalesced(keys, args)
+                if isinstance(reply, Exception):
+                    raise reply
+                return reply
             except NoScriptError:
                 # Not run at all: safe to load the script and send the call again, once.
                 pass
@@ -383,6 +392,44 @@ class RedisCounterStore:
             )
         async with asyncio.timeout(self.timeout), self._gate:
             return await client.evalsha(self.script_sha, len(keys), *keys, *args)
+
+    def _coalesced(self, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
+        """The reply to one EVALSHA, sent with every other one of this event-loop tick in one
+        pipelined round trip (a single server only). Each script still runs atomically and in
+        the order asked; a failed command's exception is its reply (the others stand)."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        if self._pending is None:
+            self._pending = []
+            loop.call_soon(self._flush)
+        self._pending.append((keys, args, reply))
+        return reply
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending or [], None
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[tuple[list[str], list[str], asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args, _ in batch:
+                    pipe.evalsha(self.script_sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            for _, _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            for _, _, reply in batch:
+                reply.cancel()
+            raise
+        for (_, _, reply), answer in zip(batch, replies, strict=True):
+            if not reply.done():
+                reply.set_result(answer)
 
     async def _load_script(self, client: AnyRedis, key: str) -> Any:
         from redis.asyncio.cluster import RedisCluster
@@ -439,9 +486,14 @@ def _request_args(request: CounterRequest, now: float) -> list[str]:
 
 
 def _shape_text(request: CounterRequest) -> str:
+    return _shape_digest(request.shape)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_digest(shape: tuple[object, ...]) -> str:
     # Short and the same in every process (reprs of the windows and enums carry no addresses).
-    digest = hashlib.blake2b(repr(request.shape).encode("utf-8"), digest_size=8).hexdigest()
-    return digest
+    # Shapes come from the configured limits: few, and each is hashed once rather than per call.
+    return hashlib.blake2b(repr(shape).encode("utf-8"), digest_size=8).hexdigest()
 
 
 def _parse_reply(reply: Any) -> tuple[bool, str]:

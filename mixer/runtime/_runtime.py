@@ -456,11 +456,22 @@ class Runtime:
             index, handler, instance = pending[0]
             results[index] = await self._call_check(names[index], handler, instance, deadline)
         elif pending:
-            answers = await asyncio.gather(
-                *(self._call_check(names[i], handler, inst, deadline) for i, handler, inst in pending)
-            )
-            for (index, _, _), answer in zip(pending, answers, strict=True):
-                results[index] = answer
+            waiting = []
+            for entry in pending:
+                index, handler, instance = entry
+                if handler.check_waits:
+                    waiting.append(entry)
+                else:
+                    results[index] = await self._call_check(names[index], handler, instance, deadline)
+            if len(waiting) == 1:
+                index, handler, instance = waiting[0]
+                results[index] = await self._call_check(names[index], handler, instance, deadline)
+            elif waiting:
+                answers = await asyncio.gather(
+                    *(self._call_check(names[i], handler, inst, deadline) for i, handler, inst in waiting)
+                )
+                for (index, _, _), answer in zip(waiting, answers, strict=True):
+                    results[index] = answer
 
     def _matches(self, match: Evaluate, bag: AttributeBag, rule: str) -> bool:
         try:
@@ -492,7 +503,9 @@ class Runtime:
     ) -> CheckResult:
         token = logcontext.handler.set(name)
         try:
-            if deadline is None:
+            # A handler that never waits cannot be interrupted by a deadline (cancellation lands
+            # only where a coroutine waits): no timer to arm and cancel for it.
+            if deadline is None or not handler.check_waits:
                 return await handler.handle_check(instance)
             async with asyncio.timeout_at(deadline):
                 return await handler.handle_check(instance)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -197,6 +198,10 @@ class MixerServer:
                 )
         if options.reload_interval > 0 and not source.embedded:
             self._watcher = asyncio.get_running_loop().create_task(reloader.watch(options.reload_interval))
+        # Everything built so far (modules, config, handlers) lives as long as the process: out of
+        # the collector's sight, a full collection walks only what requests leave behind.
+        gc.collect()
+        gc.freeze()
         self.admin.phase = Phase.SERVING
         await self.introspection.serving()
         if options.ready_file is not None:

@@ -6,9 +6,8 @@ SO_REUSEPORT and the kernel spreads connections over them. The supervisor:
 
 - resolves port 0 once for all workers by holding a bound, never-listening SO_REUSEPORT socket;
 - gives worker ``i`` the environment variable ``MIXER_WORKER_INDEX=i`` (usable in config as
-  ``${MIXER_WORKER_INDEX}``), its own ``DATA_DIR/worker-i`` and, for ``i > 0``,
-  ``MIXER_PROMETHEUS_LISTEN=HOST:0`` so the embedded default's Prometheus handler does not
-  collide with worker 0's on the same port;
+  ``${MIXER_WORKER_INDEX}``) and its own ``DATA_DIR/worker-i`` (a Prometheus handler in a worker
+  other than 0 listens on an ephemeral port whatever its config says; worker 0 serves the sum);
 - writes the ready file (with every worker's pid) once all workers are ready, and again after a
   restart;
 - restarts a worker that dies, with exponential backoff, once the set has been ready; a worker
@@ -204,15 +203,6 @@ class WorkerSupervisor:
     def worker_env(self, slot_index: int) -> dict[str, str]:
         env = dict(os.environ)
         env[WORKER_INDEX_ENV] = str(slot_index)
-        if slot_index > 0:
-            # Only one process can own the Prometheus adapter's scrape port: worker 0 keeps the
-            # configured one, the others take an ephemeral port on the same host.
-            configured = os.environ.get(PROMETHEUS_LISTEN_ENV, "127.0.0.1:42422")
-            try:
-                host = ListenAddress.parse(configured).host
-            except ValueError:
-                host = "127.0.0.1"
-            env[PROMETHEUS_LISTEN_ENV] = str(ListenAddress(host, 0))
         return env
 
     def _spawn(self, slot: _Slot) -> None:

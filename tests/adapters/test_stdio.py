@@ -371,3 +371,47 @@ def test_encoders_with_equal_settings_share_a_log_entry_line() -> None:
     assert small.evicted == len(big) - len(small.cache) > 0
     assert small.get(big[-1], 0, lambda inst: b"recomputed").startswith(b"e39x")  # type: ignore[union-attr]
     assert small.get(big[0], 0, lambda inst: b"recomputed") == b"recomputed"
+
+
+def test_processes_appending_to_one_file_keep_their_lines_whole(tmp_path: Path) -> None:
+    # What two workers do: two sinks, each with its own descriptor on the same file, in two
+    # processes (forked, so that the writes race in the kernel, not under one lock).
+    path = tmp_path / "access.log"
+    line = b"x" * 5000  # longer than a stdio buffer: a buffered writer would split it
+    pids = []
+    for worker in "ab":
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child exits without returning
+            code = 1
+            try:
+                sink = RotatingFileSink(path, max_bytes=0, max_backups=0, max_age_days=0)
+                for i in range(200):
+                    sink.write([f"{worker}{i:03d}".encode() + line, f"{worker}{i:03d}-second".encode()])
+                sink.close()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 800
+    expected = {f"{w}{i:03d}".encode() + line for w in "ab" for i in range(200)}
+    expected |= {f"{w}{i:03d}-second".encode() for w in "ab" for i in range(200)}
+    assert set(lines) == expected
+
+
+def test_a_file_rotated_by_another_process_is_reopened_not_rotated_again(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    first = RotatingFileSink(path, max_bytes=30, max_backups=0, max_age_days=0)
+    second = RotatingFileSink(path, max_bytes=30, max_backups=0, max_age_days=0)
+    first.write([b"0123456789"])
+    second.write([b"abcdefghij"])
+    first.write([b"ABCDEFGHIJ"])  # past 30 bytes with the other's line: rotates
+    second.write([b"klmnopqrst"])  # finds the file rotated under it: appends to the new one
+    first.close()
+    second.close()
+    (backup,) = first.backups()
+    assert backup.read_text("utf-8").splitlines() == ["0123456789", "abcdefghij"]
+    assert path.read_text("utf-8").splitlines() == ["ABCDEFGHIJ", "klmnopqrst"]

@@ -168,6 +168,18 @@ def test_calendar_windows(unit: CalendarUnit, zone: str, now: str, start: str, e
     assert window.bounds(_ts(now)) == (_ts(start), _ts(end))
 
 
+def test_calendar_window_remembers_its_window_but_not_past_its_bounds() -> None:
+    window = CalendarWindow(CalendarUnit.DAY, ZoneInfo("Europe/Berlin"))
+    fresh = CalendarWindow(CalendarUnit.DAY, ZoneInfo("Europe/Berlin"))
+    day = _ts("2026-03-29T00:00:00+01:00")
+    # Inside one day, at its very end, at the next day's start, then back in time (a clock step).
+    for now in (day + 3600, day + 82799.999, day + 82800, day + 10, day - 0.001):
+        assert window.bounds(now) == fresh._compute(now)
+    assert window == fresh
+    assert hash(window) == hash(fresh)
+    assert "_last" not in repr(window)
+
+
 def test_fixed_window_calendar_aligned_day() -> None:
     window = CalendarWindow(CalendarUnit.DAY, ZoneInfo("UTC"))
     before = datetime(2026, 11, 25, 23, 59, 59, tzinfo=UTC).timestamp()

@@ -376,18 +376,33 @@ async def test_random_traffic_gets_the_same_answers_from_both_stores(
 
 
 class CountingRedis(redis.asyncio.Redis):
-    """A client that counts the commands it sends."""
+    """A client that counts the commands it sends, and the round trips (a pipeline is one)."""
 
     sent: list[str]
+    round_trips: int
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         self.sent.append(str(args[0]).upper())
+        self.round_trips += 1
         return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def counted(raise_on_error: bool = True) -> Any:
+            self.sent.extend(str(args[0]).upper() for args, _ in pipe.command_stack)
+            self.round_trips += 1
+            return await execute(raise_on_error)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
 
 
 def counting_client(server: RedisServer) -> CountingRedis:
     client = CountingRedis(host="127.0.0.1", port=server.port)
     client.sent = []
+    client.round_trips = 0
     return client
 
 
@@ -403,6 +418,25 @@ async def test_one_round_trip_per_allocation_whatever_the_number_of_limits(
         for _ in range(3):
             assert (await store.allocate(limits, deduplication_id=f"x{_}", dedup_seconds=1)).allowed
         assert client.sent == ["EVALSHA"] * 3
+    finally:
+        await client.aclose()
+
+
+async def test_the_allocations_of_one_tick_share_one_round_trip(
+    redis_session: RedisServer, clock: FakeClock
+) -> None:
+    client = counting_client(redis_session)
+    store = RedisCounterStore(client=client, key_prefix=unique_prefix(), clock=clock, timeout=5.0)
+    try:
+        await store.allocate([fixed("warm", 1)])  # loads the script if this server has not seen it
+        client.sent.clear()
+        client.round_trips = 0
+        # Twelve allocations of one counter with room for ten: each script still runs on its own.
+        answers = await asyncio.gather(*(store.allocate([fixed("shared", 10)]) for _ in range(12)))
+        assert client.sent == ["EVALSHA"] * 12
+        assert client.round_trips == 1
+        assert [a.allowed for a in answers] == [True] * 10 + [False] * 2
+        assert [a.decisions[0].remaining for a in answers[:10]] == list(range(9, -1, -1))
     finally:
         await client.aclose()
 

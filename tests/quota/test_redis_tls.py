@@ -101,7 +101,7 @@ async def test_without_a_client_certificate_the_server_refuses(tls_redis: TlsRed
     # Under TLS 1.3 the refusal comes after the client's handshake has finished: the client reads
     # either the server's certificate_required alert or, when the server closed first, a reset.
     with pytest.raises(
-        redis.exceptions.ConnectionError, match="CERTIFICATE_REQUIRED|Connection reset by peer|EOF"
+        redis.exceptions.ConnectionError, match=r"CERTIFICATE_REQUIRED|Connection reset by peer|EOF"
     ):
         await allocate_three(rediss_url(tls_redis, client=None))
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
-from mixer.quota import Algorithm, CounterRequest, EpochWindow, MemoryCounterStore
+from mixer.quota import Algorithm, Allocation, CounterRequest, EpochWindow, MemoryCounterStore
 from tests.quota.support import FakeClock
 
 
@@ -136,6 +138,23 @@ def test_keys_are_bounded_with_lru_eviction_counted(clock: FakeClock) -> None:
     assert store.stats.evictions == 1
     assert store.allocate_now([fixed("b", 1)]).allowed  # b was evicted: a fresh counter
     assert not store.allocate_now([fixed("c", 1)]).allowed
+
+
+def test_dedup_records_leave_the_collector_nothing_to_walk(clock: FakeClock) -> None:
+    store = MemoryCounterStore(clock=clock)
+    first = store.allocate_now([fixed("k", 5), fixed("j", 5)], deduplication_id="req", dedup_seconds=10)
+    denied = store.allocate_now([fixed("d", 1, 2)], deduplication_id="big", dedup_seconds=10)
+    assert denied.decisions[0].retry_after is not None
+    # The collector stops tracking a tuple of untracked values when it first meets one.
+    gc.collect()
+    assert not any(gc.is_tracked(record) for record in store._dedup.values())
+    again = store.allocate_now([fixed("k", 5), fixed("j", 5)], deduplication_id="req", dedup_seconds=10)
+    assert again.replayed
+    assert again.allowed == first.allowed
+    assert again.decisions == first.decisions
+    assert store.allocate_now([fixed("d", 1, 2)], deduplication_id="big", dedup_seconds=10) == Allocation(
+        denied.decisions, False, replayed=True
+    )
 
 
 def test_dedup_records_are_bounded(clock: FakeClock) -> None:

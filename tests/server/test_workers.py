@@ -6,13 +6,15 @@ import json
 import os
 import re
 import signal
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from tests.server.support import Launcher, check, wait_until
+from tests.deploy._traffic import http_bag
+from tests.server.support import Launcher, check, http_get, report, wait_until
 
 STEADY = 40.0
 
@@ -94,3 +96,50 @@ async def test_workers_share_the_ports_are_restarted_and_stop_together(
     assert not ready_file.exists()
     for pid in second:
         assert not alive(pid), f"worker {pid} outlived the supervisor"
+
+
+STOCK = Path(__file__).resolve().parents[2] / "deploy" / "config" / "istio-1.4" / "v1.1"
+
+
+async def test_workers_serve_the_stock_config_and_the_scrape_port_sums_them(
+    servers: Launcher, tmp_path: Path
+) -> None:
+    ready_file = tmp_path / "ready.json"
+    # The stock telemetry config as shipped: one prometheus handler with one listen address.
+    parent = servers.start(
+        "--workers", "2", "--config", str(STOCK), "--ready-file", str(ready_file), wait=False
+    )  # fmt: skip
+    info = wait_until(lambda: ready_info(ready_file), STEADY, "the supervisor's ready file")
+    workers = {int(pid) for pid in info["workers"]}
+    assert len(workers) == 2, parent.stderr()
+    scrape = parent.extra["env"]["MIXER_PROMETHEUS_LISTEN"]
+    ports = set(re.findall(r"prometheus handler \S+: /metrics on 127\.0\.0\.1:(\d+)", parent.stderr()))
+    assert len(ports) == 2, parent.stderr()
+    (own,) = ports - {scrape.rsplit(":", 1)[1]}
+
+    # A new channel is a new connection: SO_REUSEPORT spreads them over both workers.
+    sent = 0
+    answered: set[int] = set()
+    deadline = time.monotonic() + STEADY
+    while (len(answered) < 2 or sent < 20) and time.monotonic() < deadline:
+        async with grpc.aio.insecure_channel(parent.grpc_target) as channel:
+            await report(channel, [http_bag()])
+        sent += 1
+        pid = readyz_pid(parent.http_url)
+        if pid is not None:
+            answered.add(pid)
+    assert answered == workers
+
+    def total(port: str) -> float:
+        _, text = http_get(f"http://127.0.0.1:{port}/metrics")
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("istio_requests_total{")
+        )
+
+    # Worker 0's port serves both workers' series; worker 1's own port only its share.
+    wait_until(lambda: total(scrape.rsplit(":", 1)[1]) == sent, STEADY, f"{sent} requests on the scrape port")
+    share = total(own)
+    assert 0 < share < sent, f"worker 1 counted {share} of {sent}"
+    assert parent.stop() == 0
