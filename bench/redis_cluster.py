@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--latency-seconds", type=float, default=0.0, help="length of the half-rate run (default --seconds)"
+    )
     args = parser.parse_args(argv)
     pin(CLIENT_CPU)
     bodies = requests()
