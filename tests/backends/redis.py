@@ -44,6 +44,26 @@ def _ping(port: int) -> bool:
         return False
 
 
+def redis_argv(port: int, directory: Path, *extra: str) -> list[str]:
+    """A foreground redis-server on loopback that keeps nothing on disk, plus ``extra`` options."""
+    return [
+        REDIS_SERVER,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(directory),
+        *extra,
+    ]
+
+
 class RedisServer(ManagedProcess):
     """One ``redis-server`` process. :meth:`stop` and :meth:`start` keep the port, so clients
     configured with :attr:`url` reconnect to the restarted server (which starts empty)."""
@@ -58,21 +78,7 @@ class RedisServer(ManagedProcess):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def argv(self) -> list[str]:
-        return [
-            REDIS_SERVER,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(self.directory),
-        ]
+        return redis_argv(self.port, self.directory)
 
     def ready(self) -> bool:
         return _ping(self.port)

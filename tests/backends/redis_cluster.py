@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends._process import ManagedProcess, free_port
-from tests.backends.redis import REDIS_SERVER, STOP_TIMEOUT, _ping
+from tests.backends.redis import REDIS_SERVER, STOP_TIMEOUT, _ping, redis_argv
 
 __all__ = [
     "REDIS_CLI",
@@ -62,27 +62,16 @@ class ClusterNode(ManagedProcess):
     stop_timeout = STOP_TIMEOUT
 
     def argv(self) -> list[str]:
-        return [
-            REDIS_SERVER,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(self.directory),
+        return redis_argv(
+            self.port,
+            self.directory,
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
             str(self.directory / "nodes.conf"),
             "--cluster-node-timeout",
             str(NODE_TIMEOUT_MS),
-        ]
+        )
 
     def ready(self) -> bool:
         return _ping(self.port)
