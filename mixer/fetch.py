@@ -149,8 +149,10 @@ class RemoteDocument(Generic[T]):
     async def refresh(self) -> bool:
         """Fetch once, joining a fetch already under way; on failure keep the last good document.
 
-        :returns: whether a document was installed or confirmed unchanged.
+        :returns: whether a document was installed or confirmed unchanged (False once closed).
         """
+        if self._closed:
+            return False
         if self._inflight is None:
             self.last_attempt = self._monotonic()
             self._inflight = asyncio.get_running_loop().create_task(
@@ -179,7 +181,9 @@ class RemoteDocument(Generic[T]):
                     self._digest = digest
                 # Only a good document's validators: a 304 must never confirm a refused one.
                 self._etag, self._last_modified = answer.etag, answer.last_modified
-        except (aiohttp.ClientError, OSError, TimeoutError, FetchError, ValueError) as exc:
+        except Exception as exc:
+            # Whatever failed (network, status, size, a parser's error of any type), the last good
+            # document stays and the refresher lives on: counted and logged, never raised.
             self.stats.failures += 1
             self.last_error = _error_text(exc)
             self._logger.warning("could not load %s from %s: %s", self._what, self._shown, self.last_error)

@@ -252,6 +252,22 @@ async def test_the_background_task_retries_failures_sooner_and_stops_on_close(se
     assert doc.closed
 
 
+async def test_a_parser_that_raises_anything_is_a_failure_and_a_closed_document_fetches_no_more(
+    server: Server,
+) -> None:
+    def broken(body: bytes) -> str:
+        raise KeyError("no such field")
+
+    doc = RemoteDocument(
+        server.url, broken, what="doc", logger=LOG, max_bytes=100, timeout=5.0, interval=60.0
+    )
+    assert not await doc.refresh()
+    assert doc.last_error == "KeyError: 'no such field'"
+    await doc.close(1.0)
+    assert not await doc.refresh()
+    assert server.requests == 1
+
+
 def test_backoff_doubles_from_the_minimum_up_to_the_interval_with_jitter() -> None:
     def top() -> float:
         return 1.0

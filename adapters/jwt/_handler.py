@@ -169,7 +169,8 @@ class JwtHandler(CheckHandler):
             except jwt.InvalidSignatureError:
                 continue
             except (jwt.PyJWTError, ValueError, TypeError, OverflowError) as exc:
-                # Past the signature: PyJWT checks claims only once a key has verified it.
+                # PyJWT checks the claims only once a key has verified the signature; the header and
+                # segments it could refuse before that were already read by parse_compact.
                 return self._refused(exc, parsed.payload)
             return self._accepted(claims, parsed.payload)
         return self._deny(DENY_SIGNATURE, "signature verification failed")
