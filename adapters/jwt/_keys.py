@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -19,11 +19,22 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError, PyJWKError
-
-if TYPE_CHECKING:
-    from adapters.jwt._config import InlineKey
+from pydantic import SecretStr
 
 _ALGORITHMS = get_default_algorithms()
+
+
+class KeyParams(Protocol):
+    """One key as the params give it (``InlineKey``): an HMAC ``secret`` or a ``pem`` public key."""
+
+    @property
+    def kid(self) -> str: ...
+
+    @property
+    def secret(self) -> SecretStr | None: ...
+
+    @property
+    def pem(self) -> str: ...
 
 
 class UnusableKey(ValueError):
@@ -137,7 +148,7 @@ def load_pem(text: str, origin: str) -> object:
         raise UnusableKey(f"{origin}: not a PEM public key or certificate: {exc}") from None
 
 
-def inline_keys(keys: Sequence[InlineKey], algorithms: Sequence[str]) -> list[VerificationKey]:
+def inline_keys(keys: Sequence[KeyParams], algorithms: Sequence[str]) -> list[VerificationKey]:
     """The params' ``keys``, prepared. :raises UnusableKey: one cannot be used (named by index)."""
     loaded: list[VerificationKey] = []
     for i, entry in enumerate(keys):

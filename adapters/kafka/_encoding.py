@@ -23,11 +23,11 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 
 import mixer
 from adapters.kafka._config import Encoding
-from adapters.otlp._encode import SCOPE_NAME, any_value, export_request
-from adapters.otlp._encode import encode_instance as encode_span_record
-from adapters.otlp._spans import InvalidSpan, unix_nanos
 from mixer.encoding import LineEncoder
 from mixer.redact import FieldRedaction
+from mixer.spans import InvalidSpan, unix_nanos
+from mixer.spans.otlp import SCOPE_NAME, any_value, export_request
+from mixer.spans.otlp import encode_instance as encode_span_record
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, TraceSpanInstance
 
 __all__ = [

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
-
-import aiohttp
 
 from adapters.list._config import ListConfig
 from adapters.list._lists import EntryList, build_list, parse_entries
 from mixer import CheckHandler, CheckResult, Code, Status
-from mixer.redact import redact_text, redact_url
+from mixer.fetch import RemoteDocument
+from mixer.redact import redact_url
 from mixer.templates import Instance
 
 #: What a caller is told while no usable list is loaded.
 LIST_UNAVAILABLE = "list unavailable"
 
 
-class ListFetchError(Exception):
-    """The provider answered, but not with a usable list."""
-
-
 class ListHandler(CheckHandler):
     """Mixer's list checker: whitelist or blacklist lookups of a listentry's value.
 
     With a ``provider_url``, :meth:`start` launches a task that fetches the list at once and then
-    every ``refresh_interval``. A failed fetch keeps the last good list (``fetch_errors`` counts
-    them); a list not refreshed for ``ttl`` is stale, and checks then answer UNAVAILABLE, as do
-    checks before the first successful fetch.
+    every ``refresh_interval`` (:class:`mixer.fetch.RemoteDocument`; sooner, with backoff, after a
+    failure). A failed fetch keeps the last good list (``fetch_errors`` counts them); a list not
+    refreshed for ``ttl`` is stale, and checks then answer UNAVAILABLE, as do checks before the
+    first successful fetch.
     """
 
     # A check looks the value up in the list in memory; fetches run in their own task.
@@ -50,19 +41,40 @@ class ListHandler(CheckHandler):
         self._config = config
         self._logger = logger
         self._clock = clock
-        self._list: EntryList | None = None
-        self._fetched_at: float | None = None
-        self._digest: bytes | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._closed = False
-        #: Fetches that failed (network, HTTP status, size or parse errors).
-        self.fetch_errors = 0
-        #: Fetches that installed or confirmed a list.
-        self.fetches = 0
-        self.last_error: str | None = None
-        if not config.provider_url:
-            self._list = build_list(config.entry_type, config.overrides)
+        self._static: EntryList | None = None
+        self._document: RemoteDocument[EntryList] | None = None
+        if config.provider_url:
+            self._document = RemoteDocument(
+                config.provider_url,
+                self._parse,
+                what="list",
+                logger=logger,
+                max_bytes=config.max_list_bytes,
+                size_setting="max_list_bytes",
+                timeout=config.fetch_timeout.total_seconds(),
+                interval=config.refresh_interval.total_seconds(),
+                monotonic=clock,
+            )
+        else:
+            self._static = build_list(config.entry_type, config.overrides)
+
+    @property
+    def fetches(self) -> int:
+        """Fetches that installed or confirmed a list."""
+        return self._document.stats.fetches if self._document is not None else 0
+
+    @property
+    def fetch_errors(self) -> int:
+        """Fetches that failed (network, HTTP status, size or parse errors)."""
+        return self._document.stats.failures if self._document is not None else 0
+
+    @property
+    def last_error(self) -> str | None:
+        return self._document.last_error if self._document is not None else None
+
+    @property
+    def _list(self) -> EntryList | None:
+        return self._document.value if self._document is not None else self._static
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -99,13 +111,14 @@ class ListHandler(CheckHandler):
         )
 
     def _usable_list(self) -> EntryList | None:
-        if not self._config.provider_url:
-            return self._list
-        if self._fetched_at is None:
+        document = self._document
+        if document is None:
+            return self._static
+        if document.last_success is None:
             return None
-        if self._clock() - self._fetched_at > self._config.ttl.total_seconds():
+        if self._clock() - document.last_success > self._config.ttl.total_seconds():
             return None
-        return self._list
+        return document.value
 
     @property
     def entries(self) -> int:
@@ -114,79 +127,28 @@ class ListHandler(CheckHandler):
 
     # -- refresh --------------------------------------------------------------------------------
 
+    def _parse(self, body: bytes) -> EntryList:
+        entries = build_list(
+            self._config.entry_type, [*parse_entries(body.decode("utf-8")), *self._config.overrides]
+        )
+        self._logger.info(
+            "list from %s installed: %d entries", redact_url(self._config.provider_url), len(entries)
+        )
+        return entries
+
     async def refresh(self) -> bool:
         """Fetch the list once; on failure keep the last good one.
 
         :returns: whether a list was installed or confirmed unchanged.
         """
-        url = redact_url(self._config.provider_url)
-        try:
-            body = await self._fetch(self._config.provider_url)
-            digest = hashlib.sha256(body).digest()
-            if digest != self._digest or self._list is None:
-                entries = [*parse_entries(body.decode("utf-8")), *self._config.overrides]
-                self._list = build_list(self._config.entry_type, entries)
-                self._digest = digest
-                self._logger.info("list from %s installed: %d entries", url, len(self._list))
-        except (aiohttp.ClientError, OSError, TimeoutError, ListFetchError, ValueError) as exc:
-            self.fetch_errors += 1
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self.last_error = redact_text(error)
-            self._logger.warning("could not refresh list from %s: %s", url, self.last_error)
-            return False
-        self.fetches += 1
-        self.last_error = None
-        self._fetched_at = self._clock()
-        return True
-
-    async def _fetch(self, url: str) -> bytes:
-        limit = self._config.max_list_bytes
-        parts = urlsplit(url)
-        if parts.scheme == "file":
-            return await asyncio.to_thread(_read_file, Path(url2pathname(parts.path)), limit)
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        timeout = aiohttp.ClientTimeout(total=self._config.fetch_timeout.total_seconds())
-        async with self._session.get(url, timeout=timeout) as response:
-            if response.status != 200:
-                raise ListFetchError(f"{url} answered HTTP {response.status}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise ListFetchError(f"list from {url} is larger than max_list_bytes ({limit})")
-                chunks.append(chunk)
-            return b"".join(chunks)
-
-    async def _refresh_forever(self) -> None:
-        interval = self._config.refresh_interval.total_seconds()
-        while True:
-            await self.refresh()
-            await asyncio.sleep(interval)
+        return await self._document.refresh() if self._document is not None else True
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._config.provider_url and self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(
-                self._refresh_forever(), name=f"list refresh {redact_url(self._config.provider_url)}"
-            )
+        if self._document is not None:
+            self._document.start()
 
     async def shutdown(self, timeout: float) -> None:
-        self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait({task}, timeout=timeout)
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
-
-
-def _read_file(path: Path, limit: int) -> bytes:
-    with path.open("rb") as file:
-        body = file.read(limit + 1)
-    if len(body) > limit:
-        raise ListFetchError(f"list file {path} is larger than max_list_bytes ({limit})")
-    return body
+        if self._document is not None:
+            await self._document.close(timeout)

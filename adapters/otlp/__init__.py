@@ -1,9 +1,9 @@
 """The ``otlp`` adapter: tracespan instances exported as OpenTelemetry spans over OTLP/gRPC.
 
 Spans go to ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` through the shared
-delivery helper (queue, batches, retry, spool). :func:`span_from_instance` and :class:`SpanData`
-are the backend-neutral reading of a tracespan instance that the zipkin adapter shares. See
-README.md in this folder for the params and the span mapping.
+delivery helper (queue, batches, retry, spool). The span reading and the OTLP encoding are
+:mod:`mixer.spans` and :mod:`mixer.spans.otlp`, re-exported here. See README.md in this folder for
+the params and the span mapping.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pydantic import BaseModel
 
 import mixer
 from adapters.otlp._config import DEFAULT_ENDPOINT, OtlpConfig, TlsOptions, parse_endpoint
-from adapters.otlp._spans import (
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer._lazy import lazy_getattr
+from mixer.spans import (
     TRACEPARENT_TAG,
     TRACESTATE_TAG,
     InvalidSpan,
@@ -29,11 +31,10 @@ from adapters.otlp._spans import (
     span_from_instance,
     unix_nanos,
 )
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
-from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    from adapters.otlp._encode import (
+    from adapters.otlp._handler import EXPORT_METHOD, OtlpHandler, OtlpSender, OtlpStats, classify_rpc_error
+    from mixer.spans.otlp import (
         LEGACY_TAG_NAMES,
         any_value,
         encode_instance,
@@ -42,17 +43,16 @@ if TYPE_CHECKING:
         resource_key,
         span_attributes,
     )
-    from adapters.otlp._handler import EXPORT_METHOD, OtlpHandler, OtlpSender, OtlpStats, classify_rpc_error
 
 # Registration needs only the params model; grpc and the OTLP protos load with the first handler.
 _LAZY = {
-    "LEGACY_TAG_NAMES": "adapters.otlp._encode",
-    "any_value": "adapters.otlp._encode",
-    "encode_instance": "adapters.otlp._encode",
-    "encode_span": "adapters.otlp._encode",
-    "export_request": "adapters.otlp._encode",
-    "resource_key": "adapters.otlp._encode",
-    "span_attributes": "adapters.otlp._encode",
+    "LEGACY_TAG_NAMES": "mixer.spans.otlp",
+    "any_value": "mixer.spans.otlp",
+    "encode_instance": "mixer.spans.otlp",
+    "encode_span": "mixer.spans.otlp",
+    "export_request": "mixer.spans.otlp",
+    "resource_key": "mixer.spans.otlp",
+    "span_attributes": "mixer.spans.otlp",
     "EXPORT_METHOD": "adapters.otlp._handler",
     "OtlpHandler": "adapters.otlp._handler",
     "OtlpSender": "adapters.otlp._handler",

@@ -16,17 +16,10 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from adapters.otlp._config import OtlpConfig
-from adapters.otlp._encode import encode_instance, export_request
-from adapters.otlp._spans import InvalidSpan, InvalidSpanLog
-from mixer.adapter import HandlerEnv, ReportBatch
-from mixer.delivery import (
-    DeliveryReportHandler,
-    DeliveryStats,
-    PermanentError,
-    Record,
-    RetryableError,
-    SendResult,
-)
+from mixer.adapter import HandlerEnv
+from mixer.delivery import DeliveryStats, PermanentError, Record, RetryableError, SendResult
+from mixer.spans import SpanHandler
+from mixer.spans.otlp import encode_instance, export_request
 from mixer.templates import TraceSpanInstance
 
 __all__ = ["EXPORT_METHOD", "OtlpHandler", "OtlpSender", "OtlpStats", "classify_rpc_error", "retry_delay"]
@@ -190,28 +183,16 @@ class OtlpStats:
     rejected_spans: int
 
 
-class OtlpHandler(DeliveryReportHandler[OtlpSender]):
+class OtlpHandler(SpanHandler[OtlpSender]):
     """Exports tracespan instances as OTLP spans; see the package README for the mapping."""
 
     def __init__(self, config: OtlpConfig, env: HandlerEnv) -> None:
         super().__init__(OtlpSender(config, env.logger, name=env.handler_name), config.delivery, env)
         self.config = config
-        self._invalid = InvalidSpanLog(env.logger, env.handler_name)
 
-    def encode_batch(self, batch: ReportBatch) -> list[Record]:
-        records = []
-        for instance in batch.instances:
-            if not isinstance(instance, TraceSpanInstance):
-                continue
-            try:
-                records.append(encode_instance(instance))
-            except InvalidSpan as exc:
-                self._invalid.record(instance.name, exc)
-        return records
-
-    async def start_sender(self) -> None:
-        self.sender.open()
+    def encode_span(self, instance: TraceSpanInstance) -> Record:
+        return encode_instance(instance)
 
     @property
     def stats(self) -> OtlpStats:
-        return OtlpStats(self.delivery_stats, self._invalid.count, self.sender.rejected_spans)
+        return OtlpStats(self.delivery_stats, self.invalid_spans, self.sender.rejected_spans)

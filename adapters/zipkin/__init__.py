@@ -1,8 +1,8 @@
 """The ``zipkin`` adapter: tracespan instances POSTed to a Zipkin server as v2 JSON spans.
 
-Spans are read by the otlp adapter's :func:`adapters.otlp.span_from_instance` (same ids, kinds,
-times and error rule) and go through the shared delivery helper. See README.md in this folder for
-the params and the span mapping.
+Spans are read by :func:`mixer.spans.span_from_instance`, as the otlp adapter reads them (same
+ids, kinds, times and error rule), and go through the shared delivery helper. See README.md in
+this folder for the params and the span mapping.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from adapters.otlp import SpanData, span_from_instance
 from mixer.attributes import IPAddress, to_jsonable
 from mixer.delivery import Record
+from mixer.spans import SpanData, span_from_instance
 from mixer.templates import TraceSpanInstance
 
 __all__ = ["encode_instance", "span_json", "spans_body", "tag_text"]

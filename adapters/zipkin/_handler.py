@@ -13,18 +13,11 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from adapters.otlp import InvalidSpan, InvalidSpanLog
 from adapters.zipkin._config import ZipkinConfig
 from adapters.zipkin._encode import encode_instance, spans_body
-from mixer.adapter import HandlerEnv, ReportBatch
-from mixer.delivery import (
-    DeliveryReportHandler,
-    DeliveryStats,
-    PermanentError,
-    Record,
-    RetryableError,
-    SendResult,
-)
+from mixer.adapter import HandlerEnv
+from mixer.delivery import DeliveryStats, PermanentError, Record, RetryableError, SendResult
+from mixer.spans import SpanHandler
 from mixer.templates import TraceSpanInstance
 
 __all__ = ["RETRYABLE_STATUSES", "ZipkinHandler", "ZipkinSender", "ZipkinStats", "retry_after"]
@@ -144,28 +137,16 @@ class ZipkinStats:
     invalid_spans: int
 
 
-class ZipkinHandler(DeliveryReportHandler[ZipkinSender]):
+class ZipkinHandler(SpanHandler[ZipkinSender]):
     """Sends tracespan instances to Zipkin; see the package README for the mapping."""
 
     def __init__(self, config: ZipkinConfig, env: HandlerEnv) -> None:
         super().__init__(ZipkinSender(config, env.logger), config.delivery, env)
         self.config = config
-        self._invalid = InvalidSpanLog(env.logger, env.handler_name)
 
-    def encode_batch(self, batch: ReportBatch) -> list[Record]:
-        records = []
-        for instance in batch.instances:
-            if not isinstance(instance, TraceSpanInstance):
-                continue
-            try:
-                records.append(encode_instance(instance))
-            except InvalidSpan as exc:
-                self._invalid.record(instance.name, exc)
-        return records
-
-    async def start_sender(self) -> None:
-        self.sender.open()
+    def encode_span(self, instance: TraceSpanInstance) -> Record:
+        return encode_instance(instance)
 
     @property
     def stats(self) -> ZipkinStats:
-        return ZipkinStats(self.delivery_stats, self._invalid.count)
+        return ZipkinStats(self.delivery_stats, self.invalid_spans)

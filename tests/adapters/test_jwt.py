@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
@@ -18,6 +18,7 @@ from typing import Any
 
 import jwt
 import pytest
+import time_machine
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -82,9 +83,15 @@ def mint(payload: Mapping[str, Any], key: Any = SECRET, alg: str = "HS256", kid:
     return jwt.encode(dict(payload), key, algorithm=alg, headers=headers)
 
 
-def make(params: Mapping[str, Any], now: list[float] | None = None) -> JwtHandler:
-    clock = now if now is not None else [NOW]
-    return JwtHandler(JwtConfig.model_validate(params), LOG, clock=lambda: clock[0])
+@pytest.fixture(autouse=True)
+def frozen_clock() -> Iterator[None]:
+    # PyJWT judges time claims by the wall clock: it is held at NOW (tokens are minted around it).
+    with time_machine.travel(NOW, tick=False):
+        yield
+
+
+def make(params: Mapping[str, Any]) -> JwtHandler:
+    return JwtHandler(JwtConfig.model_validate(params), LOG)
 
 
 HS = {"algorithms": ["HS256"], "keys": [{"secret": SECRET}]}
@@ -235,6 +242,33 @@ REFUSALS = [
         lambda: mint(claims(exp="tomorrow")),
         "claim 'exp' is not a number of seconds",
         "claims",
+    ),
+    Refusal(
+        "exp as digits",
+        lambda: mint(claims(exp=str(int(NOW + 600)))),
+        "claim 'exp' is not a number of seconds",
+        "claims",
+    ),
+    Refusal(
+        "no issuer",
+        lambda: mint(claims(iss=None)),
+        "issuer None is not accepted",
+        "issuer",
+        {"issuers": [ISSUER]},
+    ),
+    Refusal(
+        "no audience",
+        lambda: mint(claims(aud=None)),
+        "audience None is not accepted",
+        "audience",
+        {"audiences": ["api"]},
+    ),
+    Refusal(
+        "required claim",
+        lambda: mint(claims()),
+        "the token lacks the required claim 'plan'",
+        "claims",
+        {"required_claims": ["exp", "plan"]},
     ),
     Refusal(
         "wrong secret",
@@ -438,7 +472,6 @@ async def test_unknown_kids_refresh_at_most_once_per_interval_and_share_the_load
     handler = JwtHandler(
         JwtConfig.model_validate({"jwks_url": jwks_server.url, "min_refresh_interval": "30s"}),
         LOG,
-        clock=lambda: NOW,
         monotonic=lambda: monotonic[0],
     )
     try:

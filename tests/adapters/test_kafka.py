@@ -44,11 +44,11 @@ from adapters.kafka import (
     build_handler,
 )
 from adapters.kafka._sender import NO_TOPIC_REASON, KafkaSender
-from adapters.otlp._encode import encode_instance as otlp_span_record
 from adapters.stdio import StdioConfig
 from adapters.stdio._handler import StdioHandler
 from mixer import HandlerEnv, ReportBatch
 from mixer.delivery import PermanentError, Record, RetryableError, SendResult
+from mixer.spans.otlp import encode_instance as otlp_span_record
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, QuotaInstance, TraceSpanInstance
 from plugins.manager import BUILTIN_ADAPTERS, create_plugin_manager
 from tests.backends.kafka import TansuBroker, consume, free_port, tansu, tansu_module, unique_topic

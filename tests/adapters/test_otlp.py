@@ -351,7 +351,7 @@ _SCALARS = (
 def test_hand_written_attributes_are_what_protobuf_writes(key: str, value: Any) -> None:
     from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-    from adapters.otlp._encode import _key_value_bytes
+    from mixer.spans.otlp import _key_value_bytes
 
     assert _key_value_bytes(key, value) == KeyValue(key=key, value=any_value(value)).SerializeToString()
 
@@ -855,7 +855,7 @@ def test_report_batch_of_the_stock_instance_is_counted_when_headers_are_missing(
 
 
 def test_cached_attribute_fields_keep_types_apart() -> None:
-    from adapters.otlp._encode import _attribute_field, _field, _key_value_bytes
+    from mixer.spans.otlp import _attribute_field, _field, _key_value_bytes
 
     for value in (True, 1, 1.0, "1", False, 0):
         assert _attribute_field("k", value) == _field(9, _key_value_bytes("k", value))

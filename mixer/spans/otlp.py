@@ -1,10 +1,12 @@
-"""OTLP encoding: one :class:`SpanData` to one serialized ``Span`` and its resource key.
+"""OTLP encoding: one :class:`~mixer.spans.SpanData` to one serialized ``Span`` and its resource key.
 
 A record's payload is a serialized ``opentelemetry.proto.trace.v1.Span``; its route is the
 resource it belongs to, as compact JSON of string attributes (``{"service.name":"reviews"}``).
 :func:`export_request` groups a batch of such records into one serialized
 ``ExportTraceServiceRequest`` by concatenating wire-format fields, so spans are not parsed again
 on the way out (protobuf defines a message as the concatenation of its fields).
+
+:func:`any_value` and :data:`SCOPE_NAME` serve every OTLP signal (logs and metrics too).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from adapters.otlp._spans import SpanData, span_from_instance
 from mixer import __version__
 from mixer.attributes import IPAddress, to_jsonable
 from mixer.cache import ByteLRU
 from mixer.delivery import Record
+from mixer.spans import SpanData, span_from_instance
 from mixer.templates import TraceSpanInstance
 
 __all__ = [

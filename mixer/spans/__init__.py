@@ -1,22 +1,31 @@
-"""From a ``tracespan`` instance to a checked, backend-neutral span (shared with the zipkin adapter).
+"""Spans for tracing adapters: a ``tracespan`` instance read into a checked, backend-neutral span,
+and the report handler every span exporter starts from.
 
 :func:`span_from_instance` reads the trace context (B3 hex ids, or a W3C ``traceparent``), applies
 Mixer's ``rewrite_client_span_id`` rule, converts the times and decides which side of the request
 is local. Anything malformed raises :class:`InvalidSpan`, so that an encoder can count the span
 and go on with the rest of the batch.
+
+:class:`SpanHandler` is that encoder loop on top of :class:`mixer.delivery.DeliveryReportHandler`
+(queue, batches, retry, spool): a subclass says how one instance becomes a record and brings a
+sender. :mod:`mixer.spans.otlp` is the OTLP protobuf encoding (spans, attribute values, export
+requests), for the otlp adapter and for any other that writes OTLP.
 """
 
 from __future__ import annotations
 
+import abc
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from mixer.adapter import HandlerEnv, ReportBatch
 from mixer.attributes import IPAddress
+from mixer.delivery import BatchSender, DeliveryOptions, DeliveryReportHandler, Record
 from mixer.templates import TraceSpanInstance
 
 __all__ = [
@@ -25,6 +34,8 @@ __all__ = [
     "InvalidSpan",
     "InvalidSpanLog",
     "SpanData",
+    "SpanHandler",
+    "SpanSender",
     "TraceParent",
     "is_error_status",
     "parse_span_id",
@@ -305,3 +316,49 @@ class InvalidSpanLog:
         self._logger.warning("%s: dropped span of instance %s: %s%s", self._handler, instance, error, more)
         self._held_back = 0
         self._next_log = now + self._interval
+
+
+class SpanSender(BatchSender, Protocol):
+    """A span exporter's sender: :meth:`open` prepares it (reads TLS files, creates the client)
+    before the first send; errors there fail the handler's start."""
+
+    def open(self) -> None: ...
+
+
+SpanSenderT = TypeVar("SpanSenderT", bound=SpanSender)
+
+
+class SpanHandler(DeliveryReportHandler[SpanSenderT]):
+    """A report handler that exports each tracespan instance as one span record.
+
+    Subclasses implement :meth:`encode_span`; instances of other templates are passed over, and
+    those that cannot become spans are counted (:attr:`invalid_spans`) and logged, sparingly,
+    without failing the rest of the batch.
+    """
+
+    def __init__(self, sender: SpanSenderT, options: DeliveryOptions, env: HandlerEnv) -> None:
+        super().__init__(sender, options, env)
+        self._invalid = InvalidSpanLog(env.logger, env.handler_name)
+
+    @abc.abstractmethod
+    def encode_span(self, instance: TraceSpanInstance) -> Record:
+        """One instance as a record. :raises InvalidSpan: it cannot become a span."""
+
+    def encode_batch(self, batch: ReportBatch) -> list[Record]:
+        records = []
+        for instance in batch.instances:
+            if not isinstance(instance, TraceSpanInstance):
+                continue
+            try:
+                records.append(self.encode_span(instance))
+            except InvalidSpan as exc:
+                self._invalid.record(instance.name, exc)
+        return records
+
+    async def start_sender(self) -> None:
+        self.sender.open()
+
+    @property
+    def invalid_spans(self) -> int:
+        """Instances that could not become spans (bad ids or times), never sent."""
+        return self._invalid.count
