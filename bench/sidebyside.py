@@ -24,11 +24,14 @@ Suites (``--suite``, several may be given):
   trivial aiohttp handler answering 200.
 
 ``--compare-env KEY=VALUE`` runs every ``mixer serve`` variant twice, as is and with that
-environment (e.g. ``MIXER_CHECK_CACHE_BYTES=0``), so a code path is compared with its
-alternative on the same core in the same rounds.
+environment, so a code path is compared with its alternative on the same core in the same rounds;
+``--compare-tree NAME=DIR`` does the same with the code of another checkout (a change against the
+commit before it). ``--py-spy DIR`` samples every ``mixer serve`` variant during the rounds and
+prints the functions with the most samples.
 
     .venv/bin/python bench/sidebyside.py [--suite report --suite check --suite auth]
-        [--seconds 5] [--rounds 5] [--latency-seconds 60] [--compare-env KEY=VALUE] [--short]
+        [--seconds 5] [--rounds 5] [--latency-seconds 60] [--compare-env KEY=VALUE]
+        [--compare-tree NAME=DIR] [--py-spy DIR] [--short]
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,6 +74,7 @@ SERVER_CPU = 0
 CLIENT_CPU = 1
 RECORDS_PER_REPORT = 100
 REPORT_METHOD = "/istio.mixer.v1.Mixer/Report"
+LINE_NUMBER = re.compile(r":\d+\)$")
 DELIVERY_COUNTERS = (
     "mixer_delivery_sent_total",
     "mixer_delivery_spooled_total",
@@ -405,6 +411,63 @@ class Outcome:
         return statistics.median(w.cpu / w.wall for w in self.windows)
 
 
+@contextlib.contextmanager
+def sampled(endpoints: Sequence[Endpoint], out: Path | None, suite: str) -> Iterator[None]:
+    """py-spy samples every ``mixer serve`` variant while the rounds run (``--py-spy DIR``)."""
+    if out is None:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).with_name("py-spy")
+    samplers: list[tuple[Endpoint, Path, subprocess.Popen[bytes]]] = []
+    for i, endpoint in enumerate(endpoints):
+        if not endpoint.admin_port:  # a trivial servicer: nothing of ours to profile
+            continue
+        raw = out / f"{suite}-{i}.txt"
+        argv = [str(spy), "record", "--pid", str(endpoint.proc.pid), "--rate", "250", "--format", "raw",
+                "--nonblocking", "--output", str(raw)]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samplers.append((endpoint, raw, proc))
+    try:
+        yield
+    finally:
+        for endpoint, raw, proc in samplers:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            print_profile(endpoint.name, raw)
+
+
+def print_profile(name: str, raw: Path, top: int = 15) -> None:
+    """The functions with the most samples of their own, and with the most in all, from py-spy's raw
+    (collapsed stacks) output."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    if not raw.exists():
+        print(f"{name}: py-spy wrote no samples (is ptrace allowed here?)", flush=True)
+        return
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        # Per function, not per line: "f (path.py:12)" and "f (path.py:30)" are one row.
+        frames = [LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + count
+    print(f"\n{name}: {samples:,} samples (py-spy, 250 Hz), kept in {raw}", flush=True)
+    for title, table in (("own", own), ("in all (own and callees)", total)):
+        print(f"  top {top} by samples {title}:")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {count / max(samples, 1):6.1%}  {frame}")
+
+
 def side_by_side(
     suite: str,
     variants: Sequence[Variant],
@@ -419,6 +482,7 @@ def side_by_side(
         for endpoint in endpoints:  # warm every server before the first measured round
             measure(endpoint, load, min(1.0, args.seconds))
         settle(endpoints)
+        stack.enter_context(sampled(endpoints, args.py_spy, suite))
         outcomes = [Outcome(e.name, []) for e in endpoints]
         last_start: list[float | None] = [None] * len(endpoints)
         for r in range(args.rounds):
@@ -491,16 +555,26 @@ def summary(suite: str, unit: str, outcomes: Sequence[Outcome]) -> None:
     print(f"refused or failed calls over all rounds: {refused}", flush=True)
 
 
-def with_compare(variants: Sequence[Variant], compare: Sequence[str]) -> list[Variant]:
+def with_compare(variants: Sequence[Variant], args: argparse.Namespace) -> list[Variant]:
+    """Each ``mixer serve`` variant, then the same with each ``--compare-env`` and ``--compare-tree``."""
     out: list[Variant] = []
     for variant in variants:
+        if variant.kind == "mixer" and args.only and not any(o in variant.name for o in args.only):
+            continue
         out.append(variant)
         if variant.kind != "mixer":
             continue
-        for spec in compare:
+        changes: list[tuple[str, dict[str, str]]] = []
+        for spec in args.compare_env:
             key, _, value = spec.partition("=")
+            changes.append((spec, {key: value}))
+        for spec in args.compare_tree:
+            name, _, tree = spec.partition("=")
+            # PYTHONPATH comes before the editable install's finder: the server runs that tree's code.
+            changes.append((name, {"PYTHONPATH": str(Path(tree).resolve())}))
+        for label, env in changes:
             out.append(
-                Variant(f"{variant.name} [{spec}]", "mixer", variant.configs, {**variant.env, key: value},
+                Variant(f"{variant.name} [{label}]", "mixer", variant.configs, {**variant.env, **env},
                         variant.stdout_file)
             )  # fmt: skip
     return out
@@ -521,9 +595,7 @@ def run_report(args: argparse.Namespace, tmp: Path) -> list[Outcome]:
             Variant("stock Istio 1.4 telemetry", "mixer", STOCK, stdout_file=True),
             Variant("fan-out (Prometheus, Kafka, ES, OTLP)", "mixer", [FANOUT], fanout_env),
         ]
-        outcomes = side_by_side(
-            "report", with_compare(variants, args.compare_env), load, "records", args, tmp
-        )
+        outcomes = side_by_side("report", with_compare(variants, args), load, "records", args, tmp)
     summary("report", "records", outcomes)
     return outcomes
 
@@ -543,7 +615,7 @@ def run_check(args: argparse.Namespace, tmp: Path) -> list[Outcome]:
             ),
         ]
         outcomes = side_by_side(
-            "check", with_compare(variants, args.compare_env), load, "calls", args, tmp, latency_bodies=bodies
+            "check", with_compare(variants, args), load, "calls", args, tmp, latency_bodies=bodies
         )
     summary("check", "calls", outcomes)
     return outcomes
@@ -555,7 +627,7 @@ def run_auth(args: argparse.Namespace, tmp: Path) -> list[Outcome]:
         Variant("trivial aiohttp handler", "trivial-http"),
         Variant("/v1/auth, memquota policy", "mixer", [POLICY / "policy.yaml", POLICY / "memquota.yaml"]),
     ]
-    outcomes = side_by_side("auth", with_compare(variants, args.compare_env), load, "calls", args, tmp)
+    outcomes = side_by_side("auth", with_compare(variants, args), load, "calls", args, tmp)
     summary("auth", "calls", outcomes)
     return outcomes
 
@@ -578,6 +650,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-concurrency", type=int, default=4)
     parser.add_argument("--check-concurrency", type=int, default=64)
     parser.add_argument("--compare-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="only mixer variants named with TEXT",
+    )
+    parser.add_argument(
+        "--compare-tree",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run every mixer variant on the code of another checkout (e.g. main=../main)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="sample every mixer variant with py-spy; stacks kept in DIR",
+    )
     parser.add_argument("--short", action="store_true", help="a quick pass that only shows it all runs")
     parser.add_argument("--trivial-grpc", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--trivial-http", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -590,9 +682,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.short:
         args.seconds, args.rounds, args.latency_seconds = 0.5, 2, 0.5
-    for spec in args.compare_env:
-        if "=" not in spec:
-            parser.error(f"--compare-env {spec!r}: expected KEY=VALUE")
+    for flag, specs in (("--compare-env", args.compare_env), ("--compare-tree", args.compare_tree)):
+        for spec in specs:
+            if "=" not in spec:
+                parser.error(f"{flag} {spec!r}: expected NAME=VALUE")
     pin(CLIENT_CPU)
     print(
         f"server CPU {SERVER_CPU}, load CPU {CLIENT_CPU}; {args.rounds} rounds of {args.seconds:g} s "
