@@ -481,7 +481,7 @@ def side_by_side(
         endpoints = [stack.enter_context(running(v, data_dir / f"v{i}")) for i, v in enumerate(variants)]
         for endpoint in endpoints:  # warm every server before the first measured round
             measure(endpoint, load, min(1.0, args.seconds))
-        settle(endpoints)
+        settle(endpoints, limit=args.settle_seconds)
         stack.enter_context(sampled(endpoints, args.py_spy, suite))
         outcomes = [Outcome(e.name, []) for e in endpoints]
         last_start: list[float | None] = [None] * len(endpoints)
@@ -502,7 +502,7 @@ def side_by_side(
                     f"refused {window.refused}",
                     flush=True,
                 )
-        for i, reading in enumerate(settle(endpoints)):
+        for i, reading in enumerate(settle(endpoints, limit=args.settle_seconds)):
             outcomes[i].windows[-1].cpu_until_next = reading - (last_start[i] or 0.0)
         for endpoint in endpoints:
             for handler, counts in sorted(endpoint.delivery().items()):
@@ -646,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=sorted(SUITES), help="default: all three")
     parser.add_argument("--seconds", type=float, default=5.0, help="load per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--settle-seconds", type=float, default=30.0, help="at most this long for deferred sends to finish"
+    )
     parser.add_argument("--latency-seconds", type=float, default=0.0, help="open loop per Check variant")
     parser.add_argument("--report-concurrency", type=int, default=4)
     parser.add_argument("--check-concurrency", type=int, default=64)
@@ -681,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_trivial_http(args.trivial_http))
         return 0
     if args.short:
-        args.seconds, args.rounds, args.latency_seconds = 0.5, 2, 0.5
+        args.seconds, args.rounds, args.latency_seconds, args.settle_seconds = 0.5, 2, 0.5, 3.0
     for flag, specs in (("--compare-env", args.compare_env), ("--compare-tree", args.compare_tree)):
         for spec in specs:
             if "=" not in spec:
