@@ -103,8 +103,13 @@ soak: $(DEV_STAMP) system-deps
 	MIXER_SOAK=1 $(PYTEST) tests/e2e/test_no_loss.py
 
 # Benchmarks; results are quoted in docs/performance.md.
+# Every bench, the side-by-side comparison first (docs/performance.md); the suite runs their short forms.
 bench: $(DEV_STAMP) system-deps
+	$(PY) bench/sidebyside.py
 	$(PY) bench/wire_decode.py
+	$(PY) bench/access_log_line.py
+	$(PY) bench/status_page.py
+	$(PY) bench/workers_scaling.py
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py

@@ -20,6 +20,7 @@ from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricKind, Promethe
 from adapters.prometheus._series import (
     COUNTER,
     GAUGE,
+    DimensionKeys,
     FamilySnapshot,
     HandlerStats,
     MetricSeries,
@@ -98,7 +99,19 @@ class PrometheusHandler(ReportHandler):
         self._log = env.logger
         self._clock = clock
         self._budget = SeriesBudget(config.max_series)
-        self._metrics = tuple(MetricSeries(m, self._budget, self.stats, env.logger) for m in config.metrics)
+        # One key builder per distinct label-name tuple, shared by the metrics that have it.
+        keys: dict[tuple[str, ...], DimensionKeys] = {}
+        self._metrics = tuple(
+            MetricSeries(
+                m,
+                self._budget,
+                self.stats,
+                env.logger,
+                keys.setdefault(tuple(m.label_names), DimensionKeys(tuple(m.label_names))),
+            )
+            for m in config.metrics
+        )
+        self._keys = tuple(keys.values())
         # OpenMetrics would rename a counter without the _total suffix (Prometheus would then store
         # `istio_double_request_count_total`, which Mixer's users never queried): such a handler
         # answers in the text format only, as Mixer's did.
@@ -204,6 +217,8 @@ class PrometheusHandler(ReportHandler):
                 continue
             for metric in targets:
                 metric.record(instance, now)
+        for keys in self._keys:
+            keys.forget()
 
     def expire_stale(self, now: float | None = None) -> int:
         """Remove label sets not updated within ``metrics_expiry_duration``; returns how many."""

@@ -98,6 +98,48 @@ class _Histogram:
         self.updated = now
 
 
+class DimensionKeys:
+    """The series key of a dimension map, for every metric of a handler with these label names.
+
+    Metrics sharing a map field are given the same dimension map object for one bag (the instance
+    builder evaluates identical map fields once), and a handler records them one after the other:
+    the key of the map last seen is kept, so the four Istio metrics build and hash one key per
+    request instead of four. Only the last map is held, and only by identity.
+    """
+
+    __slots__ = ("_key_of", "_last_dimensions", "_last_key", "label_names")
+
+    def __init__(self, label_names: tuple[str, ...]) -> None:
+        self.label_names = label_names
+        # itemgetter builds the key in C, several times faster than a comprehension over 20 labels.
+        self._key_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+        if len(label_names) > 1:
+            self._key_of = itemgetter(*label_names)
+        elif label_names:
+            only = label_names[0]
+            self._key_of = lambda dimensions: (dimensions[only],)
+        else:
+            self._key_of = lambda dimensions: ()
+        self._last_dimensions: Mapping[str, Any] | None = None
+        self._last_key: tuple[Any, ...] = ()
+
+    def key(self, dimensions: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The raw values of the label names, in order.
+
+        :raises KeyError: a dimension is missing (the caller takes the tolerant path).
+        """
+        if dimensions is self._last_dimensions:
+            return self._last_key
+        key = self._key_of(dimensions)
+        self._last_dimensions = dimensions
+        self._last_key = key
+        return key
+
+    def forget(self) -> None:
+        """Drop the map held, so a batch's maps do not outlive it."""
+        self._last_dimensions = None
+
+
 class MetricSeries:
     """One configured metric: its label names, its series and how a value updates one.
 
@@ -109,7 +151,12 @@ class MetricSeries:
     """
 
     def __init__(
-        self, info: MetricInfo, budget: SeriesBudget, stats: HandlerStats, log: logging.Logger
+        self,
+        info: MetricInfo,
+        budget: SeriesBudget,
+        stats: HandlerStats,
+        log: logging.Logger,
+        keys: DimensionKeys | None = None,
     ) -> None:
         self.info = info
         self.kind = info.kind
@@ -122,15 +169,10 @@ class MetricSeries:
             assert info.buckets is not None  # guaranteed by MetricInfo validation
             self.bounds = info.buckets.upper_bounds()
             self._les = (*(go_float(b) for b in self.bounds), "+Inf")
-        # itemgetter builds the key in C, several times faster than a comprehension over 20 labels.
-        self._key_of: Callable[[Mapping[str, Any]], tuple[Any, ...]]
-        if len(self.label_names) > 1:
-            self._key_of = itemgetter(*self.label_names)
-        elif self.label_names:
-            only = self.label_names[0]
-            self._key_of = lambda dimensions: (dimensions[only],)
-        else:
-            self._key_of = lambda dimensions: ()
+        if keys is None or keys.label_names != self.label_names:
+            keys = DimensionKeys(self.label_names)
+        self.keys = keys
+        self._key_of = keys.key
         self._by_key: dict[tuple[Any, ...], Any] = {}
         self._by_labels: dict[tuple[str, ...], Any] = {}
         self._budget = budget

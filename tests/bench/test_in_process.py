@@ -1,0 +1,41 @@
+"""The in-process benches' short forms run and print their figures (which are not asserted: speed
+is measured by `make bench`, side by side, on a quiet machine)."""
+
+from __future__ import annotations
+
+from tests.bench._run import FIGURE, figures, positive, run_bench
+
+
+def test_wire_decode() -> None:
+    out = run_bench("wire_decode.py", "--seconds", "0.2")
+    rates = figures(rf"^decode:\s+({FIGURE}) records/s$", out)
+    assert len(rates) == 1, out
+    assert positive(rates[0][0]) > 0
+
+
+def test_runtime_dispatch() -> None:
+    out = run_bench("runtime_dispatch.py", "--seconds", "0.2", "--rounds", "1")
+    found = figures(rf"^(report|check)[^:]*: ({FIGURE}) (?:records|calls)/s$", out)
+    assert {kind for kind, _ in found} == {"report", "check"}, out
+    assert all(positive(rate) > 0 for _, rate in found)
+
+
+def test_access_log_line() -> None:
+    out = run_bench("access_log_line.py", "--seconds", "0.1", "--rounds", "1")
+    per_line = figures(rf"^(json module \(reference\)|orjson bytes \(shared\)): ({FIGURE}) us per line", out)
+    assert [name for name, _ in per_line] == ["json module (reference)", "orjson bytes (shared)"], out
+    assert all(positive(us) > 0 for _, us in per_line)
+
+
+def test_status_page() -> None:
+    out = run_bench("status_page.py", "--number", "50")
+    renders = figures(rf"^render (/status\S*)\s+({FIGURE}) µs$", out)
+    assert "/status" in {page for page, _ in renders}, out
+    assert len(renders) >= 3, out
+
+
+def test_delivery_ack() -> None:
+    out = run_bench("delivery_ack.py", "--seconds", "0.2", "--rounds", "1", "--records", "10")
+    rows = figures(rf"^(up|down)\s+(memory|spool)\s+(normal|full)\s+({FIGURE})\s", out)
+    assert {(state, ack) for state, ack, _, _ in rows} >= {("up", "spool"), ("down", "memory")}, out
+    assert all(positive(rate) > 0 for *_, rate in rows)
