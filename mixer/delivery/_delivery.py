@@ -109,9 +109,31 @@ class Delivery:
         settler = Settler(
             name, options.dead_letter_max_bytes, data_dir, queue, spooler, circuit, counters, logger
         )
-        parts = (queue, spooler, circuit, settler)
-        self._sender = Sender(name, sender, options, parts, counters, logger, wake, clock, sleep, rng)
-        self._shutdown = Shutdown(sender, (queue, spooler, circuit, self._sender), counters, logger, wake)
+        self._sender = Sender(
+            name,
+            sender,
+            options,
+            queue=queue,
+            spooler=spooler,
+            circuit=circuit,
+            settler=settler,
+            counters=counters,
+            logger=logger,
+            wake=wake,
+            clock=clock,
+            sleep=sleep,
+            rng=rng,
+        )
+        self._shutdown = Shutdown(
+            sender,
+            queue=queue,
+            spooler=spooler,
+            circuit=circuit,
+            sender=self._sender,
+            counters=counters,
+            logger=logger,
+            wake=wake,
+        )
         _metrics.track(self)
 
     @property

@@ -58,7 +58,11 @@ class Sender:
         name: str,
         backend: BatchSender,
         options: DeliveryOptions,
-        parts: tuple[RecordQueue, Spooler, Circuit, Settler],
+        *,
+        queue: RecordQueue,
+        spooler: Spooler,
+        circuit: Circuit,
+        settler: Settler,
         counters: Counters,
         logger: logging.Logger,
         wake: asyncio.Event,
@@ -69,7 +73,10 @@ class Sender:
         self._name = name
         self._backend = backend
         self._options = options
-        self._queue, self._spooler, self._circuit, self._settler = parts
+        self._queue = queue
+        self._spooler = spooler
+        self._circuit = circuit
+        self._settler = settler
         self._counters = counters
         self._log = logger
         self._wake = wake

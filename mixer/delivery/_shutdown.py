@@ -29,14 +29,21 @@ class Shutdown:
     def __init__(
         self,
         backend: BatchSender,
-        parts: tuple[RecordQueue, Spooler, Circuit, Sender],
+        *,
+        queue: RecordQueue,
+        spooler: Spooler,
+        circuit: Circuit,
+        sender: Sender,
         counters: Counters,
         logger: logging.Logger,
         wake: asyncio.Event,
     ) -> None:
         self._backend = backend
         self._wake = wake
-        self._queue, self._spooler, self._circuit, self._sender = parts
+        self._queue = queue
+        self._spooler = spooler
+        self._circuit = circuit
+        self._sender = sender
         self._counters = counters
         self._log = logger
 
