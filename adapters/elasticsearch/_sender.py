@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from elasticsearch import ApiError, AsyncElasticsearch
 from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
 
 from adapters.elasticsearch._config import ElasticsearchConfig
-from mixer.delivery import PermanentError, Record, RetryableError, SendResult
+from mixer.delivery import Backoff, PermanentError, Record, RetryableError, SendResult
 
 __all__ = ["BulkSender", "TemplateState", "describe_error"]
 
@@ -80,6 +80,29 @@ def _is_media_type_error(exc: ApiError) -> bool:
     body = exc.body
     error = body.get("error") if isinstance(body, dict) else None
     return isinstance(error, dict) and error.get("type") == "media_type_header_exception"
+
+
+def _make_client(config: ElasticsearchConfig) -> AsyncElasticsearch:
+    """The client for ``config``'s hosts, credentials and TLS settings."""
+    kwargs: dict[str, Any] = {
+        "request_timeout": config.request_timeout.total_seconds(),
+        # Delivery retries with backoff; the client only fails over to another node at once.
+        "max_retries": len(config.hosts) - 1,
+        "retry_on_status": (),
+        "retry_on_timeout": False,
+    }
+    if config.username is not None and config.password is not None:
+        kwargs["basic_auth"] = (config.username, config.password.get_secret_value())
+    if config.api_key is not None:
+        kwargs["api_key"] = config.api_key.get_secret_value()
+    if config.uses_tls:
+        kwargs["verify_certs"] = config.tls.verify
+        if config.tls.ca_file is not None:
+            kwargs["ca_certs"] = str(config.tls.ca_file)
+        if not config.tls.verify:
+            # The handler logs this once at start; the client would warn on every request.
+            kwargs["ssl_show_warn"] = False
+    return AsyncElasticsearch(list(config.hosts), serializers=_ANSWER_SERIALIZERS, **kwargs)
 
 
 @dataclass(slots=True)
@@ -143,7 +166,7 @@ class BulkSender:
         self.name = name
         self._config = config
         self._logger = logger
-        self._client_factory = client_factory or self._make_client
+        self._client_factory = client_factory or functools.partial(_make_client, config)
         self._clock = clock
         self._client: AsyncElasticsearch | None = None
         self._op = b"create" if config.data_stream is not None else b"index"
@@ -178,28 +201,6 @@ class BulkSender:
         if client is not None:
             await client.close()
 
-    def _make_client(self) -> AsyncElasticsearch:
-        config = self._config
-        kwargs: dict[str, Any] = {
-            "request_timeout": config.request_timeout.total_seconds(),
-            # Delivery retries with backoff; the client only fails over to another node at once.
-            "max_retries": len(config.hosts) - 1,
-            "retry_on_status": (),
-            "retry_on_timeout": False,
-        }
-        if config.username is not None and config.password is not None:
-            kwargs["basic_auth"] = (config.username, config.password.get_secret_value())
-        if config.api_key is not None:
-            kwargs["api_key"] = config.api_key.get_secret_value()
-        if config.uses_tls:
-            kwargs["verify_certs"] = config.tls.verify
-            if config.tls.ca_file is not None:
-                kwargs["ca_certs"] = str(config.tls.ca_file)
-            if not config.tls.verify:
-                # The handler logs this once at start; the client would warn on every request.
-                kwargs["ssl_show_warn"] = False
-        return AsyncElasticsearch(list(config.hosts), serializers=_ANSWER_SERIALIZERS, **kwargs)
-
     def _get_client(self) -> AsyncElasticsearch:
         if self._closed:
             raise RetryableError(f"{self.name} is shut down")
@@ -210,11 +211,12 @@ class BulkSender:
     # -- index template --------------------------------------------------------------------
 
     async def _install_template_forever(self) -> None:
-        delay = TEMPLATE_RETRY_INITIAL
+        backoff = Backoff(TEMPLATE_RETRY_INITIAL, TEMPLATE_RETRY_MAX, multiplier=2.0, jitter=0.2)
         while self._template_pending():
             try:
                 await self.install_template()
             except Exception as exc:  # anything unexpected is retried too, never left in a dead task
+                delay = backoff.next()
                 self._logger.warning(
                     "%s: index template %r not installed yet, retrying in %.1fs: %s",
                     self.name,
@@ -222,8 +224,7 @@ class BulkSender:
                     delay,
                     exc,
                 )
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, TEMPLATE_RETRY_MAX)
+                await asyncio.sleep(delay)
 
     def _template_pending(self) -> bool:
         return self.template_state is TemplateState.PENDING

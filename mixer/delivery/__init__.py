@@ -4,11 +4,13 @@ An adapter writes a :class:`BatchSender` ("send this batch", classifying failure
 :class:`RetryableError` or :class:`PermanentError`, or per item through :class:`SendResult`) and
 hands encoded :class:`Record` objects to :meth:`Delivery.offer`. :class:`Delivery` owns the
 bounded queue, batching, concurrency, retry with jittered backoff, the durable spool, the dead
-letter file and the self-metrics. See ``docs/delivery.md``.
+letter file and the self-metrics. :class:`Backoff` is its retry schedule, for adapters that retry
+something of their own. See ``docs/delivery.md``.
 """
 
 from __future__ import annotations
 
+from mixer.delivery._backoff import Backoff
 from mixer.delivery._delivery import Delivery
 from mixer.delivery._handler import DeliveryReportHandler
 from mixer.delivery._metrics import DeliveryCollector
@@ -18,6 +20,7 @@ from mixer.delivery._types import BatchSender, PermanentError, Record, Retryable
 
 __all__ = [
     "SEND_DURATION_BUCKETS",
+    "Backoff",
     "BatchSender",
     "Delivery",
     "DeliveryCollector",

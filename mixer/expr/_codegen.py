@@ -7,7 +7,7 @@ texts from the configuration, is bound in a closure cell of a factory function a
 its ``_kN`` name: no configuration text ever becomes code. ``compile()`` and ``exec`` run only on
 source we generated from our own AST under that rule.
 
-Each generated form has the semantics of the closure it replaces (``_compiler`` keeps the closures
+Each generated form has the semantics of the closure it replaces (the checker modules keep the closures
 as the reference implementation; tests compare both on the expression cases and the stock configs).
 A node without a generated form is called through its closure, so every expression works.
 """

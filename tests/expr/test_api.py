@@ -214,7 +214,7 @@ def test_literal_patterns_are_compiled_once(monkeypatch: pytest.MonkeyPatch) -> 
     def refuse(*args: object) -> None:
         raise AssertionError("pattern compiled at evaluation")
 
-    monkeypatch.setattr("mixer.expr._compiler.compile_re2", refuse)
+    monkeypatch.setattr("mixer.expr._check_calls.compile_re2", refuse)
     monkeypatch.setattr("mixer.expr._functions.glob_match", refuse)
     assert compiled.evaluate(AttributeBag({"request.path": "/api/v2/x"})) is True
 
