@@ -46,7 +46,7 @@ from mixer.templates import (
     MetricInstance,
     TraceSpanInstance,
 )
-from mixer.testing.fake_elasticsearch import SERVER_VERSION, FakeElasticsearch
+from tests.fakes.fake_elasticsearch import SERVER_VERSION, FakeElasticsearch
 from plugins.manager import BUILTIN_ADAPTERS, create_plugin_manager
 
 _LOG = logging.getLogger("test.elasticsearch")

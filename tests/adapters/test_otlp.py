@@ -44,7 +44,7 @@ from mixer.attributes import AttributeBag
 from mixer.config import load_config
 from mixer.delivery import DeliveryOptions, PermanentError, Record, RetryableError
 from mixer.templates import Instance, MetricInstance, TraceSpanInstance
-from mixer.testing.fake_otlp import FakeOtlpReceiver, attribute_values
+from tests.fakes.fake_otlp import FakeOtlpReceiver, attribute_values
 from plugins.manager import create_plugin_manager
 
 _LOG = logging.getLogger("test.otlp")

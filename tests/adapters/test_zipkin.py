@@ -32,7 +32,7 @@ from adapters.zipkin._handler import retry_after
 from mixer import HandlerEnv, ReportBatch
 from mixer.delivery import PermanentError, Record, RetryableError
 from mixer.templates import TraceSpanInstance
-from mixer.testing.fake_zipkin import FakeZipkin, span_problem
+from tests.fakes.fake_zipkin import FakeZipkin, span_problem
 
 _LOG = logging.getLogger("test.zipkin")
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
