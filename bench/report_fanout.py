@@ -161,8 +161,10 @@ def fake_backends(tmp: Path) -> Iterator[tuple[str, str]]:
 
 
 async def _serve_backends(ports: Path) -> None:
-    from mixer.testing.fake_elasticsearch import FakeElasticsearch
-    from mixer.testing.fake_otlp import FakeOtlpReceiver
+    # The fakes live in the checkout's tests package, which is not installed.
+    sys.path.insert(0, str(ROOT))
+    from tests.fakes.fake_elasticsearch import FakeElasticsearch
+    from tests.fakes.fake_otlp import FakeOtlpReceiver
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
 
 from mixer.attributes import AttributeValue
 from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT, RateLimitInfo
@@ -167,18 +168,30 @@ class AttributeHandler(Handler, abc.ABC):
         """
 
 
-HandlerFactory = Callable[[BaseModel, HandlerEnv], Handler]
+#: An adapter's config model. Covariant, with ``BaseModel`` for default, so that an adapter of any
+#: config model is an ``AdapterInfo`` and the registry holds them side by side. Seen that way its
+#: factory seems to take any model: only :meth:`AdapterInfo.build`, which checks, may call it.
+ConfigT_co = TypeVar("ConfigT_co", bound=BaseModel, default=BaseModel, covariant=True)
+
+#: Builds a handler from a config already validated as the adapter's model, and its environment.
+HandlerFactory = Callable[[ConfigT_co, HandlerEnv], Handler]
 
 
 @dataclass(frozen=True, slots=True)
-class AdapterInfo:
-    """An adapter as registered through the ``mixer_register_adapters`` hook."""
+class AdapterInfo(Generic[ConfigT_co]):
+    """An adapter: what a plugin module declares as ``ADAPTER`` or returns from the
+    ``mixer_register_adapters`` hook.
+
+    The factory is typed over the config model: it receives an instance of ``config_model`` and
+    needs no check of its own, because handlers are built through :meth:`build`, which checks
+    the type once for every adapter.
+    """
 
     name: str
     description: str
     templates: frozenset[str]
-    config_model: type[BaseModel]
-    factory: HandlerFactory
+    config_model: type[ConfigT_co]
+    factory: HandlerFactory[ConfigT_co]
     stability: Stability = Stability.STABLE
     version: str = "0.0.0"
     #: Kinds that name this adapter in the legacy (Istio 1.0) config form; default ``(name,)``.
@@ -190,6 +203,20 @@ class AdapterInfo:
     #: Its check handlers return ``CheckResult.attributes``: the rules sending to them run first,
     #: and the attributes they produce are seen by every other check rule and quota of the Check.
     produces_attributes: bool = False
+    #: Its handlers keep state (counters) in the process's memory, which other processes serving
+    #: the same config do not see: a server running several worker processes warns about it.
+    process_local_state: bool = False
 
     def kinds(self) -> tuple[str, ...]:
         return tuple(self.legacy_kinds) or (self.name,)
+
+    def build(self, config: BaseModel, env: HandlerEnv) -> Handler:
+        """A handler from ``config``, which must be an instance of ``config_model``.
+
+        :raises TypeError: ``config`` is of another type (a caller's mistake, not a user's: config
+            validation builds every adapter's params with its own model).
+        """
+        if not isinstance(config, self.config_model):
+            wanted, got = self.config_model.__name__, type(config).__name__
+            raise TypeError(f"adapter {self.name!r} needs {wanted} params, got {got}")
+        return self.factory(config, env)

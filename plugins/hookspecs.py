@@ -50,11 +50,15 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 def mixer_register_adapters() -> list[AdapterInfo]:
     """Describe the adapters this plugin provides.
 
+    A plugin with one adapter need not implement this hook: it declares the adapter as its
+    module attribute ``ADAPTER`` instead, which the manager reads for plugins that do not
+    implement it (see :mod:`plugins.manager`).
+
     Each :class:`~mixer.AdapterInfo` names the adapter, its pydantic config model (unknown keys
     forbidden, every field defaulted, no side effects on construction), the factory that builds a
-    handler from a validated config, the templates it supports, its stability and version and the
-    legacy (Istio 1.0) ``kind:`` names it answers to. Leave ``origin`` empty: the plugin manager
-    sets it to ``"builtin"`` or to the providing distribution's name and version.
+    handler from a config validated as that model, the templates it supports, its stability and
+    version and the legacy (Istio 1.0) ``kind:`` names it answers to. Leave ``origin`` empty: the
+    plugin manager sets it to ``"builtin"`` or to the providing distribution's name and version.
 
     Adapter names are global: a name registered by two plugins is an error naming both origins.
     An adapter named in ``MIXER_BLOCK_PLUGINS`` is dropped.

@@ -5,20 +5,30 @@ so every test and every ``mixer`` command gets a fresh manager). Built-in adapte
 modules in :data:`BUILTIN_ADAPTERS` and go through the same hooks as third-party plugins found in
 the ``mixer.adapters`` entry-point group.
 
+A plugin provides its adapter by declaring it as the module attribute ``ADAPTER`` (what every
+built-in does), or by implementing ``mixer_register_adapters`` to provide several or choose them
+at registration; a plugin that implements the hook is not read for ``ADAPTER``.
+
 Loading imports each plugin's top-level module once, because registration needs every
 :class:`~mixer.AdapterInfo` (its config model and templates). Adapters keep that import light by
 importing their client libraries inside the factory, so a handler's dependencies load only when
 config names the adapter.
+
+With :data:`TRACE_ENV_VAR` set, every call of a plugin's hook implementation is logged with the
+plugin's name and how long it took (awaiting included).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import logging
 import os
+import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -33,29 +43,38 @@ from mixer.templates import TemplateSpec
 from plugins import hookspecs
 
 __all__ = [
+    "ADAPTER_ATTRIBUTE",
     "BLOCK_ENV_VAR",
     "BUILTIN_ADAPTERS",
     "BUILTIN_ORIGIN",
     "CORE_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "TRACE_ENV_VAR",
     "AdapterListing",
     "MixerPluginManager",
     "PluginError",
     "blocked_from_env",
     "create_plugin_manager",
     "list_adapters",
+    "tracing_from_env",
 ]
 
 logger = logging.getLogger("mixer.plugins")
 
 #: Comma-separated plugin names (entry-point names, module names) or adapter names not to load.
 BLOCK_ENV_VAR = "MIXER_BLOCK_PLUGINS"
+#: Set to ``1`` (or ``true``, ``yes``, ``on``) to log every hook call with its plugin and duration.
+TRACE_ENV_VAR = "MIXER_TRACE_HOOKS"
 #: The entry-point group third-party adapter distributions advertise their plugin module in.
 ENTRY_POINT_GROUP = "mixer.adapters"
+#: The module attribute a plugin declares its adapter in, instead of implementing the hook.
+ADAPTER_ATTRIBUTE = "ADAPTER"
+#: Its former name, still read for one release with a DeprecationWarning.
+DEPRECATED_ADAPTER_ATTRIBUTE = "ADAPTER_INFO"
 #: The origin of everything registered by modules shipped with Mesh Mixer.
 BUILTIN_ORIGIN = "builtin"
 
-#: Built-in adapter modules, each a plugin implementing ``mixer_register_adapters``.
+#: Built-in adapter modules, each a plugin declaring its :data:`ADAPTER_ATTRIBUTE`.
 #: A module is blocked by its full name (``adapters.stdio``) or its last part (``stdio``).
 BUILTIN_ADAPTERS: tuple[str, ...] = (
     "adapters.stdio",
@@ -94,18 +113,26 @@ def blocked_from_env(environ: dict[str, str] | None = None) -> frozenset[str]:
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
+def tracing_from_env(environ: dict[str, str] | None = None) -> bool:
+    """Whether :data:`TRACE_ENV_VAR` asks for hook calls to be logged."""
+    raw = (os.environ if environ is None else environ).get(TRACE_ENV_VAR, "")
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
 class MixerPluginManager(pluggy.PluginManager):
     """A pluggy manager that knows where each plugin came from and builds the typed registry.
 
     :param blocked: plugin names, module names and adapter names not to load or register.
+    :param trace_hooks: log every call of a hook implementation with its plugin and duration.
     """
 
-    def __init__(self, blocked: Iterable[str] = ()) -> None:
+    def __init__(self, blocked: Iterable[str] = (), *, trace_hooks: bool = False) -> None:
         super().__init__(PROJECT_NAME)
         self.add_hookspecs(hookspecs)
         self.blocked_names: frozenset[str] = frozenset(blocked)
         for name in self.blocked_names:
             self.set_blocked(name)
+        self.trace_hooks = trace_hooks
         self._origins: dict[str, str] = {}
         self._shut_down = False
 
@@ -193,7 +220,7 @@ class MixerPluginManager(pluggy.PluginManager):
                 templates[spec.name] = (spec, plugin_name)
 
         adapters: dict[str, tuple[AdapterInfo, str]] = {}
-        for plugin_name, result in self._collect("mixer_register_adapters"):
+        for plugin_name, result in self._adapter_declarations():
             for info in self._expect_list(result, AdapterInfo, plugin_name, "mixer_register_adapters"):
                 if info.name in self.blocked_names:
                     continue
@@ -241,9 +268,10 @@ class MixerPluginManager(pluggy.PluginManager):
         """
         for impl in self._impls("mixer_startup"):
             try:
-                result = impl.function(**_args(impl, registry=registry))
-                if inspect.isawaitable(result):
-                    await result
+                with self._traced("mixer_startup", impl.plugin_name):
+                    result = impl.function(**_args(impl, registry=registry))
+                    if inspect.isawaitable(result):
+                        await result
             except Exception as exc:
                 raise PluginError(f"{self._who(impl.plugin_name)} failed in mixer_startup: {exc!r}") from exc
 
@@ -261,9 +289,10 @@ class MixerPluginManager(pluggy.PluginManager):
         for impl in reversed(self._impls("mixer_shutdown")):
             remaining = max(0.0, deadline - loop.time())
             try:
-                result = impl.function(**_args(impl, timeout=remaining))
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, remaining)
+                with self._traced("mixer_shutdown", impl.plugin_name):
+                    result = impl.function(**_args(impl, timeout=remaining))
+                    if inspect.isawaitable(result):
+                        await asyncio.wait_for(result, remaining)
             except TimeoutError:
                 logger.warning("%s did not finish mixer_shutdown in time", self._who(impl.plugin_name))
             except Exception:
@@ -295,23 +324,84 @@ class MixerPluginManager(pluggy.PluginManager):
         """Call a no-argument hook one plugin at a time, so results and errors name the plugin."""
         for impl in self._impls(hook_name):
             try:
-                result = impl.function(**_args(impl))
+                with self._traced(hook_name, impl.plugin_name):
+                    result = impl.function(**_args(impl))
             except Exception as exc:
                 raise PluginError(f"{self._who(impl.plugin_name)} failed in {hook_name}: {exc!r}") from exc
             yield impl.plugin_name, result
 
+    def _adapter_declarations(self) -> Iterator[tuple[str, object]]:
+        """Each plugin's adapters, in registration order: what its ``mixer_register_adapters``
+        returns or, when it implements no such hook, the adapter it declares."""
+        hooked = dict(self._collect("mixer_register_adapters"))
+        for name, plugin in self.list_name_plugin():
+            if name in hooked:
+                yield name, hooked[name]
+            elif plugin is not None:  # None: a blocked name
+                declared = self._declared_adapter(name, plugin)
+                yield name, [] if declared is None else [declared]
+
+    def _declared_adapter(self, plugin_name: str, plugin: object) -> AdapterInfo | None:
+        declared = getattr(plugin, ADAPTER_ATTRIBUTE, None)
+        attribute = ADAPTER_ATTRIBUTE
+        if declared is None and getattr(plugin, DEPRECATED_ADAPTER_ATTRIBUTE, None) is not None:
+            attribute = DEPRECATED_ADAPTER_ATTRIBUTE
+            declared = getattr(plugin, attribute)
+            warnings.warn(
+                f"{self._who(plugin_name)} declares its adapter as {attribute}, which the next "
+                f"release no longer reads: name it {ADAPTER_ATTRIBUTE}",
+                DeprecationWarning,
+                stacklevel=4,
+            )
+        if declared is not None and not isinstance(declared, AdapterInfo):
+            raise PluginError(
+                f"{self._who(plugin_name)}: {attribute} must be an AdapterInfo, got {declared!r}"
+            )
+        return declared
+
+    @contextlib.contextmanager
+    def _traced(self, hook_name: str, plugin_name: str) -> Iterator[None]:
+        """Log the call of one plugin's implementation when tracing is on.
+
+        The manager calls each implementation itself rather than through ``self.hook`` (so that
+        results and errors name the plugin), which pluggy's own call monitoring never sees.
+        """
+        if not self.trace_hooks:
+            yield
+            return
+        started = time.perf_counter()
+        outcome = "raised"
+        try:
+            yield
+            outcome = "returned"
+        finally:
+            logger.info(
+                "hook %s of %s %s after %.3f ms",
+                hook_name,
+                self._who(plugin_name),
+                outcome,
+                (time.perf_counter() - started) * 1000,
+            )
+
 
 def create_plugin_manager(
-    *, load_entry_points: bool = True, blocked: Iterable[str] | None = None
+    *,
+    load_entry_points: bool = True,
+    blocked: Iterable[str] | None = None,
+    trace_hooks: bool | None = None,
 ) -> MixerPluginManager:
     """Build a plugin manager with the built-in adapters and, by default, entry-point plugins.
 
     :param load_entry_points: also load the plugins advertised in :data:`ENTRY_POINT_GROUP`.
     :param blocked: names not to load (see :data:`BLOCK_ENV_VAR`); ``None`` reads that variable.
+    :param trace_hooks: log every hook call (see :data:`TRACE_ENV_VAR`); ``None`` reads that variable.
     :returns: a fresh manager; call :meth:`MixerPluginManager.registry` for what config may name.
     :raises PluginError: a plugin failed to import or does not match the hook specs.
     """
-    manager = MixerPluginManager(blocked_from_env() if blocked is None else blocked)
+    manager = MixerPluginManager(
+        blocked_from_env() if blocked is None else blocked,
+        trace_hooks=tracing_from_env() if trace_hooks is None else trace_hooks,
+    )
     manager.load_modules(CORE_PLUGINS)
     manager.load_modules(BUILTIN_ADAPTERS)
     if load_entry_points:

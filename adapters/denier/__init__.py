@@ -6,19 +6,15 @@ templates. See README.md for the params.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.denier._config import DenierConfig, StatusParams
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 
-__all__ = ["ADAPTER", "DenierConfig", "StatusParams", "build_handler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "DenierConfig", "StatusParams", "build_handler"]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: DenierConfig, env: HandlerEnv) -> Handler:
     from adapters.denier._handler import DenierHandler
 
-    if not isinstance(config, DenierConfig):
-        raise TypeError(f"denier needs a DenierConfig, got {type(config).__name__}")
     return DenierHandler(config)
 
 
@@ -30,10 +26,4 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.STABLE,
     version=__version__,
-    legacy_kinds=("denier",),
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.elasticsearch._config import (
     DEFAULT_HOSTS,
@@ -21,7 +19,7 @@ from adapters.elasticsearch._config import (
     IndexTemplateOptions,
     TlsOptions,
 )
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
@@ -41,21 +39,13 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """The adapter's factory: a handler from validated params; nothing connects until it sends.
-
-    :raises TypeError: ``config`` is not an :class:`ElasticsearchConfig`.
-    """
+def build_handler(config: ElasticsearchConfig, env: HandlerEnv) -> Handler:
     from adapters.elasticsearch._handler import ElasticsearchHandler
 
-    if not isinstance(config, ElasticsearchConfig):
-        raise TypeError(
-            f"elasticsearch handler needs ElasticsearchConfig params, got {type(config).__name__}"
-        )
     return ElasticsearchHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="elasticsearch",
     description="Indexes access logs, metrics and spans into Elasticsearch (daily indices or a data stream).",
     templates=frozenset({"logentry", "metric", "tracespan"}),
@@ -66,13 +56,8 @@ ADAPTER_INFO = AdapterInfo(
 )
 
 
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]
-
-
 __all__ = [
-    "ADAPTER_INFO",
+    "ADAPTER",
     "DEFAULT_HOSTS",
     "DEFAULT_INDEX",
     "DEFAULT_TEMPLATE_BODY",
@@ -85,5 +70,4 @@ __all__ = [
     "TemplateState",
     "TlsOptions",
     "build_handler",
-    "mixer_register_adapters",
 ]

@@ -7,25 +7,20 @@ batches acknowledged per chunk; delivery (queueing, batching, retry, spool) is t
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.fluentd._config import DEFAULT_ADDRESS, FluentdConfig
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 
-__all__ = ["ADAPTER_INFO", "DEFAULT_ADDRESS", "FluentdConfig", "build_handler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "DEFAULT_ADDRESS", "FluentdConfig", "build_handler"]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """A handler from validated params; nothing connects before the first send."""
+def build_handler(config: FluentdConfig, env: HandlerEnv) -> Handler:
     from adapters.fluentd._handler import FluentdHandler
 
-    if not isinstance(config, FluentdConfig):
-        raise TypeError(f"fluentd handler needs FluentdConfig params, got {type(config).__name__}")
     return FluentdHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="fluentd",
     description="Sends log entries to fluentd over the Forward protocol (msgpack, chunk acks).",
     templates=frozenset({"logentry"}),
@@ -34,8 +29,3 @@ ADAPTER_INFO = AdapterInfo(
     stability=Stability.BETA,
     version=mixer.__version__,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]

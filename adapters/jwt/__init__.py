@@ -9,8 +9,6 @@ and PEM keys, a JWKS file or a JWKS URL. See README.md for the params.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.jwt._config import SUPPORTED_ALGORITHMS, InlineKey, JwtConfig, MissingToken
 from adapters.jwt._template import REQUESTAUTH_TEMPLATE, RequestAuthInstance
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
@@ -25,17 +23,14 @@ __all__ = [
     "MissingToken",
     "RequestAuthInstance",
     "build_handler",
-    "mixer_register_adapters",
     "mixer_register_templates",
 ]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: JwtConfig, env: HandlerEnv) -> Handler:
     # aiohttp and the key parsing load with the first handler, only when config names this adapter.
     from adapters.jwt._handler import JwtHandler
 
-    if not isinstance(config, JwtConfig):
-        raise TypeError(f"jwt needs a JwtConfig, got {type(config).__name__}")
     return JwtHandler(config, env.logger)
 
 
@@ -49,11 +44,6 @@ ADAPTER = AdapterInfo(
     version=__version__,
     produces_attributes=True,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]
 
 
 @hookimpl

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 from adapters.kafka._config import (
     DEFAULT_TOPIC,
     Compression,
@@ -21,7 +19,7 @@ from adapters.kafka._config import (
     is_valid_topic,
 )
 from adapters.kafka._format import FormatError, InstanceFormat
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
@@ -42,15 +40,9 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """A handler from validated params; nothing connects until the first batch is sent.
-
-    :raises TypeError: ``config`` is not a :class:`KafkaConfig`.
-    """
+def build_handler(config: KafkaConfig, env: HandlerEnv) -> Handler:
     from adapters.kafka._handler import KafkaHandler
 
-    if not isinstance(config, KafkaConfig):
-        raise TypeError(f"kafka needs a KafkaConfig, got {type(config).__name__}")
     return KafkaHandler(config, env)
 
 
@@ -63,11 +55,6 @@ ADAPTER = AdapterInfo(
     stability=Stability.BETA,
     version=__version__,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]
 
 
 __all__ = [
@@ -88,5 +75,4 @@ __all__ = [
     "TlsConfig",
     "build_handler",
     "is_valid_topic",
-    "mixer_register_adapters",
 ]

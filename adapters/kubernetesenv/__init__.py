@@ -7,8 +7,6 @@ watch), or that a static YAML file fills. See README.md.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.kubernetesenv._config import KubernetesEnvConfig
 from adapters.kubernetesenv._template import KUBERNETES_TEMPLATE, KubernetesInstance
@@ -16,28 +14,22 @@ from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
 from mixer.templates import TemplateSpec
 
 __all__ = [
-    "ADAPTER_INFO",
+    "ADAPTER",
     "KUBERNETES_TEMPLATE",
     "KubernetesEnvConfig",
     "KubernetesInstance",
     "build_handler",
-    "mixer_register_adapters",
     "mixer_register_templates",
 ]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """A handler from validated params; nothing is read or connected before ``start``."""
+def build_handler(config: KubernetesEnvConfig, env: HandlerEnv) -> Handler:
     from adapters.kubernetesenv._handler import KubernetesEnvHandler
 
-    if not isinstance(config, KubernetesEnvConfig):
-        raise TypeError(
-            f"kubernetesenv handler needs KubernetesEnvConfig params, got {type(config).__name__}"
-        )
     return KubernetesEnvHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="kubernetesenv",
     description="Derives pod, workload, owner and service account attributes from pod IPs and uids.",
     templates=frozenset({"kubernetes"}),
@@ -46,11 +38,6 @@ ADAPTER_INFO = AdapterInfo(
     stability=Stability.BETA,
     version=mixer.__version__,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]
 
 
 @hookimpl

@@ -7,21 +7,17 @@ See README.md for the params.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.list._config import ListConfig
 from adapters.list._lists import EntryType
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 
-__all__ = ["ADAPTER", "EntryType", "ListConfig", "build_handler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "EntryType", "ListConfig", "build_handler"]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: ListConfig, env: HandlerEnv) -> Handler:
     # aiohttp is imported with the handler, only when config names this adapter.
     from adapters.list._handler import ListHandler
 
-    if not isinstance(config, ListConfig):
-        raise TypeError(f"list needs a ListConfig, got {type(config).__name__}")
     return ListHandler(config, env.logger)
 
 
@@ -35,8 +31,3 @@ ADAPTER = AdapterInfo(
     version=__version__,
     legacy_kinds=("listchecker",),
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

@@ -7,10 +7,8 @@ embedded default does), or use a shared store for several. See README.md for the
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.memquota._config import MemquotaConfig, OverrideParams, QuotaParams, RateLimitAlgorithm
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 
 __all__ = [
     "ADAPTER",
@@ -19,15 +17,12 @@ __all__ = [
     "QuotaParams",
     "RateLimitAlgorithm",
     "build_handler",
-    "mixer_register_adapters",
 ]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: MemquotaConfig, env: HandlerEnv) -> Handler:
     from adapters.memquota._handler import MemquotaHandler
 
-    if not isinstance(config, MemquotaConfig):
-        raise TypeError(f"memquota needs a MemquotaConfig, got {type(config).__name__}")
     return MemquotaHandler(config, env)
 
 
@@ -39,11 +34,6 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.BETA,
     version=__version__,
-    legacy_kinds=("memquota",),
     uses_plans=True,
+    process_local_state=True,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

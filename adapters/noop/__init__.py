@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 from mixer.templates import BUILTIN_TEMPLATES
 
-__all__ = ["ADAPTER", "NoopConfig", "build_handler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "NoopConfig", "build_handler"]
 
 
 class NoopConfig(BaseModel):
@@ -19,11 +19,9 @@ class NoopConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: NoopConfig, env: HandlerEnv) -> Handler:
     from adapters.noop._handler import NoopHandler
 
-    if not isinstance(config, NoopConfig):
-        raise TypeError(f"noop needs a NoopConfig, got {type(config).__name__}")
     return NoopHandler()
 
 
@@ -35,10 +33,4 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.DEVELOPMENT,
     version=__version__,
-    legacy_kinds=("noop",),
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.otlp._config import DEFAULT_ENDPOINT, OtlpConfig, TlsOptions, parse_endpoint
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 from mixer._lazy import lazy_getattr
 from mixer.spans import (
     TRACEPARENT_TAG,
@@ -64,19 +62,13 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """The adapter's factory: a handler from validated params; nothing connects until ``start()``.
-
-    :raises TypeError: ``config`` is not an :class:`OtlpConfig`.
-    """
+def build_handler(config: OtlpConfig, env: HandlerEnv) -> Handler:
     from adapters.otlp._handler import OtlpHandler
 
-    if not isinstance(config, OtlpConfig):
-        raise TypeError(f"otlp handler needs OtlpConfig params, got {type(config).__name__}")
     return OtlpHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="otlp",
     description="Exports tracespan instances as OpenTelemetry spans over OTLP/gRPC.",
     templates=frozenset({"tracespan"}),
@@ -87,13 +79,8 @@ ADAPTER_INFO = AdapterInfo(
 )
 
 
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]
-
-
 __all__ = [
-    "ADAPTER_INFO",
+    "ADAPTER",
     "DEFAULT_ENDPOINT",
     "EXPORT_METHOD",
     "LEGACY_TAG_NAMES",
@@ -115,7 +102,6 @@ __all__ = [
     "encode_span",
     "export_request",
     "is_error_status",
-    "mixer_register_adapters",
     "parse_endpoint",
     "parse_span_id",
     "parse_trace_id",

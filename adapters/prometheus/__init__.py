@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.prometheus._config import (
     DEFAULT_LISTEN,
@@ -23,7 +21,7 @@ from adapters.prometheus._config import (
     MetricsExpirationPolicy,
     PrometheusConfig,
 )
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
@@ -44,19 +42,13 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """The adapter's factory: a handler from validated params; nothing starts until ``start()``.
-
-    :raises TypeError: ``config`` is not a :class:`PrometheusConfig`.
-    """
+def build_handler(config: PrometheusConfig, env: HandlerEnv) -> Handler:
     from adapters.prometheus._handler import PrometheusHandler
 
-    if not isinstance(config, PrometheusConfig):
-        raise TypeError(f"prometheus handler needs PrometheusConfig params, got {type(config).__name__}")
     return PrometheusHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="prometheus",
     description="Exposes metric instances on an HTTP endpoint for Prometheus to scrape.",
     templates=frozenset({"metric"}),
@@ -64,17 +56,11 @@ ADAPTER_INFO = AdapterInfo(
     factory=build_handler,
     stability=Stability.STABLE,
     version=mixer.__version__,
-    legacy_kinds=("prometheus",),
 )
 
 
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]
-
-
 __all__ = [
-    "ADAPTER_INFO",
+    "ADAPTER",
     "DEFAULT_LISTEN",
     "DEFAULT_MAX_SERIES",
     "BucketsDefinition",
@@ -92,5 +78,4 @@ __all__ = [
     "go_float",
     "instance_keys",
     "label_value",
-    "mixer_register_adapters",
 ]

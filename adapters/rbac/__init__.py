@@ -7,10 +7,8 @@ PERMISSION_DENIED. Roles and bindings are inline in the params. See README.md.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.rbac._config import AccessRule, Binding, BindingSubject, Constraint, RbacConfig, Role
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 
 __all__ = [
     "ADAPTER",
@@ -21,15 +19,12 @@ __all__ = [
     "RbacConfig",
     "Role",
     "build_handler",
-    "mixer_register_adapters",
 ]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: RbacConfig, env: HandlerEnv) -> Handler:
     from adapters.rbac._handler import RbacHandler
 
-    if not isinstance(config, RbacConfig):
-        raise TypeError(f"rbac needs an RbacConfig, got {type(config).__name__}")
     return RbacHandler(config)
 
 
@@ -41,10 +36,4 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.BETA,
     version=__version__,
-    legacy_kinds=("rbac",),
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

@@ -7,8 +7,6 @@ round trip per Check). Also registers the ``redis`` API key store. See README.md
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.redisquota._config import RedisquotaConfig
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
 from mixer.plans import KeyStoreInfo
@@ -19,16 +17,13 @@ __all__ = [
     "KEY_STORE",
     "RedisquotaConfig",
     "build_handler",
-    "mixer_register_adapters",
     "mixer_register_key_stores",
 ]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: RedisquotaConfig, env: HandlerEnv) -> Handler:
     from adapters.redisquota._handler import RedisquotaHandler
 
-    if not isinstance(config, RedisquotaConfig):
-        raise TypeError(f"redisquota needs a RedisquotaConfig, got {type(config).__name__}")
     return RedisquotaHandler(config, env)
 
 
@@ -40,7 +35,6 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.BETA,
     version=__version__,
-    legacy_kinds=("redisquota",),
     uses_plans=True,
 )
 
@@ -50,11 +44,6 @@ KEY_STORE = KeyStoreInfo(
     config_model=RedisKeyStoreParams,
     factory=build_redis_key_store,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]
 
 
 @hookimpl

@@ -6,19 +6,15 @@ Mixer's ``stdio`` adapter, with its params (``outputAsJson``, ``outputLevel``, `
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from adapters.stdio._config import Level, LogStream, StdioConfig
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
 
-__all__ = ["ADAPTER", "Level", "LogStream", "StdioConfig", "build_handler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "Level", "LogStream", "StdioConfig", "build_handler"]
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
+def build_handler(config: StdioConfig, env: HandlerEnv) -> Handler:
     from adapters.stdio._handler import StdioHandler
 
-    if not isinstance(config, StdioConfig):
-        raise TypeError(f"stdio needs a StdioConfig, got {type(config).__name__}")
     return StdioHandler(config, env.logger, name=env.handler_name)
 
 
@@ -30,10 +26,4 @@ ADAPTER = AdapterInfo(
     factory=build_handler,
     stability=Stability.STABLE,
     version=__version__,
-    legacy_kinds=("stdio",),
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 import mixer
 from adapters.zipkin._config import DEFAULT_URL, ZipkinConfig, ZipkinTls
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 from mixer._lazy import lazy_getattr
 
 if TYPE_CHECKING:
@@ -35,19 +33,13 @@ _LAZY = {
 __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
-def build_handler(config: BaseModel, env: HandlerEnv) -> Handler:
-    """The adapter's factory: a handler from validated params; nothing connects until ``start()``.
-
-    :raises TypeError: ``config`` is not a :class:`ZipkinConfig`.
-    """
+def build_handler(config: ZipkinConfig, env: HandlerEnv) -> Handler:
     from adapters.zipkin._handler import ZipkinHandler
 
-    if not isinstance(config, ZipkinConfig):
-        raise TypeError(f"zipkin handler needs ZipkinConfig params, got {type(config).__name__}")
     return ZipkinHandler(config, env)
 
 
-ADAPTER_INFO = AdapterInfo(
+ADAPTER = AdapterInfo(
     name="zipkin",
     description="Sends tracespan instances to a Zipkin server as v2 JSON spans.",
     templates=frozenset({"tracespan"}),
@@ -58,13 +50,8 @@ ADAPTER_INFO = AdapterInfo(
 )
 
 
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER_INFO]
-
-
 __all__ = [
-    "ADAPTER_INFO",
+    "ADAPTER",
     "DEFAULT_URL",
     "ZipkinConfig",
     "ZipkinHandler",
@@ -73,7 +60,6 @@ __all__ = [
     "ZipkinTls",
     "build_handler",
     "encode_instance",
-    "mixer_register_adapters",
     "span_json",
     "spans_body",
     "tag_text",

@@ -278,7 +278,7 @@ def _build_handlers(
             delivery_ack=delivery_ack,
         )
         try:
-            handler = info.factory(handler_config.params, env)
+            handler = info.build(handler_config.params, env)
         except Exception as exc:
             raise RuntimeBuildError(
                 f"handler {name} ({handler_config.source}): adapter {info.name!r} failed to build it: {exc}"

@@ -27,7 +27,7 @@ from elasticsearch import AsyncElasticsearch
 from pydantic import ValidationError
 
 from adapters.elasticsearch import (
-    ADAPTER_INFO,
+    ADAPTER,
     DEFAULT_TEMPLATE_BODY,
     ElasticsearchConfig,
     ElasticsearchHandler,
@@ -46,8 +46,8 @@ from mixer.templates import (
     MetricInstance,
     TraceSpanInstance,
 )
-from mixer.testing.fake_elasticsearch import SERVER_VERSION, FakeElasticsearch
 from plugins.manager import BUILTIN_ADAPTERS, create_plugin_manager
+from tests.fakes.fake_elasticsearch import SERVER_VERSION, FakeElasticsearch
 
 _LOG = logging.getLogger("test.elasticsearch")
 _NOW = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -499,7 +499,7 @@ def test_registered_as_a_builtin_adapter() -> None:
     assert info is not None
     assert info.templates == {"logentry", "metric", "tracespan"}
     assert info.config_model is ElasticsearchConfig
-    assert info.factory is ADAPTER_INFO.factory
+    assert info.factory is ADAPTER.factory
     assert info.origin == "builtin"
 
 

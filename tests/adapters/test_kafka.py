@@ -41,7 +41,6 @@ from adapters.kafka import (
     KafkaConfig,
     KafkaHandler,
     OtlpEncoder,
-    build_handler,
 )
 from adapters.kafka._sender import NO_TOPIC_REASON, KafkaSender
 from adapters.stdio import StdioConfig
@@ -1024,7 +1023,7 @@ async def test_long_outage_loses_nothing(tansu: TansuBroker, tmp_path: Path) -> 
 
 
 async def test_defaults_build_through_the_factory(tmp_path: Path) -> None:
-    handler = build_handler(KafkaConfig(), HandlerEnv("kafka.x", _LOG, tmp_path))
+    handler = ADAPTER.build(KafkaConfig(), HandlerEnv("kafka.x", _LOG, tmp_path))
     assert isinstance(handler, KafkaHandler)
     with pytest.raises(TypeError, match="KafkaConfig"):
-        build_handler(StdioConfig(), HandlerEnv("kafka.x", _LOG, tmp_path))
+        ADAPTER.build(StdioConfig(), HandlerEnv("kafka.x", _LOG, tmp_path))

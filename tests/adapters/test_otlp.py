@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 import mixer
 from adapters.otlp import (
-    ADAPTER_INFO,
+    ADAPTER,
     InvalidSpan,
     InvalidSpanLog,
     OtlpConfig,
@@ -44,8 +44,8 @@ from mixer.attributes import AttributeBag
 from mixer.config import load_config
 from mixer.delivery import DeliveryOptions, PermanentError, Record, RetryableError
 from mixer.templates import Instance, MetricInstance, TraceSpanInstance
-from mixer.testing.fake_otlp import FakeOtlpReceiver, attribute_values
 from plugins.manager import create_plugin_manager
+from tests.fakes.fake_otlp import FakeOtlpReceiver, attribute_values
 
 _LOG = logging.getLogger("test.otlp")
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -599,7 +599,7 @@ def test_a_missing_tls_file_fails_the_start() -> None:
 
 def handler(receiver: FakeOtlpReceiver, tmp_path: Path, **delivery: Any) -> OtlpHandler:
     params = {"endpoint": receiver.endpoint, "timeout": "2s", "delivery": fast_delivery(**delivery)}
-    built = ADAPTER_INFO.factory(
+    built = ADAPTER.factory(
         OtlpConfig.model_validate(params), HandlerEnv("otlp.istio-system", _LOG, tmp_path)
     )
     assert isinstance(built, OtlpHandler)
@@ -681,7 +681,7 @@ def test_defaults() -> None:
     assert params.tls.insecure is True
     assert params.timeout == timedelta(seconds=10)
     assert params.delivery == DeliveryOptions()
-    assert ADAPTER_INFO.templates == frozenset({"tracespan"})
+    assert ADAPTER.templates == frozenset({"tracespan"})
 
 
 @pytest.mark.parametrize(

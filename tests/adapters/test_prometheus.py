@@ -21,19 +21,18 @@ from pydantic import BaseModel, ValidationError
 
 import mixer
 from adapters.prometheus import (
-    ADAPTER_INFO,
+    ADAPTER,
     ListenError,
     MetricKind,
     PrometheusConfig,
     PrometheusHandler,
-    build_handler,
     go_float,
     instance_keys,
     label_value,
-    mixer_register_adapters,
 )
 from mixer import HandlerEnv, ReportBatch, Stability
 from mixer.templates import LogEntryInstance, MetricInstance
+from plugins.manager import create_plugin_manager
 
 #: The label names of every HTTP metric in Istio 1.4's stock prometheus handler, in its order.
 STOCK_LABELS = (
@@ -167,25 +166,26 @@ def value(source: PrometheusHandler, sample_name: str, **labels: str) -> float |
 # --- registration -------------------------------------------------------------------------------
 
 
-def test_registers_one_adapter_through_the_hook() -> None:
-    (info,) = mixer_register_adapters()
-    assert info is ADAPTER_INFO
+def test_declares_its_adapter() -> None:
+    info = ADAPTER
     assert info.name == "prometheus"
     assert info.templates == frozenset({"metric"})
     assert info.kinds() == ("prometheus",)
     assert info.stability is Stability.STABLE
     assert info.version == mixer.__version__
     assert info.config_model is PrometheusConfig
-    assert hasattr(mixer_register_adapters, f"{mixer.PROJECT_NAME}_impl")
+    registered = create_plugin_manager(blocked=()).registry().adapter("prometheus")
+    assert registered is not None
+    assert registered.factory is ADAPTER.factory
 
 
 def test_factory_builds_a_handler_without_side_effects() -> None:
     env = HandlerEnv(handler_name="prometheus.istio-system", logger=logging.getLogger("test"))
-    handler = build_handler(PrometheusConfig(), env)
+    handler = ADAPTER.build(PrometheusConfig(), env)
     assert isinstance(handler, PrometheusHandler)
     assert handler.port is None
     with pytest.raises(TypeError, match="PrometheusConfig"):
-        build_handler(OtherParams(), env)
+        ADAPTER.build(OtherParams(), env)
 
 
 class OtherParams(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from adapters.otlp import span_from_instance
 from adapters.zipkin import (
-    ADAPTER_INFO,
+    ADAPTER,
     ZipkinConfig,
     ZipkinHandler,
     ZipkinSender,
@@ -32,7 +32,7 @@ from adapters.zipkin._handler import retry_after
 from mixer import HandlerEnv, ReportBatch
 from mixer.delivery import PermanentError, Record, RetryableError
 from mixer.templates import TraceSpanInstance
-from mixer.testing.fake_zipkin import FakeZipkin, span_problem
+from tests.fakes.fake_zipkin import FakeZipkin, span_problem
 
 _LOG = logging.getLogger("test.zipkin")
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -351,7 +351,7 @@ def handler(zipkin: FakeZipkin, tmp_path: Path) -> ZipkinHandler:
             "retry_max_interval": "50ms",
         },
     }
-    built = ADAPTER_INFO.factory(
+    built = ADAPTER.factory(
         ZipkinConfig.model_validate(params), HandlerEnv("zipkin.istio-system", _LOG, tmp_path)
     )
     assert isinstance(built, ZipkinHandler)
@@ -384,7 +384,7 @@ def test_defaults() -> None:
     assert params.url == "http://127.0.0.1:9411/api/v2/spans"
     assert params.compression == "none"
     assert params.timeout == timedelta(seconds=10)
-    assert ADAPTER_INFO.templates == frozenset({"tracespan"})
+    assert ADAPTER.templates == frozenset({"tracespan"})
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -25,8 +26,8 @@ from mixer.config import load_config_text
 from mixer.registry import Registry
 from mixer.runtime import build_runtime
 from mixer.schema import adapter_schema, undescribed_fields
+from mixer.testing import check_adapter
 from plugins.manager import BLOCK_ENV_VAR, ENTRY_POINT_GROUP, create_plugin_manager
-from tests.plugins import _contract
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "plugin-tutorial.md"
 _TITLED_BLOCK = re.compile(
@@ -67,7 +68,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
     (dist_info / "entry_points.txt").write_text("\n".join(lines), encoding="utf-8")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    yield project
+    yield {**project, "source": source}
     for name in [name for name in sys.modules if name == "mixer_recent" or name.startswith("mixer_recent.")]:
         del sys.modules[name]
     importlib.invalidate_caches()
@@ -75,7 +76,7 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
 
 def test_the_tutorial_has_the_files_it_describes() -> None:
     files = tutorial_files()
-    assert set(files) == {"pyproject.toml", "mixer_recent/__init__.py", "config.yaml"}
+    assert set(files) == {"pyproject.toml", "mixer_recent/__init__.py", "tests/test_recent.py", "config.yaml"}
     groups = tomllib.loads(files["pyproject.toml"])["project"]["entry-points"]
     assert groups == {ENTRY_POINT_GROUP: {"recent": "mixer_recent"}}
 
@@ -106,13 +107,23 @@ def test_the_plugin_is_blocked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("installed")
 async def test_the_plugin_passes_the_adapter_contract(tmp_path: Path) -> None:
     registry = create_plugin_manager().registry()
-    info = registry.adapters["recent"]
-    _contract.check_config_model(info)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    handler = _contract.build_default_handler(info, workdir)
-    _contract.check_handler_classes(info, handler, registry)
-    await _contract.check_lifecycle(handler)
+    await check_adapter(registry.adapters["recent"], workdir, templates=registry.templates.values())
+
+
+def test_the_plugins_own_tests_pass(installed: dict[str, Any]) -> None:
+    # Run as its author runs them, from the distribution's folder; no asyncio plugin is needed.
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:asyncio", "-W", "error"],
+        cwd=installed["source"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^6 passed", result.stdout, re.M), result.stdout
 
 
 def _bag(path: str, code: int, protocol: str = "http") -> AttributeBag:

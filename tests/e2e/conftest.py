@@ -29,11 +29,11 @@ import pytest
 
 from mixer.api.mixer_v1 import REPORT_METHOD
 from mixer.attributes import AttributeValue
-from mixer.testing.fake_elasticsearch import FakeElasticsearch
-from mixer.testing.fake_otlp import FakeOtlpReceiver
 from mixer.wire import ReportEncoding, encode_report_request
 from tests.backends.kafka import TansuBroker, tansu
 from tests.backends.prometheus import prometheus_factory
+from tests.fakes.fake_elasticsearch import FakeElasticsearch
+from tests.fakes.fake_otlp import FakeOtlpReceiver
 from tests.server.support import Launcher, ServerProcess, free_port, launcher, metric_value
 
 __all__ = ["prometheus_factory", "tansu"]

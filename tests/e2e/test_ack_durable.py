@@ -23,8 +23,6 @@ import grpc
 import grpc.aio
 import pytest
 
-from mixer.testing.fake_elasticsearch import FakeElasticsearch
-from mixer.testing.fake_otlp import FakeOtlpReceiver
 from tests.backends.kafka import TansuBroker, consume, unique_topic
 from tests.e2e.conftest import (
     KAFKA_HANDLER,
@@ -36,6 +34,8 @@ from tests.e2e.conftest import (
     start_fanout_server,
     wait_for,
 )
+from tests.fakes.fake_elasticsearch import FakeElasticsearch
+from tests.fakes.fake_otlp import FakeOtlpReceiver
 from tests.server.support import Launcher, ServerProcess
 
 ROUNDS = 3

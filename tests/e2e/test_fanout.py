@@ -12,8 +12,6 @@ from pathlib import Path
 
 import grpc.aio
 
-from mixer.testing.fake_elasticsearch import FakeElasticsearch
-from mixer.testing.fake_otlp import FakeOtlpReceiver
 from tests.backends.kafka import TansuBroker, consume, unique_topic
 from tests.backends.prometheus import PrometheusServer, value_of
 from tests.e2e.conftest import (
@@ -28,6 +26,8 @@ from tests.e2e.conftest import (
     start_fanout_server,
     wait_for,
 )
+from tests.fakes.fake_elasticsearch import FakeElasticsearch
+from tests.fakes.fake_otlp import FakeOtlpReceiver
 from tests.server.support import Launcher, free_port
 
 REPORTS = 12

@@ -13,8 +13,6 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from mixer.testing.fake_elasticsearch import FakeElasticsearch
-from mixer.testing.fake_otlp import FakeOtlpReceiver
 from tests.backends.kafka import TansuBroker, consume, unique_topic
 from tests.e2e.conftest import (
     ES_HANDLER,
@@ -29,6 +27,8 @@ from tests.e2e.conftest import (
     start_fanout_server,
     wait_for,
 )
+from tests.fakes.fake_elasticsearch import FakeElasticsearch
+from tests.fakes.fake_otlp import FakeOtlpReceiver
 from tests.server.support import Launcher, ServerProcess
 
 OUTAGE = 20.0 if SOAK else 3.0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import subprocess
 import sys
+import types
 from importlib.metadata import EntryPoint
 
+import pydantic
 import pytest
 
 import mixer
@@ -19,12 +22,14 @@ from plugins.manager import (
     BLOCK_ENV_VAR,
     BUILTIN_ADAPTERS,
     ENTRY_POINT_GROUP,
+    TRACE_ENV_VAR,
     AdapterListing,
     MixerPluginManager,
     PluginError,
     blocked_from_env,
     create_plugin_manager,
     list_adapters,
+    tracing_from_env,
 )
 from tests.plugins._sample_plugin import adapter
 
@@ -34,6 +39,7 @@ _BUILTIN_NAMES = {"stdio", "denier", "list", "noop"}
 @pytest.fixture(autouse=True)
 def _no_block_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(BLOCK_ENV_VAR, raising=False)
+    monkeypatch.delenv(TRACE_ENV_VAR, raising=False)
 
 
 def _fake_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: EntryPoint) -> None:
@@ -57,7 +63,7 @@ def _plugin(*infos: AdapterInfo) -> object:
 # -- built-ins and the registry -------------------------------------------------------------------
 
 
-def test_builtins_are_registered_through_the_hook() -> None:
+def test_builtins_are_registered_by_their_declarations() -> None:
     pm = create_plugin_manager(load_entry_points=False)
     for module_name in BUILTIN_ADAPTERS:
         assert pm.has_plugin(module_name)
@@ -104,6 +110,83 @@ def test_list_adapters_for_the_cli() -> None:
         description=by_name["list"].description,
     )
     assert by_name["noop"].stability is Stability.DEVELOPMENT
+
+
+# -- declared adapters ------------------------------------------------------------------------------
+
+
+def _module(name: str, **attributes: object) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.__dict__.update(attributes)
+    return module
+
+
+def test_a_declared_adapter_is_registered_with_its_plugins_origin() -> None:
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.register_plugin(_module("declaring", ADAPTER=adapter("declared")), "declaring", "declaring-dist 1")
+    info = pm.registry().adapters["declared"]
+    assert info.origin == "declaring-dist 1"
+    assert info.version == "9.9"
+
+
+def test_a_plugin_implementing_the_hook_is_not_read_for_a_declaration() -> None:
+    class Both:
+        ADAPTER = adapter("declared-only")
+
+        @staticmethod
+        @hookimpl
+        def mixer_register_adapters() -> list[AdapterInfo]:
+            return [adapter("hooked-a"), adapter("hooked-b")]
+
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.register_plugin(Both(), "both", "both-dist 1")
+    adapters = pm.registry().adapters
+    assert {"hooked-a", "hooked-b"} <= adapters.keys()
+    assert "declared-only" not in adapters
+
+
+def test_the_former_declaration_name_is_read_with_a_deprecation_warning() -> None:
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.register_plugin(_module("old", ADAPTER_INFO=adapter("old-style")), "old", "old-dist 1")
+    with pytest.warns(
+        DeprecationWarning, match=r"'old' \(old-dist 1\) declares .* ADAPTER_INFO.*name it ADAPTER"
+    ):
+        adapters = pm.registry().adapters
+    assert adapters["old-style"].origin == "old-dist 1"
+
+
+def test_a_declaration_that_is_no_adapter_info_is_named() -> None:
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.register_plugin(_module("wrong", ADAPTER="stdio"), "wrong", "wrong-dist 1")
+    with pytest.raises(PluginError, match=r"'wrong' \(wrong-dist 1\): ADAPTER must be an AdapterInfo"):
+        pm.registry()
+
+
+def test_a_declared_adapter_is_blocked_by_name() -> None:
+    pm = create_plugin_manager(load_entry_points=False, blocked=["declared"])
+    pm.register_plugin(_module("declaring", ADAPTER=adapter("declared")), "declaring", "declaring-dist 1")
+    assert "declared" not in pm.registry().adapters
+
+
+def test_a_wrong_config_type_is_refused_before_the_factory_runs() -> None:
+    calls: list[object] = []
+
+    class Params(pydantic.BaseModel):
+        pass
+
+    class OtherParams(pydantic.BaseModel):
+        pass
+
+    def factory(config: Params, env: mixer.HandlerEnv) -> mixer.Handler:
+        calls.append(config)
+        return mixer.Handler()
+
+    info = AdapterInfo("typed", "typed for tests", frozenset({"metric"}), Params, factory)
+    env = mixer.HandlerEnv("typed.test", logging.getLogger("test"))
+    assert isinstance(info.build(Params(), env), mixer.Handler)
+    with pytest.raises(TypeError, match="adapter 'typed' needs Params params, got OtherParams"):
+        info.build(OtherParams(), env)
+    assert len(calls) == 1
 
 
 # -- block list -------------------------------------------------------------------------------------
@@ -395,3 +478,71 @@ def test_registry_build_does_not_import_handler_dependencies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- hook call tracing ------------------------------------------------------------------------------
+
+_TRACE_LINE = re.compile(
+    r"hook (\w+) of plugin '([^']+)' \(([^)]*)\) (returned|raised) after (\d+\.\d{3}) ms"
+)
+
+
+def _traces(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, str, str, float]]:
+    found = []
+    for record in caplog.records:
+        match = _TRACE_LINE.fullmatch(record.getMessage())
+        if match:
+            hook, plugin, origin, outcome, ms = match.groups()
+            found.append((hook, plugin, origin, outcome, float(ms)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("1", True), ("true", True), (" Yes ", True), ("on", True), ("0", False), ("", False)]
+)
+def test_tracing_is_read_from_the_environment(value: str, on: bool) -> None:
+    assert tracing_from_env({TRACE_ENV_VAR: value}) is on
+    assert tracing_from_env({}) is False
+
+
+def test_the_environment_turns_tracing_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not create_plugin_manager(load_entry_points=False).trace_hooks
+    monkeypatch.setenv(TRACE_ENV_VAR, "1")
+    assert create_plugin_manager(load_entry_points=False).trace_hooks
+    assert not create_plugin_manager(load_entry_points=False, trace_hooks=False).trace_hooks
+
+
+async def test_each_hook_call_is_logged_with_its_plugin_and_duration(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Slow:
+        @staticmethod
+        @hookimpl
+        async def mixer_startup() -> None:
+            await asyncio.sleep(0.05)
+
+        @staticmethod
+        @hookimpl
+        def mixer_shutdown() -> None:
+            raise RuntimeError("cannot close")
+
+    pm = create_plugin_manager(load_entry_points=False, trace_hooks=True)
+    pm.register_plugin(Slow(), "slow", "slow-dist 1")
+    with caplog.at_level(logging.INFO, logger="mixer.plugins"):
+        await pm.startup(pm.registry())
+        await pm.shutdown(1.0)
+    traces = _traces(caplog)
+    assert ("mixer_register_templates", "plugins.builtin_templates", "builtin", "returned") in {
+        trace[:4] for trace in traces
+    }
+    startup = [trace for trace in traces if trace[0] == "mixer_startup"]
+    # The awaited part counts: the plugin slept 50 ms.
+    assert [trace[:4] for trace in startup] == [("mixer_startup", "slow", "slow-dist 1", "returned")]
+    assert startup[0][4] >= 50.0
+    assert ("mixer_shutdown", "slow", "slow-dist 1", "raised") in {trace[:4] for trace in traces}
+
+
+def test_no_hook_call_is_logged_without_tracing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="mixer.plugins"):
+        create_plugin_manager(load_entry_points=False).registry()
+    assert _traces(caplog) == []

@@ -23,8 +23,8 @@ import pytest
 
 from mixer import HandlerEnv, ReportBatch, Stability
 from mixer.templates import LogEntryInstance, MetricInstance
+from mixer.testing import check_adapter
 from plugins.manager import BLOCK_ENV_VAR, create_plugin_manager, list_adapters
-from tests.plugins import _contract
 
 DIST = "mixer-example-adapter"
 MODULE = "mixer_example_adapter"
@@ -111,17 +111,13 @@ def test_example_is_blocked_from_the_environment(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.usefixtures("example_installed")
 async def test_example_passes_the_adapter_contract(tmp_path: Path) -> None:
     registry = create_plugin_manager().registry()
-    info = registry.adapters["counting"]
-    _contract.check_config_model(info)
-    handler = _contract.build_default_handler(info, tmp_path)
-    _contract.check_handler_classes(info, handler, registry)
-    await _contract.check_lifecycle(handler)
+    await check_adapter(registry.adapters["counting"], tmp_path, templates=registry.templates.values())
 
 
 @pytest.mark.usefixtures("example_installed")
 def test_example_counts_per_template(tmp_path: Path) -> None:
     info = create_plugin_manager().registry().adapters["counting"]
-    counting: Any = info.factory(
+    counting: Any = info.build(
         info.config_model.model_validate({"by_instance": True}),
         HandlerEnv("counter.istio-system", logging.getLogger("test"), tmp_path),
     )

@@ -1,7 +1,7 @@
 """An example Mesh Mixer adapter plugin: ``counting`` counts report instances per template.
 
 Everything a plugin needs comes from :mod:`mixer`; the entry point in ``pyproject.toml``
-(group ``mixer.adapters``) is how Mesh Mixer finds this module.
+(group ``mixer.adapters``) is how Mesh Mixer finds this module, and ``ADAPTER`` is what it reads.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mixer import AdapterInfo, Handler, HandlerEnv, ReportBatch, ReportHandler, Stability, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, ReportBatch, ReportHandler, Stability
 
 __version__ = "0.1.0"
 
-__all__ = ["ADAPTER", "CountingConfig", "CountingHandler", "mixer_register_adapters"]
+__all__ = ["ADAPTER", "CountingConfig", "CountingHandler"]
 
 
 class CountingConfig(BaseModel):
@@ -49,9 +49,8 @@ class CountingHandler(ReportHandler):
         self.closed = True
 
 
-def _build(config: BaseModel, env: HandlerEnv) -> Handler:
-    if not isinstance(config, CountingConfig):
-        raise TypeError(f"counting needs a CountingConfig, got {type(config).__name__}")
+def _build(config: CountingConfig, env: HandlerEnv) -> Handler:
+    # Mesh Mixer calls the factory with params already validated as ``config_model``.
     return CountingHandler(config)
 
 
@@ -64,8 +63,3 @@ ADAPTER = AdapterInfo(
     stability=Stability.ALPHA,
     version=__version__,
 )
-
-
-@hookimpl
-def mixer_register_adapters() -> list[AdapterInfo]:
-    return [ADAPTER]
