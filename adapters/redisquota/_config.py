@@ -11,7 +11,7 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 
 from adapters.memquota._config import FailurePolicy, QuotaHandlerParams
 from mixer.params import NonNegativeDuration, PositiveDuration
-from mixer.quota._redis import (
+from mixer.quota.redis_store import (
     DEFAULT_KEY_PREFIX,
     check_cluster_prefix,
     check_redis_url,

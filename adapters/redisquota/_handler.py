@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from adapters.memquota._handler import CounterStoreHandler
 from adapters.redisquota._config import RedisquotaConfig
 from mixer import HandlerEnv
-from mixer.quota._redis import RedisCounterStore
+from mixer.quota.redis_store import RedisCounterStore
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

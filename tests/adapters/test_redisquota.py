@@ -22,8 +22,8 @@ from mixer.attributes import AttributeBag
 from mixer.config import load_config_text
 from mixer.defaults import embedded_config_text
 from mixer.plans import CachedKeyStore, KeyStoreInfo, PlanConfig
-from mixer.plans._redis_keys import RedisKeyStore, RedisKeyStoreParams
-from mixer.quota._redis_metrics import RedisQuotaCollector, totals
+from mixer.plans.redis_keys import RedisKeyStore, RedisKeyStoreParams
+from mixer.quota.redis_store import RedisQuotaCollector, totals
 from mixer.registry import Registry
 from mixer.runtime import Runtime, build_runtime
 from mixer.status import Code
