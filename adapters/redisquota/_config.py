@@ -9,7 +9,6 @@ from typing import Self
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 
-from adapters.memquota._config import FailurePolicy, QuotaHandlerParams
 from mixer.params import NonNegativeDuration, PositiveDuration
 from mixer.quota.redis_store import (
     DEFAULT_KEY_PREFIX,
@@ -17,6 +16,7 @@ from mixer.quota.redis_store import (
     check_redis_url,
     redact_redis_url,
 )
+from mixer.quotahandler import FailurePolicy, QuotaHandlerParams
 
 
 class RedisquotaConfig(QuotaHandlerParams):
