@@ -33,8 +33,12 @@ class MemquotaHandler(CounterStoreHandler):
             store = previous.store
             store.max_keys = config.max_counters
             store.max_dedup_entries = config.max_deduplication_entries
+            store.max_dedup_bytes = config.max_deduplication_bytes
         else:
             store = MemoryCounterStore(
-                max_keys=config.max_counters, max_dedup_entries=config.max_deduplication_entries, clock=clock
+                max_keys=config.max_counters,
+                max_dedup_entries=config.max_deduplication_entries,
+                max_dedup_bytes=config.max_deduplication_bytes,
+                clock=clock,
             )
         super().__init__(config, env, store, clock=clock)

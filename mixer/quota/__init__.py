@@ -15,10 +15,11 @@ from mixer.quota._algorithms import (
     gcra,
     rolling_window,
 )
-from mixer.quota._memory import MemoryCounterStore, MemoryStoreStats
+from mixer.quota._memory import DEFAULT_MAX_DEDUP_BYTES, MemoryCounterStore, MemoryStoreStats
 from mixer.quota._store import Allocation, CounterRequest, CounterStore
 
 __all__ = [
+    "DEFAULT_MAX_DEDUP_BYTES",
     "Algorithm",
     "Allocation",
     "CalendarUnit",
