@@ -1,22 +1,5 @@
-"""Module attributes imported on first use, so that importing a package stays cheap."""
+"""The former name of :mod:`mixer.lazy`, kept while adapters still import it from here."""
 
-from __future__ import annotations
+from mixer.lazy import lazy_getattr
 
-import importlib
-from collections.abc import Callable, Mapping
-from typing import Any
-
-
-def lazy_getattr(package: str, lazy: Mapping[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for ``package`` that imports each name of ``lazy`` from the module
-    it maps to, at the first access. Pair it with ``TYPE_CHECKING`` imports of the same names so
-    that type checkers see them.
-    """
-
-    def __getattr__(name: str) -> Any:
-        module = lazy.get(name)
-        if module is None:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(module), name)
-
-    return __getattr__
+__all__ = ["lazy_getattr"]
