@@ -1,11 +1,15 @@
-"""An import-linter contract type the built-in ones cannot express: private modules stay private.
+"""Import-linter contract types the built-in ones cannot express.
 
-A module is private when a part of its name below the root package starts with one underscore
+``private_modules``: private modules stay private. A module is private when a part of its name below the root package starts with one underscore
 (``mixer.quota._redis``, ``adapters.kafka._config``; ``__main__`` is not). Each module belongs to
 a component: the one of ``components`` it is or lies inside (``adapters.*``: each adapter;
 ``mixer.*``: each package or module of mixer). A module may import the private modules of its own
 component only; anything else goes through the component's public modules, which are what it
 promises to keep.
+
+``acyclic_modules``: no import cycle between any two modules, a package and its own modules
+included (``acyclic_siblings`` compares siblings only, so ``mixer.cli`` importing
+``mixer.cli._completion`` which imports ``mixer.cli`` passes it).
 
 Configured in pyproject.toml (``[tool.importlinter]``) and run by ``make lint``.
 """
@@ -88,6 +92,81 @@ class PrivateModulesContract(Contract):
             lines = ", ".join(map(str, item.line_numbers))
             output.print_error(f"- {item.importer} -> {item.imported} (l.{lines})", bold=False)
         output.new_line()
+
+
+class AcyclicModulesContract(Contract):
+    """No module of ``packages`` (and their descendants) takes part in an import cycle."""
+
+    type_name = "acyclic_modules"
+
+    packages = fields.ListField(subfield=fields.ModuleExpressionField())
+
+    def check(self, graph: grimp.ImportGraph, verbose: bool) -> ContractCheck:
+        modules: set[str] = set()
+        for expression in self.packages:  # type: ignore[attr-defined]
+            for name in _matching(graph, str(expression)):
+                modules.add(name)
+                modules.update(graph.find_descendants(name))
+        cycles = import_cycles(graph, modules)
+        return ContractCheck(kept=not cycles, metadata={"cycles": cycles})
+
+    def render_broken_contract(self, check: ContractCheck) -> None:
+        cycles: list[list[str]] = check.metadata["cycles"]
+        for modules in cycles:
+            output.print_error(f"Modules that import each other in a cycle ({len(modules)}):", bold=False)
+            output.new_line()
+            for module in modules:
+                output.print_error(f"- {module}", bold=False)
+            output.new_line()
+
+
+def import_cycles(graph: grimp.ImportGraph, modules: set[str]) -> list[list[str]]:
+    """The groups of ``modules`` that import one another in a cycle (the strongly connected
+    components of more than one module, or of one that imports itself), each sorted."""
+    edges = {
+        module: sorted(graph.find_modules_directly_imported_by(module) & modules)
+        for module in sorted(modules)
+    }
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        # Tarjan's algorithm without recursion: the graph is thousands of modules deep at most,
+        # but Python's recursion limit is not a thing a lint run should depend on.
+        work = [(root, 0)]
+        while work:
+            module, position = work.pop()
+            if position == 0:
+                index[module] = lowest[module] = len(index)
+                stack.append(module)
+                on_stack.add(module)
+            targets = edges[module]
+            if position < len(targets):
+                work.append((module, position + 1))
+                target = targets[position]
+                if target not in index:
+                    work.append((target, 0))
+                elif target in on_stack:
+                    lowest[module] = min(lowest[module], index[target])
+                continue
+            if lowest[module] == index[module]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == module:
+                        break
+                if len(component) > 1 or module in targets:
+                    found.append(sorted(component))
+            if work:
+                parent = work[-1][0]
+                lowest[parent] = min(lowest[parent], lowest[module])
+    return sorted(found)
 
 
 def _matching(graph: grimp.ImportGraph, expression: str) -> set[str]:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import grimp
 
-from tests.architecture.contracts import PrivateImport, PrivateModulesContract, is_private, owner
+from tests.architecture.contracts import (
+    AcyclicModulesContract,
+    PrivateImport,
+    PrivateModulesContract,
+    import_cycles,
+    is_private,
+    owner,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +90,35 @@ def test_only_the_named_importers_are_checked() -> None:
     g = graph(("adapters.kafka._encoding", "adapters.otlp._encode"), ("mixer.plans", "mixer.quota._redis"))
     check = contract(importers=["adapters"]).check(g, verbose=False)
     assert [found.importer for found in check.metadata["private_imports"]] == ["adapters.kafka._encoding"]
+
+
+def test_cycles_between_a_package_and_its_modules_are_found() -> None:
+    g = graph(
+        ("mixer.cli", "mixer.cli._completion"),
+        ("mixer.cli._completion", "mixer.cli"),
+        ("mixer.a", "mixer.b"),
+        ("mixer.b", "mixer.c"),
+        ("mixer.c", "mixer.a"),
+        ("mixer.c", "mixer.d"),
+        ("mixer.d", "mixer.status"),
+    )
+    assert import_cycles(g, set(g.modules)) == [
+        ["mixer.a", "mixer.b", "mixer.c"],
+        ["mixer.cli", "mixer.cli._completion"],
+    ]
+    check = AcyclicModulesContract("acyclic", {}, {"packages": ["mixer"]}).check(g, verbose=False)
+    assert not check.kept
+    assert len(check.metadata["cycles"]) == 2
+
+
+def test_an_acyclic_graph_keeps_the_contract() -> None:
+    # A diamond, and a deep chain (longer than Python's default recursion limit).
+    chain = [(f"mixer.m{i}", f"mixer.m{i + 1}") for i in range(1500)]
+    g = graph(
+        ("mixer.a", "mixer.b"), ("mixer.a", "mixer.c"), ("mixer.b", "mixer.d"), ("mixer.c", "mixer.d"), *chain
+    )
+    assert import_cycles(g, set(g.modules)) == []
+    assert AcyclicModulesContract("acyclic", {}, {"packages": ["mixer"]}).check(g, verbose=False).kept
 
 
 def test_the_contracts_count_type_checking_imports_and_cover_every_package() -> None:
