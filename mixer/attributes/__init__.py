@@ -4,46 +4,7 @@ The names live in the kernel package :mod:`mixer.values` (below every layer, so 
 codec can build bags); this is the name the rest of Mixer and adapters import them by.
 """
 
-from mixer.values import (
-    ISTIO_MANIFEST,
-    AttributeBag,
-    AttributeInfo,
-    AttributeManifest,
-    AttributeMatch,
-    AttributeValue,
-    Condition,
-    IPAddress,
-    NanoDuration,
-    TrackingBag,
-    ValueType,
-    conforms,
-    duration_from_nanoseconds,
-    format_duration,
-    infer_value_type,
-    nano_duration,
-    nanoseconds_of,
-    parse_duration,
-    to_jsonable,
-)
+from mixer import values as _values
+from mixer.values import *  # noqa: F403 (every name of mixer.values, and only those)
 
-__all__ = [
-    "ISTIO_MANIFEST",
-    "AttributeBag",
-    "AttributeInfo",
-    "AttributeManifest",
-    "AttributeMatch",
-    "AttributeValue",
-    "Condition",
-    "IPAddress",
-    "NanoDuration",
-    "TrackingBag",
-    "ValueType",
-    "conforms",
-    "duration_from_nanoseconds",
-    "format_duration",
-    "infer_value_type",
-    "nano_duration",
-    "nanoseconds_of",
-    "parse_duration",
-    "to_jsonable",
-]
+__all__ = list(_values.__all__)
