@@ -1,5 +1,7 @@
 """Quota: rate-limit algorithms (pure, clock-injected) shared by every quota store, the
-:class:`CounterStore` contract and the in-process :class:`MemoryCounterStore`."""
+:class:`CounterStore` contract and the in-process :class:`MemoryCounterStore`. The Redis store is
+:mod:`mixer.quota.redis_store`; the handler the counter-store adapters share is
+:mod:`mixer.quotahandler` (it needs plans and the adapter contract, which sit above this package)."""
 
 from mixer.quota._algorithms import (
     Algorithm,
