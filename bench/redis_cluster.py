@@ -48,7 +48,7 @@ from check_throughput import (
 )
 
 from mixer.quota import Algorithm, CounterRequest, EpochWindow
-from mixer.quota._redis import RedisCounterStore
+from mixer.quota.redis_store import RedisCounterStore
 
 MASTERS = 3
 

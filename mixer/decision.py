@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-from mixer.attributes import AttributeMatch
 from mixer.status import OK, Status
+from mixer.values import AttributeMatch
 
 #: Answers that name no validity are cached by proxies for this long / this many uses (Mixer's).
 DEFAULT_VALID_DURATION: Final = timedelta(minutes=1)

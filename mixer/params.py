@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field
 
-from mixer.attributes import parse_duration
+from mixer.values import parse_duration
 
 __all__ = ["Duration", "NonNegativeDuration", "PositiveDuration", "to_timedelta"]
 

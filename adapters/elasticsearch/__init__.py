@@ -20,7 +20,7 @@ from adapters.elasticsearch._config import (
     TlsOptions,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability
-from mixer._lazy import lazy_getattr
+from mixer.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.elasticsearch._encoding import DocumentEncoder

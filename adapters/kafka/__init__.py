@@ -20,7 +20,7 @@ from adapters.kafka._config import (
 )
 from adapters.kafka._format import FormatError, InstanceFormat
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
-from mixer._lazy import lazy_getattr
+from mixer.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.kafka._encoding import EncodeError, JsonEncoder, OtlpEncoder

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import mixer
 from adapters.otlp._config import DEFAULT_ENDPOINT, OtlpConfig, TlsOptions, parse_endpoint
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability
-from mixer._lazy import lazy_getattr
+from mixer.lazy import lazy_getattr
 from mixer.spans import (
     TRACEPARENT_TAG,
     TRACESTATE_TAG,

@@ -22,7 +22,7 @@ from adapters.prometheus._config import (
     PrometheusConfig,
 )
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability
-from mixer._lazy import lazy_getattr
+from mixer.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.prometheus._handler import ListenError, PrometheusHandler, instance_keys

@@ -10,7 +10,7 @@ from __future__ import annotations
 from adapters.redisquota._config import RedisquotaConfig
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
 from mixer.plans import KeyStoreInfo
-from mixer.plans._redis_keys import RedisKeyStoreParams, build_redis_key_store
+from mixer.plans.redis_keys import RedisKeyStoreParams, build_redis_key_store
 
 __all__ = [
     "ADAPTER",

@@ -9,14 +9,14 @@ from typing import Self
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 
-from adapters.memquota._config import FailurePolicy, QuotaHandlerParams
 from mixer.params import NonNegativeDuration, PositiveDuration
-from mixer.quota._redis import (
+from mixer.quota.redis_store import (
     DEFAULT_KEY_PREFIX,
     check_cluster_prefix,
     check_redis_url,
     redact_redis_url,
 )
+from mixer.quotahandler import FailurePolicy, QuotaHandlerParams
 
 
 class RedisquotaConfig(QuotaHandlerParams):

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from adapters.memquota._handler import CounterStoreHandler
 from adapters.redisquota._config import RedisquotaConfig
 from mixer import HandlerEnv
-from mixer.quota._redis import RedisCounterStore
+from mixer.quota.redis_store import RedisCounterStore
+from mixer.quotahandler import CounterStoreHandler
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

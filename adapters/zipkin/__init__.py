@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import mixer
 from adapters.zipkin._config import DEFAULT_URL, ZipkinConfig, ZipkinTls
 from mixer import AdapterInfo, Handler, HandlerEnv, Stability
-from mixer._lazy import lazy_getattr
+from mixer.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from adapters.zipkin._encode import encode_instance, span_json, spans_body, tag_text

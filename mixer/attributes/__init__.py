@@ -1,36 +1,10 @@
-"""Attributes: value types, manifests and the bags that carry a request's attributes."""
+"""Attributes: value types, manifests and the bags that carry a request's attributes.
 
-from mixer.attributes._bag import AttributeBag, AttributeMatch, Condition, TrackingBag
-from mixer.attributes._manifest import ISTIO_MANIFEST, AttributeInfo, AttributeManifest
-from mixer.attributes._text import (
-    NanoDuration,
-    duration_from_nanoseconds,
-    format_duration,
-    nano_duration,
-    nanoseconds_of,
-    parse_duration,
-    to_jsonable,
-)
-from mixer.attributes._types import AttributeValue, IPAddress, ValueType, conforms, infer_value_type
+The names live in the kernel package :mod:`mixer.values` (below every layer, so that the wire
+codec can build bags); this is the name the rest of Mixer and adapters import them by.
+"""
 
-__all__ = [
-    "ISTIO_MANIFEST",
-    "AttributeBag",
-    "AttributeInfo",
-    "AttributeManifest",
-    "AttributeMatch",
-    "AttributeValue",
-    "Condition",
-    "IPAddress",
-    "NanoDuration",
-    "TrackingBag",
-    "ValueType",
-    "conforms",
-    "duration_from_nanoseconds",
-    "format_duration",
-    "infer_value_type",
-    "nano_duration",
-    "nanoseconds_of",
-    "parse_duration",
-    "to_jsonable",
-]
+from mixer import values as _values
+from mixer.values import *  # noqa: F403 (every name of mixer.values, and only those)
+
+__all__ = list(_values.__all__)

@@ -1,14 +1,16 @@
 """Out-of-process adapters: Mixer's ``kind: adapter`` / ``kind: template`` documents, handlers with
 a ``connection``, and the istio.mixer.adapter.model.v1beta1 calls made to them (``docs/oop-adapters.md``).
 
-The config loader uses the descriptor and connection models; the handler is imported when a
-runtime builds one, so that loading config never pulls in the delivery machinery.
+The config loader uses the descriptor and connection models; the handler (and
+:class:`OopHandlerParams`) is imported on first use, so that loading config never pulls in the
+delivery machinery.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mixer.lazy import lazy_getattr
 from mixer.oop._connection import Authentication, Connection, MutualTls, Tls
 from mixer.oop._descriptors import (
     AdapterDescriptor,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from mixer.adapter import Handler, HandlerEnv
+    from mixer.oop._handler import OopHandlerParams
 
 __all__ = [
     "AdapterDescriptor",
@@ -33,6 +36,7 @@ __all__ = [
     "Connection",
     "DescriptorError",
     "MutualTls",
+    "OopHandlerParams",
     "TemplateModel",
     "Tls",
     "ValueTypes",
@@ -52,3 +56,6 @@ def build_handler(params: BaseModel, env: HandlerEnv) -> Handler:
     from mixer.oop._handler import build_oop_handler
 
     return build_oop_handler(params, env)
+
+
+__getattr__ = lazy_getattr(__name__, {"OopHandlerParams": "mixer.oop._handler"})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from mixer.cache import ENTRY_OVERHEAD
 from mixer.quota._algorithms import (
     Algorithm,
     Decision,
@@ -25,6 +27,9 @@ State: TypeAlias = FixedWindowState | RollingWindowState | GcraState
 
 DEFAULT_MAX_KEYS = 100_000
 DEFAULT_MAX_DEDUP_ENTRIES = 100_000
+#: The records' estimated bytes, kept at most: 100,000 records of one decision each fit (about
+#: 500 bytes apiece), and records of plans with many limits (five numbers per limit) stop here.
+DEFAULT_MAX_DEDUP_BYTES = 64 * 1024 * 1024
 #: Seconds between sweeps that drop expired counters nobody asked for again.
 DEFAULT_SWEEP_INTERVAL = 60.0
 
@@ -32,7 +37,11 @@ DEFAULT_SWEEP_INTERVAL = 60.0
 @dataclass(slots=True)
 class MemoryStoreStats:
     """Counters for self-metrics. ``evictions`` are live counters dropped to stay within
-    ``max_keys`` (their subjects start afresh: raise ``max_keys`` if it grows)."""
+    ``max_keys`` (their subjects start afresh: raise ``max_keys`` if it grows).
+    ``dedup_evictions`` are deduplication records dropped before they expired to stay within
+    ``max_dedup_entries`` or ``max_dedup_bytes`` (a retry then spends again);
+    ``dedup_rejected`` records never kept because one alone exceeds ``max_dedup_bytes``;
+    ``dedup_bytes`` is the estimated size of the records held now."""
 
     allocations: int = 0
     denials: int = 0
@@ -40,6 +49,8 @@ class MemoryStoreStats:
     expired: int = 0
     dedup_hits: int = 0
     dedup_evictions: int = 0
+    dedup_rejected: int = 0
+    dedup_bytes: int = 0
 
 
 @dataclass(slots=True)
@@ -78,6 +89,16 @@ def _expand(record: _Record) -> Allocation:
     return Allocation(decisions, record[1] == 1, replayed=True)
 
 
+def _record_size(deduplication_id: str, record: _Record) -> int:
+    """Estimated bytes a record keeps alive: its id, the tuple, its numbers and the dict entry."""
+    return (
+        sys.getsizeof(deduplication_id)
+        + sys.getsizeof(record)
+        + sum(map(sys.getsizeof, record))
+        + ENTRY_OVERHEAD
+    )
+
+
 def transition(request: CounterRequest, state: Any, now: float, amount: int) -> tuple[State, Decision]:
     """One algorithm step for ``request`` from ``state`` (None: a fresh counter)."""
     if request.algorithm is Algorithm.FIXED_WINDOW:
@@ -106,7 +127,8 @@ class MemoryCounterStore:
 
     Safe on one event loop without locks: ``allocate`` never awaits, so one call is atomic.
     Expired counters are dropped when next touched and by a sweep every ``sweep_interval``
-    seconds; deduplication records are bounded to ``max_dedup_entries`` the same way. ``clock``
+    seconds; deduplication records the same way, the oldest first beyond ``max_dedup_entries``
+    records or ``max_dedup_bytes`` estimated bytes (see :class:`MemoryStoreStats`). ``clock``
     gives wall-clock seconds (calendar windows need the real date); tests inject a fake one.
     """
 
@@ -115,6 +137,7 @@ class MemoryCounterStore:
         *,
         max_keys: int = DEFAULT_MAX_KEYS,
         max_dedup_entries: int = DEFAULT_MAX_DEDUP_ENTRIES,
+        max_dedup_bytes: int = DEFAULT_MAX_DEDUP_BYTES,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,6 +145,7 @@ class MemoryCounterStore:
             raise ValueError("max_keys must be at least 1")
         self.max_keys = max_keys
         self.max_dedup_entries = max_dedup_entries
+        self.max_dedup_bytes = max_dedup_bytes
         self.sweep_interval = sweep_interval
         self.clock = clock
         self.stats = MemoryStoreStats()
@@ -199,7 +223,7 @@ class MemoryCounterStore:
             del self._entries[key]
         self.stats.expired += len(expired)
         for key in [key for key, record in self._dedup.items() if record[0] <= now]:
-            del self._dedup[key]
+            self.stats.dedup_bytes -= _record_size(key, self._dedup.pop(key))
         return len(expired)
 
     def _state(self, request: CounterRequest, now: float) -> State | None:
@@ -233,9 +257,18 @@ class MemoryCounterStore:
         entries[key] = _Entry(request.shape, state, now + reset_after)
 
     def _remember(self, deduplication_id: str, expires_at: float, allocation: Allocation) -> None:
-        records = self._dedup
-        records[deduplication_id] = _compact(expires_at, allocation)
-        records.move_to_end(deduplication_id)
-        while len(records) > self.max_dedup_entries:
-            records.popitem(last=False)
-            self.stats.dedup_evictions += 1
+        records, stats = self._dedup, self.stats
+        record = _compact(expires_at, allocation)
+        size = _record_size(deduplication_id, record)
+        previous = records.pop(deduplication_id, None)
+        if previous is not None:
+            stats.dedup_bytes -= _record_size(deduplication_id, previous)
+        if size > self.max_dedup_bytes:
+            stats.dedup_rejected += 1
+            return
+        records[deduplication_id] = record
+        stats.dedup_bytes += size
+        while records and (len(records) > self.max_dedup_entries or stats.dedup_bytes > self.max_dedup_bytes):
+            oldest_id, oldest = records.popitem(last=False)
+            stats.dedup_bytes -= _record_size(oldest_id, oldest)
+            stats.dedup_evictions += 1

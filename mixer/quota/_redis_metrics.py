@@ -14,15 +14,12 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from mixer.quota._redis import RedisCounterStore, RedisStoreStats
-
-__all__ = ["MAX_RETIRED_NAMES", "RedisQuotaCollector", "retire", "totals", "track"]
+__all__ = ["MAX_RETIRED_NAMES", "RedisQuotaCollector", "RedisStoreStats", "retire", "totals", "track"]
 
 MAX_RETIRED_NAMES = 1024
 
@@ -46,18 +43,43 @@ _COUNTERS = (
 )
 
 
+@dataclasses.dataclass(slots=True)
+class RedisStoreStats:
+    """Counters for self-metrics (``mixer_redisquota_*``). ``failures`` counts allocations that
+    raised (``timeouts`` of them ran out of time); ``script_loads`` counts ``SCRIPT LOAD`` after
+    ``NOSCRIPT``; ``fail_open_grants`` is kept by the handler that let failed allocations pass."""
+
+    allocations: int = 0
+    denials: int = 0
+    dedup_hits: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    script_loads: int = 0
+    fail_open_grants: int = 0
+
+
+class _Store(Protocol):
+    """What is tracked of a Redis counter store: its handler name and its counters."""
+
+    @property
+    def dedup_scope(self) -> str: ...
+
+    @property
+    def stats(self) -> RedisStoreStats: ...
+
+
 class _Stores:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: weakref.WeakSet[RedisCounterStore] = weakref.WeakSet()
+        self._live: weakref.WeakSet[_Store] = weakref.WeakSet()
         self._retired: OrderedDict[str, dict[str, int]] = OrderedDict()
         self.retired_drops = 0
 
-    def track(self, store: RedisCounterStore) -> None:
+    def track(self, store: _Store) -> None:
         with self._lock:
             self._live.add(store)
 
-    def retire(self, store: RedisCounterStore) -> None:
+    def retire(self, store: _Store) -> None:
         with self._lock:
             if store not in self._live:
                 return
@@ -87,11 +109,11 @@ def _counts(stats: RedisStoreStats) -> dict[str, int]:
 _STORES = _Stores()
 
 
-def track(store: RedisCounterStore) -> None:
+def track(store: _Store) -> None:
     _STORES.track(store)
 
 
-def retire(store: RedisCounterStore) -> None:
+def retire(store: _Store) -> None:
     _STORES.retire(store)
 
 

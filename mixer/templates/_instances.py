@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from mixer.attributes import AttributeBag, IPAddress
+from mixer.values import AttributeBag, IPAddress
 
 
 @dataclass(slots=True)

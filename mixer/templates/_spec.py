@@ -6,8 +6,8 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-from mixer.attributes import ValueType
 from mixer.templates import _instances as inst
+from mixer.values import ValueType
 
 
 class Variety(enum.Enum):

@@ -8,7 +8,6 @@ from typing import Final, Protocol
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
-from mixer.attributes import AttributeMatch, Condition
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult
 from mixer.proto.istio.mixer.v1.check_pb2 import (
     CheckResponse,
@@ -17,6 +16,7 @@ from mixer.proto.istio.mixer.v1.check_pb2 import (
     RouteDirective,
 )
 from mixer.status import Status
+from mixer.values import AttributeMatch, Condition
 from mixer.wire._dictionary import GLOBAL_WORDS
 from mixer.wire._encode import WordTable, duration_of
 from mixer.wire._errors import WireDecodeError

@@ -17,7 +17,11 @@ from typing import Final, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from mixer.attributes import (
+from mixer.decision import QuotaRequest
+from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
+from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
+from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
+from mixer.values import (
     ISTIO_MANIFEST,
     AttributeBag,
     AttributeManifest,
@@ -27,10 +31,6 @@ from mixer.attributes import (
     duration_from_nanoseconds,
     nano_duration,
 )
-from mixer.decision import QuotaRequest
-from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
-from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
-from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
 from mixer.wire._dictionary import GLOBAL_WORD_COUNT, GLOBAL_WORDS, check_global_word_count
 from mixer.wire._errors import ReportTooLarge, WireDecodeError
 from mixer.wire._maps import FrozenStringMap

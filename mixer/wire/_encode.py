@@ -11,11 +11,11 @@ from typing import Final
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from mixer.attributes import ISTIO_MANIFEST, AttributeBag, AttributeValue, ValueType, conforms, nanoseconds_of
 from mixer.decision import QuotaRequest
 from mixer.proto.istio.mixer.v1.attributes_pb2 import CompressedAttributes
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest
 from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
+from mixer.values import ISTIO_MANIFEST, AttributeBag, AttributeValue, ValueType, conforms, nanoseconds_of
 from mixer.wire._dictionary import GLOBAL_WORD_COUNT, GLOBAL_WORD_INDEX
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

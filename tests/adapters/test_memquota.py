@@ -167,6 +167,23 @@ async def test_quota_dedup_replays_within_min_deduplication_duration() -> None:
     assert (await h.handle_quota(instance, args)).granted_amount == 0
 
 
+async def test_deduplication_records_are_bounded_by_bytes_across_reloads() -> None:
+    h = handler({**QUOTA_PARAMS, "max_deduplication_bytes": 1000})
+    instance = quota({"destination": "ratings"})
+    for n in range(5):
+        await h.handle_quota(instance, QuotaArgs(f"check-{n}requestcountquota", 1))
+    stats = h.store.stats
+    assert 0 < stats.dedup_bytes <= 1000
+    assert stats.dedup_evictions > 0
+    # A reload keeps the store and applies the new budget at the next record.
+    config = MemquotaConfig.model_validate({**QUOTA_PARAMS, "max_deduplication_bytes": 0})
+    env = HandlerEnv("quota.istio-system", LOG, previous=h)
+    reloaded = MemquotaHandler(config, env, clock=FakeClock(6000.0))
+    assert reloaded.store is h.store
+    await reloaded.handle_quota(instance, QuotaArgs("check-9requestcountquota", 1))
+    assert stats.dedup_rejected == 1
+
+
 async def test_rolling_window_quota() -> None:
     clock = FakeClock(6000.0)
     h = handler(QUOTA_PARAMS, clock=clock)

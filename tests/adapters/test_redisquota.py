@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.memquota._handler import STORE_UNAVAILABLE
 from adapters.redisquota import ADAPTER, KEY_STORE, RedisquotaConfig
 from adapters.redisquota._handler import RedisquotaHandler
 from mixer import HandlerEnv, QuotaArgs
@@ -22,8 +21,9 @@ from mixer.attributes import AttributeBag
 from mixer.config import load_config_text
 from mixer.defaults import embedded_config_text
 from mixer.plans import CachedKeyStore, KeyStoreInfo, PlanConfig
-from mixer.plans._redis_keys import RedisKeyStore, RedisKeyStoreParams
-from mixer.quota._redis_metrics import RedisQuotaCollector, totals
+from mixer.plans.redis_keys import RedisKeyStore, RedisKeyStoreParams
+from mixer.quota.redis_store import RedisQuotaCollector, totals
+from mixer.quotahandler import STORE_UNAVAILABLE
 from mixer.registry import Registry
 from mixer.runtime import Runtime, build_runtime
 from mixer.status import Code

@@ -27,7 +27,7 @@ from mixer.quota import (
     EpochWindow,
     MemoryCounterStore,
 )
-from mixer.quota._redis import (
+from mixer.quota.redis_store import (
     RedisCounterStore,
     allocate_script,
     check_redis_url,

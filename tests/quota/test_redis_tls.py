@@ -12,7 +12,7 @@ import redis.exceptions
 import trustme
 
 from mixer.quota import Algorithm, CounterRequest, EpochWindow
-from mixer.quota._redis import RedisCounterStore
+from mixer.quota.redis_store import RedisCounterStore
 from tests.backends._process import free_port
 from tests.backends.redis import RedisServer, unique_prefix
 from tests.quota.support import FakeClock

@@ -7,6 +7,7 @@ import gc
 import pytest
 
 from mixer.quota import Algorithm, Allocation, CounterRequest, EpochWindow, MemoryCounterStore
+from mixer.quota._memory import _record_size
 from tests.quota.support import FakeClock
 
 
@@ -184,3 +185,42 @@ def test_a_changed_window_starts_the_counter_afresh(store: MemoryCounterStore) -
 async def test_allocate_is_the_async_form(store: MemoryCounterStore) -> None:
     answer = await store.allocate([fixed("k", 1)])
     assert answer.allowed
+
+
+def test_dedup_records_are_bounded_by_bytes(clock: FakeClock) -> None:
+    store = MemoryCounterStore(clock=clock)
+    store.allocate_now([fixed("k", 9)], deduplication_id="one", dedup_seconds=10)
+    one_record = store.stats.dedup_bytes
+    assert one_record > 0
+    # Room for two one-decision records: the third pushes the oldest out.
+    store.max_dedup_bytes = 2 * one_record
+    store.allocate_now([fixed("k", 9)], deduplication_id="two", dedup_seconds=10)
+    store.allocate_now([fixed("k", 9)], deduplication_id="six", dedup_seconds=10)
+    assert store.stats.dedup_evictions == 1
+    assert store.stats.dedup_bytes == 2 * one_record
+    assert store.allocate_now([fixed("k", 9)], deduplication_id="six", dedup_seconds=10).replayed
+    assert not store.allocate_now([fixed("k", 9)], deduplication_id="one", dedup_seconds=10).replayed
+
+
+def test_a_record_larger_than_the_byte_budget_is_not_kept(clock: FakeClock) -> None:
+    store = MemoryCounterStore(max_dedup_bytes=100, clock=clock)
+    first = store.allocate_now([fixed("k", 9)], deduplication_id="one", dedup_seconds=10)
+    assert first.allowed
+    assert store.stats.dedup_rejected == 1
+    assert store.stats.dedup_bytes == 0
+    assert not store.allocate_now([fixed("k", 9)], deduplication_id="one", dedup_seconds=10).replayed
+
+
+def test_dedup_bytes_return_to_zero_when_records_expire(clock: FakeClock) -> None:
+    store = MemoryCounterStore(sweep_interval=5, clock=clock)
+    for dedup_id in ("a", "b", "c"):
+        store.allocate_now([fixed("k", 9), fixed("j", 9)], deduplication_id=dedup_id, dedup_seconds=2)
+    # Replacing a record (an expired one, asked again) leaves one record's bytes, not two.
+    clock.advance(3)
+    store.allocate_now([fixed("k", 9), fixed("j", 9)], deduplication_id="a", dedup_seconds=1)
+    assert len(store._dedup) == 3
+    assert store.stats.dedup_bytes == sum(_record_size(key, record) for key, record in store._dedup.items())
+    clock.advance(10)
+    store.sweep()
+    assert store.stats.dedup_bytes == 0
+    assert store.stats.dedup_evictions == 0

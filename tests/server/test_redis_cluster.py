@@ -22,7 +22,7 @@ from adapters.redisquota._handler import RedisquotaHandler
 from mixer import HandlerEnv
 from mixer.plans import PlanEnforcer
 from mixer.quota import Algorithm, CounterRequest, EpochWindow
-from mixer.quota._redis import RedisCounterStore, check_redis_url, redact_redis_url
+from mixer.quota.redis_store import RedisCounterStore, check_redis_url, redact_redis_url
 from mixer.status import Code
 from mixer.templates import PlanCheckInstance
 from tests.backends.redis import unique_prefix

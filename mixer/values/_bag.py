@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from mixer.attributes._types import AttributeValue
+from mixer.values._types import AttributeValue
 
 
 class Condition(enum.IntEnum):
@@ -31,7 +31,7 @@ class AttributeBag:
     """A read-only view of one request's attributes.
 
     The bag wraps the mapping it is given without copying it. Values are the Python forms listed
-    in :data:`mixer.attributes.AttributeValue`; a STRING_MAP value may be any ``Mapping[str, str]``
+    in :data:`mixer.values.AttributeValue`; a STRING_MAP value may be any ``Mapping[str, str]``
     (the wire codec hands in lazy maps that decode on first use).
 
     Reads go through :meth:`get` and :meth:`get_map_value` so that a :class:`TrackingBag` can

@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from mixer.params import PositiveDuration
 from mixer.plans._keys import KeyRecord, KeyRecordModel, KeyStore
-from mixer.quota._redis import (
+from mixer.quota.redis_store import (
     Discovery,
     check_redis_url,
     in_flight_gate,
@@ -39,7 +39,7 @@ from mixer.quota._redis import (
 )
 
 if TYPE_CHECKING:
-    from mixer.quota._redis import AnyRedis
+    from mixer.quota.redis_store import AnyRedis
 
 __all__ = [
     "DEFAULT_KEY_HASH",

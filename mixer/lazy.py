@@ -1,4 +1,4 @@
-"""Module attributes imported on first use, so that importing a package stays cheap."""
+"""Module attributes imported on first use, so that importing a package (an adapter's, say) stays cheap."""
 
 from __future__ import annotations
 

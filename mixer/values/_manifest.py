@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from mixer.attributes._types import ValueType
+from mixer.values._types import ValueType
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,40 @@
+"""Values: attribute value types, their text forms, manifests and the bags that carry them.
+
+A kernel package: it imports no other part of Mixer, so the wire codec (the lowest layer) can
+build bags and check values against manifests. :mod:`mixer.attributes` re-exports all of it.
+"""
+
+from mixer.values._bag import AttributeBag, AttributeMatch, Condition, TrackingBag
+from mixer.values._manifest import ISTIO_MANIFEST, AttributeInfo, AttributeManifest
+from mixer.values._text import (
+    NanoDuration,
+    duration_from_nanoseconds,
+    format_duration,
+    nano_duration,
+    nanoseconds_of,
+    parse_duration,
+    to_jsonable,
+)
+from mixer.values._types import AttributeValue, IPAddress, ValueType, conforms, infer_value_type
+
+__all__ = [
+    "ISTIO_MANIFEST",
+    "AttributeBag",
+    "AttributeInfo",
+    "AttributeManifest",
+    "AttributeMatch",
+    "AttributeValue",
+    "Condition",
+    "IPAddress",
+    "NanoDuration",
+    "TrackingBag",
+    "ValueType",
+    "conforms",
+    "duration_from_nanoseconds",
+    "format_duration",
+    "infer_value_type",
+    "nano_duration",
+    "nanoseconds_of",
+    "parse_duration",
+    "to_jsonable",
+]
