@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_adapters)
 
-    _completion.register(sub)
+    _completion.register(sub, parser)
     p = sub.add_parser(
         "schema",
         help="print the JSON Schema of every adapter's handler params and template's instance params",

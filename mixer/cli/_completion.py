@@ -161,14 +161,13 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 
 def _cmd_completion(args: argparse.Namespace) -> int:
-    from mixer.cli import build_parser
-
-    sys.stdout.write(completion_script(build_parser(), args.shell))
+    sys.stdout.write(completion_script(args.completion_root, args.shell))
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add this module's subcommand to the ``mixer`` parser's subparsers."""
+def register(sub: Any, root: argparse.ArgumentParser) -> None:
+    """Add this module's subcommand to the ``mixer`` parser's subparsers; ``root`` is the parser
+    the script completes (handed in, so this module needs no import of the package above it)."""
     p: argparse.ArgumentParser = sub.add_parser(
         "completion",
         help="print a shell completion script (bash, zsh or fish)",
@@ -179,4 +178,4 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("shell", choices=SHELLS)
-    p.set_defaults(func=_cmd_completion)
+    p.set_defaults(func=_cmd_completion, completion_root=root)

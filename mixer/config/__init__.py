@@ -15,7 +15,7 @@ from pathlib import Path
 from mixer.attributes import ISTIO_MANIFEST, AttributeManifest
 from mixer.config._bindings import OUTPUT_PREFIX
 from mixer.config._errors import ConfigError, ConfigIssue, IssueList
-from mixer.config._instances import CompiledInstanceBuilder
+from mixer.config._instances import CompiledInstanceBuilder, compile_instance
 from mixer.config._loader import ConfigCompiler
 from mixer.config._model import (
     DEFAULT_CONFIG_NAMESPACE,
@@ -61,6 +61,7 @@ __all__ = [
     "SamplingConfig",
     "SourceRef",
     "ValidatedConfig",
+    "compile_instance",
     "config_files",
     "load_config",
     "load_config_text",

@@ -18,7 +18,7 @@ from mixer.attributes import AttributeBag, AttributeManifest, AttributeValue
 from mixer.config._errors import join_path
 from mixer.expr import CompiledExpression, ExpressionError
 from mixer.expr import compile as compile_expression
-from mixer.expr._codegen import CAUGHT, Emitter, evaluation_error, make_function
+from mixer.expr.codegen import CAUGHT, Emitter, evaluation_error, make_function
 from mixer.templates import FieldKind, FieldSpec, Instance, TemplateSpec
 
 #: A template's compiled fields: a VALUE field maps to its expression, a MAP field to a mapping

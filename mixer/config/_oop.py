@@ -113,7 +113,7 @@ class OopDeclarations:
         report: Report,
     ) -> tuple[AdapterInfo | None, Any]:
         """The adapter info and params of a handler with a ``connection``; None after reporting why."""
-        from mixer.oop._handler import OopHandlerParams
+        from mixer.oop import OopHandlerParams
 
         if not adapter:
             report("adapter", "a handler with a connection names its out-of-process adapter in `adapter`")

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from mixer.adapter import DeliveryAck, HandlerOverloaded
 from mixer.delivery import _metrics
+from mixer.delivery._admission import Admission
 from mixer.delivery._circuit import Circuit
 from mixer.delivery._options import DeliveryOptions
-from mixer.delivery._queue import Admission, RecordQueue
+from mixer.delivery._queue import RecordQueue
 from mixer.delivery._sender import Sender
 from mixer.delivery._settle import Settler
 from mixer.delivery._shutdown import Shutdown

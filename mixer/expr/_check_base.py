@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from mixer.attributes import ValueType
 from mixer.expr._code import Code, Value, constant, convertible, lift, strict_source, union
-from mixer.expr._codegen import Emitter
 from mixer.expr._errors import ExpressionTypeError
 from mixer.expr._parser import Node
+from mixer.expr.codegen import Emitter
 
 
 class CheckerBase(abc.ABC):

@@ -8,10 +8,10 @@ from mixer.attributes import AttributeBag, ValueType
 from mixer.expr import _functions as fn
 from mixer.expr._check_base import CheckerBase
 from mixer.expr._code import Code, Value, constant, optional_source, strict_source
-from mixer.expr._codegen import Emitter
 from mixer.expr._parser import Call, Node
 from mixer.expr._regex import REQUEST_PATTERNS, RegexError, compile_re2
 from mixer.expr._types import CONVERTERS
+from mixer.expr.codegen import Emitter
 
 _S = ValueType.STRING
 _I = ValueType.INT64

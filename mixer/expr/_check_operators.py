@@ -20,10 +20,10 @@ from mixer.expr._code import (
     strict_source,
     union,
 )
-from mixer.expr._codegen import Emitter
 from mixer.expr._errors import AbsentAttributeError
 from mixer.expr._parser import Binary, Chain, Unary
 from mixer.expr._types import NUMERIC, ORDERED
+from mixer.expr.codegen import Emitter
 
 _S = ValueType.STRING
 _I = ValueType.INT64

@@ -17,10 +17,10 @@ from mixer.expr._code import (
     required_source,
     strict_source,
 )
-from mixer.expr._codegen import Emitter, absent
 from mixer.expr._errors import AbsentAttributeError, ExpressionTypeError
 from mixer.expr._parser import Attribute, Binary, Call, Chain, Index, Literal, Node, Unary
 from mixer.expr._types import CONVERTERS, ConversionError
+from mixer.expr.codegen import Emitter, absent
 
 __all__ = ["Checker"]
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
 from mixer.attributes import AttributeBag, ValueType
-from mixer.expr._codegen import Emitter, absent
 from mixer.expr._errors import AbsentAttributeError, EvaluationError, ExpressionTypeError
 from mixer.expr._parser import Literal, Node
+from mixer.expr.codegen import Emitter, absent
 
 # Values are typed by the checker, not by Python's type system, so closures handle them as Any.
 Value: TypeAlias = Any
@@ -25,7 +25,7 @@ NOT_CONSTANT: Final = object()
 
 #: (attribute name, map key or None, position in the text) of code that is a single bag read.
 _Source: TypeAlias = tuple[str, str | None, int]
-#: Writes a node's generated Python expression (see ``_codegen`` for what it may contain).
+#: Writes a node's generated Python expression (see ``codegen`` for what it may contain).
 Emit: TypeAlias = Callable[[Emitter], str]
 
 

@@ -14,9 +14,9 @@ from mixer.attributes import (
 )
 from mixer.expr._checker import Checker
 from mixer.expr._code import Code, Evaluator, strict_source
-from mixer.expr._codegen import CAUGHT, Emitter, evaluation_error, make_function
 from mixer.expr._errors import EvaluationError, ExpressionTypeError
 from mixer.expr._parser import parse
+from mixer.expr.codegen import CAUGHT, Emitter, evaluation_error, make_function
 
 _S = ValueType.STRING
 

@@ -20,7 +20,7 @@ from mixer import __version__
 from mixer.collectors import AdapterCollectors
 from mixer.delivery import DeliveryCollector
 from mixer.expr import request_pattern_stats
-from mixer.quota._redis_metrics import RedisQuotaCollector
+from mixer.quota.redis_store import RedisQuotaCollector
 from mixer.runtime import RuntimeStats
 
 #: From well under a millisecond (a Check answered from compiled rules) to the proxy's 5 s timeout.

@@ -14,7 +14,7 @@ from typing import Any
 
 from mixer.adapter import DeliveryAck, Handler, HandlerEnv, ReportBatch
 from mixer.attributes import ISTIO_MANIFEST, AttributeBag, AttributeManifest
-from mixer.config._instances import compile_instance
+from mixer.config import compile_instance
 from mixer.plans import KeyStoreInfo, PlanConfig
 from mixer.templates import BUILTIN_TEMPLATES, Instance, TemplateSpec
 
