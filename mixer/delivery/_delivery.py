@@ -233,6 +233,9 @@ class Delivery:
 
         self._spool_wanted = data_dir is not None and options.spool.enabled
         self._spool_ready = False
+        # Open for reading: stays set when writes fail (a full disk), so rows already committed
+        # are still replayed and acknowledged; ``_spool_ready`` is about taking new rows.
+        self._spool_open = False
         self._spool_records = 0
         self._spool_bytes = 0
         self._held = 0
@@ -648,7 +651,7 @@ class Delivery:
 
     async def _replay(self) -> None:
         """Top the memory queue up from the spool, oldest first."""
-        if not self._spool_ready or self._held >= self._low_water:
+        if not self._spool_open or self._held >= self._low_water:
             return
         if self._spool_records - self._held <= 0 or self._spool_version == self._empty_read_version:
             return
@@ -1018,6 +1021,7 @@ class Delivery:
         self._spool_records += rows
         self._spool_bytes += size
         self._spool_ready = True
+        self._spool_open = True
         self._spool_version += 1
         if rows:
             self._log.info("spool %s holds %d records from before; replaying them", store.path, rows)
@@ -1151,6 +1155,7 @@ class Delivery:
         except Exception:
             self._log.exception("closing spool %s failed", self._data_dir)
         self._spool_ready = False
+        self._spool_open = False
         executor.shutdown(wait=False)
 
 
