@@ -170,8 +170,9 @@ async def test_redis_killed_under_check_load(
     loads = {policy: CheckLoad(server.grpc_target).start() for policy, server in servers.items()}
     try:
         await asyncio.sleep(BEFORE)
-        killed_at = time.monotonic()
         await asyncio.to_thread(redis_server.kill)
+        # Taken once the process is gone (kill waits for it): a Check sent earlier may be granted.
+        killed_at = time.monotonic()
         await asyncio.sleep(OUTAGE)
         restarted_at = time.monotonic()
         await asyncio.to_thread(redis_server.start)
