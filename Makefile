@@ -14,7 +14,7 @@ PIP_LOCKED := $(PY) -m pip install -q --require-hashes --no-deps
 PIP_SELF := $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 
-.PHONY: install install-runtime system-deps run test test-unit test-latest soak bench fuzz lint typecheck \
+.PHONY: install install-runtime system-deps run test test-unit test-latest soak chaos bench fuzz lint typecheck \
 	format proto lock clean image docs
 
 $(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
@@ -104,6 +104,12 @@ lock:
 soak: $(DEV_STAMP) system-deps
 	$(PYTEST) -m slow
 	MIXER_SOAK=1 $(PYTEST) tests/e2e/test_no_loss.py
+
+# The chaos suite's long form (tests/chaos: 20 s outages, 100 reloads; figures quoted in
+# docs/reliability.md, written to build/chaos/). `make test` runs its short form. The full-disk
+# scenario mounts a small tmpfs, so this needs root, as CI has.
+chaos: $(DEV_STAMP) system-deps
+	MIXER_CHAOS=full $(PYTEST) -m chaos tests/chaos
 
 # Benchmarks; results are quoted in docs/performance.md.
 # Every bench, the side-by-side comparison first (docs/performance.md); the suite runs their short forms.

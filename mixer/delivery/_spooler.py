@@ -118,6 +118,7 @@ class Spooler:
         "lock_waiter",
         "low_water",
         "max_bytes",
+        "open_for_reading",
         "ready",
         "records",
         "reject",
@@ -150,6 +151,9 @@ class Spooler:
         self._read_chunk = max(self.low_water * 2, 1)
         self.wanted = data_dir is not None and options.spool.enabled
         self.ready = False
+        # Stays set when writes fail (a full disk), so rows already committed are still replayed
+        # and acknowledged; ``ready`` is about taking new rows.
+        self.open_for_reading = False
         self.records = 0
         self.bytes = 0
         self.held = 0
@@ -203,6 +207,7 @@ class Spooler:
         self.records += rows
         self.bytes += size
         self.ready = True
+        self.open_for_reading = True
         self.version += 1
         if rows:
             self._log.info("spool %s holds %d records from before; replaying them", store.path, rows)
@@ -244,7 +249,7 @@ class Spooler:
 
     async def replay(self) -> None:
         """Top the memory queue up from the spool, oldest first."""
-        if not self.ready or self.held >= self.low_water:
+        if not self.open_for_reading or self.held >= self.low_water:
             return
         if self.records - self.held <= 0 or self.version == self._empty_read_version:
             return
@@ -360,4 +365,5 @@ class Spooler:
         except Exception:
             self._log.exception("closing spool %s failed", self.data_dir)
         self.ready = False
+        self.open_for_reading = False
         self.thread.shutdown()

@@ -323,3 +323,39 @@ async def test_an_unusable_data_dir_leaves_delivery_in_memory(
     delivery.offer(records(0, 3))
     await eventually(lambda: delivery.stats.sent == 3)
     assert delivery.stats.spool_records == 0
+
+
+async def test_rows_committed_before_a_full_disk_are_replayed_when_the_backend_returns(
+    make_delivery: MakeDelivery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool write that fails (ENOSPC) stops spooling, not the replay of what is already on disk."""
+    clock = VirtualClock(auto=True)
+    sender = FakeBatchSender(default=RetryableError("down"))
+    delivery = make_delivery(
+        sender,
+        tmp_path,
+        clock=clock,
+        batch_timeout=0,
+        batch_max_records=7,
+        max_concurrent_sends=1,
+        retry_max_elapsed="2s",
+        queue_max_records=50,
+        ack="memory",
+    )
+    await delivery.start()
+    delivery.offer(records(0, 30))
+    await eventually(lambda: delivery.stats.circuit_open)
+    await eventually(lambda: len(spool_rows(tmp_path)) == 30)
+
+    def disk_full(*args: object, **kwargs: object) -> list[int]:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SpoolStore, "write", disk_full)
+    # The spool cannot take these: they stay in memory (there is room) and spooling stops.
+    delivery.offer(records(30, 40))
+    await eventually(lambda: delivery.stats.spool_records == 30)
+    sender.default = None
+    await eventually(lambda: delivery.stats.sent == 40)
+    assert sorted(sender.accepted_payloads) == sorted(payloads(0, 40))
+    assert delivery.stats.spool_records == 0
+    assert delivery.stats.dropped == {}
