@@ -17,14 +17,15 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 .PHONY: install install-runtime system-deps run test test-unit test-latest soak chaos bench fuzz lint typecheck \
 	format proto lock clean image docs
 
-$(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml
+# The stamps follow the compiled sources too: an edited .pyx is rebuilt by the next install.
+$(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml mixer/wire/_cdecode.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r $(LOCK_RUNTIME)
 	$(PIP_SELF)
 	$(PY) -m pip check
 	touch $@
 
-$(DEV_STAMP): $(LOCK_DEV) pyproject.toml
+$(DEV_STAMP): $(LOCK_DEV) pyproject.toml mixer/wire/_cdecode.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r $(LOCK_DEV)
 	$(PIP_SELF)

@@ -5,7 +5,8 @@ label maps), 3 integers, 2 timestamps, a duration and an IP address.
 
 Run: ``.venv/bin/python bench/wire_decode.py [--seconds N] [--profile]``. Prints records/s for
 decoding alone and for decoding plus reading one header of every record, from the fastest of
-many runs (the rate an undisturbed core reaches).
+many runs (the rate an undisturbed core reaches), for the compiled decoder (when it is built) and
+the pure-Python one, measured in alternation in one run; ``--profile`` profiles the decoder in use.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import ipaddress
 import pstats
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from mixer.attributes import AttributeValue
-from mixer.wire import ReportEncoding, decode_report_request, encode_report_request
+from mixer.wire import ReportEncoding, _fast, decode_report_request, encode_report_request
 
 RECORDS = 100
 
@@ -86,16 +88,37 @@ def report_request_bytes(records: int = RECORDS) -> bytes:
     return request.SerializeToString()
 
 
-def _rate(run: Callable[[], object], seconds: float) -> float:
-    """Records/s of the fastest of many timed runs: on a shared machine, the least disturbed one."""
-    run()
-    best = float("inf")
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.process_time()
+def _rates(runs: dict[str, Callable[[], object]], seconds: float) -> dict[str, float]:
+    """Records/s of each run: the fastest of many timed calls (on a shared machine, the least
+    disturbed one), the runs taking turns so that a busy spell slows them all alike."""
+    best = dict.fromkeys(runs, float("inf"))
+    for run in runs.values():
         run()
-        best = min(best, time.process_time() - start)
-    return RECORDS / best
+    deadline = time.perf_counter() + seconds * len(runs)
+    while time.perf_counter() < deadline:
+        for name, run in runs.items():
+            start = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - start)
+    return {name: RECORDS / elapsed for name, elapsed in best.items()}
+
+
+@contextmanager
+def _decoder(module: _fast.CompiledDecoder | None) -> Iterator[None]:
+    saved = _fast.cdecode
+    _fast.cdecode = module
+    try:
+        yield
+    finally:
+        _fast.cdecode = saved
+
+
+def _with(module: _fast.CompiledDecoder | None, run: Callable[[], object]) -> Callable[[], object]:
+    def wrapped() -> object:
+        with _decoder(module):
+            return run()
+
+    return wrapped
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     data = report_request_bytes()
     bags = decode_report_request(data)
     print(f"{len(data)} bytes, {len(bags)} records, {len(bags[0])} attributes in each")
+    print(f"decoder in use: {_fast.describe_decoder()}")
 
     def decode() -> object:
         return decode_report_request(data)
@@ -119,8 +143,13 @@ def main(argv: list[str] | None = None) -> None:
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [decode() for _ in range(200)])
         pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
-    print(f"decode:               {_rate(decode, args.seconds):>10,.0f} records/s")
-    print(f"decode + one header:  {_rate(decode_and_read, args.seconds):>10,.0f} records/s")
+    decoders: dict[str, _fast.CompiledDecoder | None] = {"pure Python": None}
+    if _fast.compiled is not None:
+        decoders = {"compiled": _fast.compiled, **decoders}
+    for label, run in (("decode", decode), ("decode + one header", decode_and_read)):
+        rates = _rates({name: _with(module, run) for name, module in decoders.items()}, args.seconds)
+        for name, rate in rates.items():
+            print(f"{label + ' (' + name + '):':<36} {rate:>10,.0f} records/s {1e6 / rate:>7.2f} us/record")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,21 @@ def test_every_declared_requirement_is_pinned_inside_its_range(
         )
 
 
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, DEV_LOCK], ids=["runtime", "dev"])
+def test_the_build_requirements_are_locked_too(lock: Path) -> None:
+    # Our own package is built without build isolation, with the backend and Cython from the lock.
+    pins = locked(lock)
+    for text in PYPROJECT["build-system"]["requires"]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, (
+            f"{lock.name} lacks the build requirement {name}: add it to requirements/bootstrap.in"
+        )
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{lock.name} pins {name}=={pins[name]} outside pyproject's {requirement.specifier}: run `make lock`"
+        )
+
+
 def test_runtime_and_dev_locks_agree() -> None:
     runtime, dev = locked(RUNTIME_LOCK), locked(DEV_LOCK)
     assert {name: dev.get(name) for name in runtime} == runtime

@@ -54,7 +54,10 @@ exit status:
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
+    from mixer.wire import describe_decoder
+
     print(f"mixer {__version__}")
+    print(f"wire decoder: {describe_decoder()}")
     return 0
 
 

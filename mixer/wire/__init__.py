@@ -42,6 +42,7 @@ from mixer.wire._encode import (
     timestamp_of,
 )
 from mixer.wire._errors import GlobalDictionaryMismatch, ReportTooLarge, WireDecodeError
+from mixer.wire._fast import PURE_PYTHON_ENV, describe_decoder
 from mixer.wire._maps import FrozenStringMap
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "GLOBAL_WORDS",
     "GLOBAL_WORD_COUNT",
     "GLOBAL_WORD_INDEX",
+    "PURE_PYTHON_ENV",
     "DecodedCheck",
     "FrozenStringMap",
     "GlobalDictionaryMismatch",
@@ -66,6 +68,7 @@ __all__ = [
     "decode_check_request",
     "decode_referenced_attributes",
     "decode_report_request",
+    "describe_decoder",
     "duration_of",
     "encode_attributes",
     "encode_check_request",

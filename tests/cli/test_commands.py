@@ -36,7 +36,13 @@ def _run(
 def test_version_flag_and_command_agree() -> None:
     flag = _run("--version")
     assert flag.returncode == 0
-    assert flag.stdout.strip() == f"mixer {__version__}" == _run("version").stdout.strip()
+    version, decoder = _run("version").stdout.splitlines()
+    assert flag.stdout.strip() == f"mixer {__version__}" == version
+    # The command also names the istio.mixer.v1 decoder in use: the compiled one, which the install
+    # builds, unless the environment asks for the pure-Python one.
+    assert decoder == "wire decoder: compiled (mixer.wire._cdecode)"
+    pure = _run("version", env={"MIXER_PURE_PYTHON": "1"}).stdout.splitlines()
+    assert pure == [version, "wire decoder: pure Python (MIXER_PURE_PYTHON is set)"]
 
 
 def test_every_command_lists_its_exit_statuses_in_help() -> None:

@@ -41,6 +41,7 @@ from mixer.proto.istio.mixer.v1.check_pb2 import CheckRequest as MixerCheckReque
 from mixer.proto.istio.mixer.v1.report_pb2 import ReportRequest
 from mixer.registry import Registry
 from mixer.wire import GlobalDictionaryMismatch, WireDecodeError, decode_check_request, decode_report_request
+from tests.wire._equivalence import decode_with_both
 
 #: Small decoding limits, so inputs the fuzzer can reach also exercise the over-limit refusals.
 LIMITS = ServiceLimits(max_attributes=64, max_string_length=256, max_map_entries=32)
@@ -70,9 +71,15 @@ def _touch(bag: AttributeBag) -> None:
 WIRE_ERRORS = (WireDecodeError, GlobalDictionaryMismatch)
 
 
+# Both decoders run on every input (when the compiled one is built): a difference in the bags or in
+# the error is a crash (DecodersDisagree).
+
+
 def mixer_check(data: bytes) -> None:
     try:
-        decoded = decode_check_request(data, max_attributes=64, max_string_length=256, max_map_entries=32)
+        decoded = decode_with_both(
+            lambda: decode_check_request(data, max_attributes=64, max_string_length=256, max_map_entries=32)
+        )
     except WIRE_ERRORS:
         return
     _touch(decoded.bag)
@@ -80,7 +87,9 @@ def mixer_check(data: bytes) -> None:
 
 def mixer_report(data: bytes) -> None:
     try:
-        bags = decode_report_request(data, max_attributes=64, max_string_length=256, max_map_entries=32)
+        bags = decode_with_both(
+            lambda: decode_report_request(data, max_attributes=64, max_string_length=256, max_map_entries=32)
+        )
     except WIRE_ERRORS:
         return
     for bag in bags:
