@@ -61,7 +61,7 @@ async def test_a_password_in_a_list_url_reaches_no_caller_no_config_view_and_no_
     assert "lister:***@127.0.0.1" in body
 
     logged = wait_until(
-        lambda: server.stderr() if "could not refresh list" in server.stderr() else None,
+        lambda: server.stderr() if "could not load list from" in server.stderr() else None,
         30,
         "the failed fetch in the server log",
     )
