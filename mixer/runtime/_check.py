@@ -20,20 +20,33 @@ from mixer.decision import (
     rate_limit_headers,
 )
 from mixer.runtime._calls import HandlerCalls, PendingCheck
+from mixer.runtime._check_cache import CachedPrecondition, CacheHit, CheckCache, Refs
 from mixer.runtime._generate import GenerateRule, generate
-from mixer.runtime._index import CheckRule, Scoped, identity_namespace
+from mixer.runtime._index import CheckAction, CheckRule, Scoped, identity_namespace
 from mixer.runtime._produced import ProducedBag, conforming
 from mixer.runtime._quota import QuotaDispatch
 from mixer.runtime._select import CheckSelection, Deferred
 from mixer.status import Code, Status
 
 _REPLACE = HeaderOperationKind.REPLACE
+_NOT_CACHED = timedelta(0)
 
 
 class CheckDispatch:
     """Decides Checks for one runtime; quotas go to its :class:`QuotaDispatch`."""
 
-    __slots__ = ("_calls", "_check", "_generate", "_logger", "_manifest", "_produce", "_quotas", "_select")
+    __slots__ = (
+        "_cache",
+        "_calls",
+        "_check",
+        "_generate",
+        "_generation",
+        "_logger",
+        "_manifest",
+        "_produce",
+        "_quotas",
+        "_select",
+    )
 
     def __init__(
         self,
@@ -45,6 +58,8 @@ class CheckDispatch:
         manifest: AttributeManifest,
         calls: HandlerCalls,
         logger: logging.Logger,
+        cache: CheckCache,
+        generation: int,
     ) -> None:
         self._check = check
         self._produce = produce
@@ -54,6 +69,8 @@ class CheckDispatch:
         self._calls = calls
         self._select = CheckSelection(calls, logger)
         self._logger = logger
+        self._cache = cache
+        self._generation = generation
 
     async def decide(
         self,
@@ -80,12 +97,17 @@ class CheckDispatch:
         if produce.default or produce.needs_namespace:
             tracking = await self._produce_attributes(tracking, deduplication_id, names, results, deadline)
         # A producer that refused the request (an invalid token) decides the Check alone.
+        hit = None
         if not results or all(r is not None and r.status.code is Code.OK for r in results):
-            await self._preconditions(
+            hit = await self._preconditions(
                 tracking, deduplication_id, names, results, request_ops, response_ops, deadline
             )
 
         status, valid_duration, valid_use_count, headers = _combine_check(names, results)
+        if hit is not None:
+            # A cached answer is only valid for what is left of its validity.
+            valid_duration = min(valid_duration, timedelta(seconds=hit.seconds))
+            valid_use_count = min(valid_use_count, hit.uses)
         referenced = tracking.referenced()
         if headers:
             request_ops[:0] = [
@@ -158,44 +180,98 @@ class CheckDispatch:
         request_ops: list[HeaderOperationResult],
         response_ops: list[HeaderOperationResult],
         deadline: float | None,
-    ) -> None:
-        check = self._check
-        rules = check.default
-        if check.needs_namespace:
-            rules = check.select(identity_namespace(tracking))
-        pending: list[PendingCheck] = []
-        spenders: set[int] = set()
+    ) -> CacheHit | None:
+        """The check rules and their handlers that spend nothing (answered from the cache when
+        it has them), then the plan checks. Returns the cache hit the answer came from, if any."""
+        base = len(results)
+        spending: list[tuple[int, CheckAction]] = []
         deferred: list[Deferred] = []
-        self._select.select(
-            rules,
-            tracking,
-            deduplication_id,
-            names,
-            results,
-            pending,
-            spenders,
-            request_ops,
-            response_ops,
-            deferred,
-        )
+        cache = self._cache if self._cache.serves(self._generation) else None
+        hit = cache.lookup(tracking._values) if cache is not None else None
+        if hit is not None:
+            entry = hit.entry
+            names.extend(entry.names)
+            results.extend(entry.results)
+            request_ops.extend(entry.request_ops)
+            response_ops.extend(entry.response_ops)
+            tracking._refs.update(entry.refs)
+            spending = [(base + slot, action) for slot, action in entry.spending]
+        else:
+            ops_base = (len(request_ops), len(response_ops))
+            check = self._check
+            rules = check.select(identity_namespace(tracking)) if check.needs_namespace else check.default
+            pending: list[PendingCheck] = []
+            self._select.select(
+                rules,
+                tracking,
+                deduplication_id,
+                names,
+                results,
+                pending,
+                spending,
+                request_ops,
+                response_ops,
+                deferred,
+            )
+            # What the plan checks read is theirs: the cached part is keyed without it.
+            refs = tuple(tracking._refs.items())
+            await self._calls.run_checks(pending, names, results, deadline)
+            if cache is not None and not deferred:
+                self._store(
+                    cache, tracking, base, ops_base, names, results, spending, request_ops, response_ops, refs
+                )
 
         # Plan checks spend quota, so like Mixer's quotas they run only once every other
         # precondition has passed: a request that a deny list refuses must not use up a plan.
-        spending = [p for p in pending if p[0] in spenders]
-        if spending:
-            pending = [p for p in pending if p[0] not in spenders]
-        await self._calls.run_checks(pending, names, results, deadline)
-        if spending:
+        plans: list[PendingCheck] = []
+        for index, action in spending:
+            self._select.build(action, index, tracking, deduplication_id, results, plans)
+        if plans:
             if all(r is None or r.status.code is Code.OK for r in results):
-                await self._calls.run_checks(spending, names, results, deadline)
+                await self._calls.run_checks(plans, names, results, deadline)
             else:
-                skipped = {index for index, _, _ in spending}
+                skipped = {index for index, _, _ in plans}
                 # In place: the caller owns the lists.
                 names[:] = [n for i, n in enumerate(names) if i not in skipped]
                 results[:] = [r for i, r in enumerate(results) if i not in skipped]
                 deferred = []
         for rule, outputs in deferred:
             self._select.output_headers(rule, outputs, tracking, results, request_ops, response_ops)
+        return hit
+
+    def _store(
+        self,
+        cache: CheckCache,
+        tracking: TrackingBag,
+        base: int,
+        ops_base: tuple[int, int],
+        names: list[str],
+        results: list[CheckResult | None],
+        spending: list[tuple[int, CheckAction]],
+        request_ops: list[HeaderOperationResult],
+        response_ops: list[HeaderOperationResult],
+        refs: Refs,
+    ) -> None:
+        """Cache the precondition's answer without its plan checks, if its handlers allow."""
+        slots = {index for index, _ in spending}
+        kept = tuple(None if i in slots else result for i, result in enumerate(results[base:], base))
+        answered = [result for result in kept if result is not None]
+        duration = min((r.valid_duration for r in answered), default=DEFAULT_VALID_DURATION)
+        uses = min((r.valid_use_count for r in answered), default=DEFAULT_VALID_USE_COUNT)
+        # The answer given now is the first use.
+        if duration <= _NOT_CACHED or uses <= 1:
+            return
+        entry = CachedPrecondition(
+            names=tuple(names[base:]),
+            results=kept,
+            spending=tuple((index - base, action) for index, action in spending),
+            request_ops=tuple(request_ops[ops_base[0] :]),
+            response_ops=tuple(response_ops[ops_base[1] :]),
+            refs=refs,
+            expires=0.0,
+            uses=uses - 1,
+        )
+        cache.store(tracking._values, entry, duration.total_seconds())
 
 
 def _combine_check(

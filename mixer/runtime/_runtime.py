@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from mixer.attributes import AttributeBag
 from mixer.decision import CheckOutcome, QuotaRequest
 from mixer.runtime._calls import HANDLER_FAILED, HandlerCalls
 from mixer.runtime._check import CheckDispatch
+from mixer.runtime._check_cache import CheckCache
 from mixer.runtime._generate import GenerateRule
 from mixer.runtime._index import CheckRule, QuotaRule, ReportRule, Scoped
 from mixer.runtime._lifecycle import HandlerLifecycle, HandlerSlot
@@ -43,7 +45,16 @@ class Runtime:
     The server swaps snapshots atomically on reload; a request keeps the snapshot it started with.
     """
 
-    __slots__ = ("_checks", "_lifecycle", "_reports", "config", "delta", "generation", "stats")
+    __slots__ = (
+        "_check_cache",
+        "_checks",
+        "_lifecycle",
+        "_reports",
+        "config",
+        "delta",
+        "generation",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -60,6 +71,7 @@ class Runtime:
         logger: logging.Logger,
         produce: Scoped[CheckRule] | None = None,
         generate: Scoped[GenerateRule] | None = None,
+        check_cache: CheckCache | None = None,
     ) -> None:
         self.config = config
         self.generation = generation
@@ -67,6 +79,7 @@ class Runtime:
         self.delta = delta
         generating = generate if generate is not None else Scoped()
         calls = HandlerCalls(stats, logger)
+        self._check_cache = check_cache if check_cache is not None else CheckCache(0, stats, time.monotonic)
         self._checks = CheckDispatch(
             check=check,
             produce=produce if produce is not None else Scoped(),
@@ -75,6 +88,8 @@ class Runtime:
             manifest=config.manifest,
             calls=calls,
             logger=logger,
+            cache=self._check_cache,
+            generation=generation,
         )
         self._reports = ReportDispatch(report, report_handlers, generating, stats, logger)
         self._lifecycle = HandlerLifecycle(self, slots, stats, logger)
@@ -165,6 +180,8 @@ class Runtime:
             or a reused handler was already shut down with the previous runtime.
         """
         await self._lifecycle.start()
+        # What the precondition cache holds was decided under an older configuration.
+        self._check_cache.started(self.generation)
 
     async def shutdown(self, timeout: float) -> None:
         """Shut down, concurrently and within ``timeout`` seconds, the started handlers this runtime
@@ -174,6 +191,11 @@ class Runtime:
     @property
     def closed(self) -> bool:
         return self._lifecycle.closed
+
+    @property
+    def check_cache(self) -> CheckCache:
+        """The cache of precondition answers, shared with the runtimes built from this one."""
+        return self._check_cache
 
     @property
     def _slots(self) -> tuple[HandlerSlot, ...]:

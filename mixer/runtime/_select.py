@@ -9,7 +9,7 @@ from mixer.adapter import CheckResult
 from mixer.attributes import AttributeBag, AttributeValue, TrackingBag
 from mixer.decision import HeaderOperationResult
 from mixer.runtime._calls import HandlerCalls, PendingCheck, failed_check
-from mixer.runtime._index import CheckRule, HeaderOp
+from mixer.runtime._index import CheckAction, CheckRule, HeaderOp
 from mixer.runtime._produced import FieldSources, ProducedBag
 from mixer.status import Code
 from mixer.templates import RequestContext
@@ -35,15 +35,16 @@ class CheckSelection:
         names: list[str],
         results: list[CheckResult | None],
         pending: list[PendingCheck],
-        spenders: set[int] | None,
+        spending: list[tuple[int, CheckAction]] | None,
         request_ops: list[HeaderOperationResult] | None,
         response_ops: list[HeaderOperationResult] | None,
         deferred: list[Deferred] | None = None,
     ) -> None:
         """Match ``rules``, evaluate header operations and build instances: ``names`` and
         ``results`` get one slot per action (None until answered), ``pending`` what to call.
-        Rules whose header operations read action outputs go to ``deferred`` instead."""
-        stats = self._calls.stats
+        Rules whose header operations read action outputs go to ``deferred`` instead. With
+        ``spending``, actions of request-context templates (plan checks, which spend quota) are
+        listed there by slot, not built."""
         for rule in rules:
             if rule.match is not None and not self._calls.matches(rule.match, tracking, rule.name):
                 continue
@@ -60,29 +61,49 @@ class CheckSelection:
                 if outputs is not None and action.output_prefix:
                     outputs.append((len(results), action.output_prefix))
                 names.append(action.handler_name)
-                try:
-                    instance = action.build(tracking)
-                except Exception as exc:
-                    # Mixer failed the Check when an instance could not be built; the failure is
-                    # attributed to the handler that would have received it.
-                    stats.instance_errors += 1
-                    self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
-                    results.append(failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}"))
+                if spending is not None and action.request_context:
+                    # Built once every other part of the precondition is known (see build).
+                    spending.append((len(results), action))
+                    results.append(None)
                     continue
-                if action.request_context:
-                    # What the handler reads from the tracking bag counts as referenced, since
-                    # references are collected only after every handler has answered.
-                    scoped = cast(RequestContext, instance)
-                    scoped.attributes = tracking
-                    scoped.deduplication_id = deduplication_id
-                    if action.fields:
-                        scoped.sources = FieldSources(action.fields, tracking)
-                    if isinstance(tracking, ProducedBag):
-                        scoped.produced = frozenset(tracking.produced)
-                    if spenders is not None:
-                        spenders.add(len(results))
-                pending.append((len(results), action.handler, instance))
-                results.append(None)
+                self.build(action, len(results), tracking, deduplication_id, results, pending)
+
+    def build(
+        self,
+        action: CheckAction,
+        index: int,
+        tracking: TrackingBag,
+        deduplication_id: str,
+        results: list[CheckResult | None],
+        pending: list[PendingCheck],
+    ) -> None:
+        """Build ``action``'s instance for the slot ``index`` (``results`` has it, or gets it
+        appended): a call to make in ``pending``, or the failure in ``results``."""
+        answer: CheckResult | None = None
+        try:
+            instance = action.build(tracking)
+        except Exception as exc:
+            # Mixer failed the Check when an instance could not be built; the failure is
+            # attributed to the handler that would have received it.
+            self._calls.stats.instance_errors += 1
+            self._logger.debug("instance %s failed to build: %s", action.instance_name, exc)
+            answer = failed_check(Code.INTERNAL, f"instance {action.instance_name}: {exc}")
+        else:
+            if action.request_context:
+                # What the handler reads from the tracking bag counts as referenced, since
+                # references are collected only after every handler has answered.
+                scoped = cast(RequestContext, instance)
+                scoped.attributes = tracking
+                scoped.deduplication_id = deduplication_id
+                if action.fields:
+                    scoped.sources = FieldSources(action.fields, tracking)
+                if isinstance(tracking, ProducedBag):
+                    scoped.produced = frozenset(tracking.produced)
+            pending.append((index, action.handler, instance))
+        if index == len(results):
+            results.append(answer)
+        else:
+            results[index] = answer
 
     def output_headers(
         self,
