@@ -98,9 +98,13 @@ class CheckCache:
         self._lru.max_bytes = max_bytes
 
     def serves(self, generation: int) -> bool:
-        """Whether a runtime of ``generation`` may use the cache: on (bytes above 0) and not
-        built from a configuration older than the newest that started."""
-        return self._lru.max_bytes > 0 and generation >= self._generation
+        """Whether a runtime of ``generation`` may use the cache: on (bytes above 0) and built
+        from the newest configuration that started or used it (a newer one drops the entries)."""
+        if self._lru.max_bytes == 0:
+            return False
+        if generation > self._generation:
+            self.started(generation)
+        return generation == self._generation
 
     def started(self, generation: int) -> None:
         """A runtime of ``generation`` starts serving: what older configurations decided goes."""

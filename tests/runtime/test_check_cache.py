@@ -202,6 +202,16 @@ async def test_a_reload_drops_the_cache() -> None:
     await first.shutdown(1.0)
 
 
+async def test_a_runtime_of_a_newer_config_never_sees_older_answers() -> None:
+    first = runtime(list_config())
+    await first.check(bag(source__name="alice"))
+    # Not started (as in a test or a tool): its first Check still drops what the older config cached.
+    second = build_runtime(list_config(code=Code.PERMISSION_DENIED), registry(), previous=first)
+    outcome = await second.check(bag(source__name="alice"))
+    assert outcome.status.code is Code.PERMISSION_DENIED
+    assert second.stats.check_cache_hits == 0
+
+
 async def test_a_handler_whose_answers_changed_drops_the_cache() -> None:
     rt = runtime(list_config())
     await rt.check(bag(source__name="alice"))
