@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from mixer import logcontext
 from mixer.adapter import CheckHandler, CheckResult, QuotaArgs, QuotaHandler, QuotaResult
@@ -18,6 +20,8 @@ from mixer.templates import Instance, QuotaInstance
 HANDLER_FAILED = "handler failed, see the server log"
 
 _NOT_CACHEABLE = timedelta(0)
+
+T = TypeVar("T")
 
 #: (index of the answer's slot, handler, instance) of one check handler call to make.
 PendingCheck = tuple[int, CheckHandler, Instance]
@@ -87,29 +91,10 @@ class HandlerCalls:
     async def call_check(
         self, name: str, handler: CheckHandler, instance: Instance, deadline: float | None
     ) -> CheckResult:
-        token = logcontext.handler.set(name)
-        try:
-            # A handler that never waits cannot be interrupted by a deadline (cancellation lands
-            # only where a coroutine waits): no timer to arm and cancel for it.
-            if deadline is None or not handler.check_waits:
-                return await handler.handle_check(instance)
-            async with asyncio.timeout_at(deadline):
-                return await handler.handle_check(instance)
-        except TimeoutError:
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                self.stats.count_handler_timeout(name)
-                return failed_check(Code.DEADLINE_EXCEEDED, "deadline exceeded")
-            return self._check_error(name, TimeoutError("timed out"))
-        except Exception as exc:
-            return self._check_error(name, exc)
-        finally:
-            logcontext.handler.reset(token)
-
-    def _check_error(self, name: str, exc: Exception) -> CheckResult:
-        self.stats.count_handler_error(name)
-        self._logger.warning("check handler %s failed: %r", name, exc)
-        # The caller learns that it failed; what failed (hosts, paths, credentials) is for the log.
-        return failed_check(Code.INTERNAL, HANDLER_FAILED)
+        # A handler that never waits cannot be interrupted by a deadline (cancellation lands
+        # only where a coroutine waits): no timer to arm and cancel for it.
+        timed = deadline if handler.check_waits else None
+        return await self._call(name, "check", lambda: handler.handle_check(instance), timed, failed_check)
 
     async def call_quota(
         self,
@@ -119,23 +104,36 @@ class HandlerCalls:
         args: QuotaArgs,
         deadline: float | None,
     ) -> QuotaResult:
+        return await self._call(
+            name, "quota", lambda: handler.handle_quota(instance, args), deadline, failed_quota
+        )
+
+    async def _call(
+        self,
+        name: str,
+        kind: str,
+        call: Callable[[], Awaitable[T]],
+        deadline: float | None,
+        failed: Callable[[Code, str], T],
+    ) -> T:
         token = logcontext.handler.set(name)
         try:
             if deadline is None:
-                return await handler.handle_quota(instance, args)
+                return await call()
             async with asyncio.timeout_at(deadline):
-                return await handler.handle_quota(instance, args)
+                return await call()
         except TimeoutError:
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 self.stats.count_handler_timeout(name)
-                return failed_quota(Code.DEADLINE_EXCEEDED, "deadline exceeded")
-            return self._quota_error(name, TimeoutError("timed out"))
+                return failed(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+            return self._failure(name, kind, TimeoutError("timed out"), failed)
         except Exception as exc:
-            return self._quota_error(name, exc)
+            return self._failure(name, kind, exc, failed)
         finally:
             logcontext.handler.reset(token)
 
-    def _quota_error(self, name: str, exc: Exception) -> QuotaResult:
+    def _failure(self, name: str, kind: str, exc: Exception, failed: Callable[[Code, str], T]) -> T:
         self.stats.count_handler_error(name)
-        self._logger.warning("quota handler %s failed: %r", name, exc)
-        return failed_quota(Code.INTERNAL, HANDLER_FAILED)
+        self._logger.warning("%s handler %s failed: %r", kind, name, exc)
+        # The caller learns that it failed; what failed (hosts, paths, credentials) is for the log.
+        return failed(Code.INTERNAL, HANDLER_FAILED)

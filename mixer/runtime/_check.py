@@ -215,11 +215,20 @@ class CheckDispatch:
             )
             # What the plan checks read is theirs: the cached part is keyed without it.
             refs = tuple(tracking._refs.items())
+            # A handler may say its answers changed while others are awaited.
+            epoch = cache.epoch if cache is not None else 0
             await self._calls.run_checks(pending, names, results, deadline)
             if cache is not None and not deferred:
-                self._store(
-                    cache, tracking, base, ops_base, names, results, spending, request_ops, response_ops, refs
+                cacheable = _cacheable(
+                    names[base:],
+                    results[base:],
+                    [(index - base, action) for index, action in spending],
+                    request_ops[ops_base[0] :],
+                    response_ops[ops_base[1] :],
+                    refs,
                 )
+                if cacheable is not None:
+                    cache.store(tracking._values, *cacheable, epoch)
 
         # Plan checks spend quota, so like Mixer's quotas they run only once every other
         # precondition has passed: a request that a deny list refuses must not use up a plan.
@@ -239,39 +248,36 @@ class CheckDispatch:
             self._select.output_headers(rule, outputs, tracking, results, request_ops, response_ops)
         return hit
 
-    def _store(
-        self,
-        cache: CheckCache,
-        tracking: TrackingBag,
-        base: int,
-        ops_base: tuple[int, int],
-        names: list[str],
-        results: list[CheckResult | None],
-        spending: list[tuple[int, CheckAction]],
-        request_ops: list[HeaderOperationResult],
-        response_ops: list[HeaderOperationResult],
-        refs: Refs,
-    ) -> None:
-        """Cache the precondition's answer without its plan checks, if its handlers allow."""
-        slots = {index for index, _ in spending}
-        kept = tuple(None if i in slots else result for i, result in enumerate(results[base:], base))
-        answered = [result for result in kept if result is not None]
-        duration = min((r.valid_duration for r in answered), default=DEFAULT_VALID_DURATION)
-        uses = min((r.valid_use_count for r in answered), default=DEFAULT_VALID_USE_COUNT)
-        # The answer given now is the first use.
-        if duration <= _NOT_CACHED or uses <= 1:
-            return
-        entry = CachedPrecondition(
-            names=tuple(names[base:]),
-            results=kept,
-            spending=tuple((index - base, action) for index, action in spending),
-            request_ops=tuple(request_ops[ops_base[0] :]),
-            response_ops=tuple(response_ops[ops_base[1] :]),
-            refs=refs,
-            expires=0.0,
-            uses=uses - 1,
-        )
-        cache.store(tracking._values, entry, duration.total_seconds())
+
+def _cacheable(
+    names: list[str],
+    results: list[CheckResult | None],
+    spending: list[tuple[int, CheckAction]],
+    request_ops: list[HeaderOperationResult],
+    response_ops: list[HeaderOperationResult],
+    refs: Refs,
+) -> tuple[CachedPrecondition, float] | None:
+    """The precondition's answer without its plan checks, and for how many seconds it may be
+    cached; None when its handlers do not allow it."""
+    slots = {index for index, _ in spending}
+    kept = tuple(None if i in slots else result for i, result in enumerate(results))
+    answered = [result for result in kept if result is not None]
+    duration = min((r.valid_duration for r in answered), default=DEFAULT_VALID_DURATION)
+    uses = min((r.valid_use_count for r in answered), default=DEFAULT_VALID_USE_COUNT)
+    # The answer given now is the first use.
+    if duration <= _NOT_CACHED or uses <= 1:
+        return None
+    entry = CachedPrecondition(
+        names=tuple(names),
+        results=kept,
+        spending=tuple(spending),
+        request_ops=tuple(request_ops),
+        response_ops=tuple(response_ops),
+        refs=refs,
+        expires=0.0,
+        uses=uses - 1,
+    )
+    return entry, duration.total_seconds()
 
 
 def _combine_check(

@@ -76,7 +76,7 @@ class CacheHit:
 class CheckCache:
     """A byte-bounded cache of precondition answers, shared by a runtime and those built from it."""
 
-    __slots__ = ("_clock", "_generation", "_lru", "_next_shape", "_shapes", "_stats")
+    __slots__ = ("_clock", "_generation", "_lru", "_next_shape", "_shapes", "_stats", "epoch")
 
     def __init__(self, max_bytes: int, stats: RuntimeStats, clock: Callable[[], float]) -> None:
         self._lru: ByteLRU[tuple[int, tuple[object, ...]], CachedPrecondition] = ByteLRU(
@@ -87,6 +87,8 @@ class CheckCache:
         self._shapes: OrderedDict[Shape, int] = OrderedDict()
         self._next_shape = 0
         self._generation = 0
+        #: Counts the times the cache was emptied: an answer worked out across one is stale.
+        self.epoch = 0
 
     @property
     def max_bytes(self) -> int:
@@ -115,6 +117,7 @@ class CheckCache:
     def clear(self) -> None:
         """Drop every entry (a handler's answers changed, or the configuration did)."""
         self._stats.check_cache_drops += len(self._lru)
+        self.epoch += 1
         self._lru.clear()
         self._shapes.clear()
         self._stats.check_cache_bytes = 0
@@ -143,9 +146,17 @@ class CheckCache:
         return None
 
     def store(
-        self, values: Mapping[str, AttributeValue], entry: CachedPrecondition, valid_seconds: float
+        self,
+        values: Mapping[str, AttributeValue],
+        entry: CachedPrecondition,
+        valid_seconds: float,
+        epoch: int,
     ) -> None:
-        """Cache ``entry`` for ``valid_seconds`` under the values of the attributes it read."""
+        """Cache ``entry`` for ``valid_seconds`` under the values of the attributes it read,
+        unless the cache was emptied since ``epoch`` (when its answer was being worked out)."""
+        if epoch != self.epoch:
+            self._stats.check_cache_drops += 1
+            return
         entry.expires = self._clock() + valid_seconds
         shape: Shape = tuple(sorted((ref for ref, _ in entry.refs), key=_ref_order))
         shape_id = self._shapes.get(shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -218,6 +219,17 @@ async def test_a_handler_whose_answers_changed_drops_the_cache() -> None:
     recording(rt, "lists").env.answers_changed()
     assert len(rt.check_cache) == 0
     assert rt.stats.check_cache_drops == 1
+    await rt.check(bag(source__name="alice"))
+    assert len(recording(rt, "lists").checks) == 2
+
+
+async def test_an_answer_worked_out_across_an_invalidation_is_not_cached() -> None:
+    rt = runtime(list_config(delay=0.05))
+    pending = asyncio.create_task(rt.check(bag(source__name="alice")))
+    await asyncio.sleep(0.01)
+    recording(rt, "lists").env.answers_changed()
+    assert (await pending).status.code is Code.OK
+    assert len(rt.check_cache) == 0
     await rt.check(bag(source__name="alice"))
     assert len(recording(rt, "lists").checks) == 2
 
