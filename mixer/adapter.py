@@ -60,6 +60,8 @@ class HandlerEnv:
     serving until the new runtime is swapped in, then is shut down): a handler may carry state
     over from it, as memquota keeps its counters. ``delivery_ack`` is the server's
     ``--delivery-ack``: the acknowledgement mode of handlers whose config does not set one.
+    ``answers_changed`` is for a check handler whose answers may change without a reload (a list
+    refreshed): calling it drops every Check answer the runtime cached.
     """
 
     handler_name: str
@@ -69,6 +71,7 @@ class HandlerEnv:
     key_stores: Mapping[str, KeyStoreInfo] = field(default_factory=dict)
     previous: Handler | None = None
     delivery_ack: DeliveryAck = "auto"
+    answers_changed: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ def build_handler(config: ListConfig, env: HandlerEnv) -> Handler:
     # aiohttp is imported with the handler, only when config names this adapter.
     from adapters.list._handler import ListHandler
 
-    return ListHandler(config, env.logger)
+    return ListHandler(config, env.logger, answers_changed=env.answers_changed)
 
 
 ADAPTER = AdapterInfo(

@@ -37,7 +37,9 @@ class ListHandler(CheckHandler):
         logger: logging.Logger,
         *,
         clock: Callable[[], float] = time.monotonic,
+        answers_changed: Callable[[], None] = lambda: None,
     ) -> None:
+        self._answers_changed = answers_changed
         self._config = config
         self._logger = logger
         self._clock = clock
@@ -134,6 +136,7 @@ class ListHandler(CheckHandler):
         self._logger.info(
             "list from %s installed: %d entries", redact_url(self._config.provider_url), len(entries)
         )
+        self._answers_changed()
         return entries
 
     async def refresh(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from mixer.server import (
     DEFAULT_ADMIN_LISTEN,
+    DEFAULT_CHECK_CACHE_BYTES,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -215,6 +216,13 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument(
+        "--check-cache-bytes",
+        type=_size,
+        default=DEFAULT_CHECK_CACHE_BYTES,
+        metavar="BYTES",
+        help="memory for cached precondition answers (never quotas), e.g. 16MiB (default 16MiB); 0: off",
+    )
+    p.add_argument(
         "--max-attributes",
         type=int,
         default=DEFAULT_MAX_ATTRIBUTES,
@@ -357,6 +365,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         max_concurrent_requests=args.max_concurrent_requests,
         reload_interval=args.reload_interval,
         check_timeout=args.check_timeout,
+        check_cache_bytes=args.check_cache_bytes,
         max_attributes=args.max_attributes,
         max_string_length=args.max_string_length,
         max_map_entries=args.max_map_entries,

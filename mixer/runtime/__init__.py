@@ -53,6 +53,12 @@ Check (:meth:`Runtime.check`), as Mixer answered it
       Several handlers for one quota: the granted amount and valid duration are the minimum, the
       status the first failing one (messages joined as for Check).
     - Rule sampling does not apply to Check or quota: a policy decision is never sampled.
+    - With ``build_runtime(check_cache_bytes=N)``, the precondition's answer (rule matches, header
+      operations, the answers of handlers that spend nothing) is cached under the values of the
+      attributes it referenced, for the minimum validity its handlers returned; a Check answered
+      from it gets what is left of that validity. Plan checks and quotas still run every time.
+      The cache is dropped when a runtime of a newer config starts and when a handler calls
+      ``HandlerEnv.answers_changed`` (see :mod:`mixer.runtime._check_cache`).
 
 Attributes produced by check handlers (Mixer's attribute-producing adapters, e.g. ``jwt``)
     - Check actions whose handler's adapter declares ``AdapterInfo.produces_attributes`` run in a

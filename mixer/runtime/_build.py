@@ -31,6 +31,7 @@ from mixer.config import (
 )
 from mixer.expr import CompiledExpression
 from mixer.registry import Registry
+from mixer.runtime._check_cache import CheckCache
 from mixer.runtime._generate import GenerateAction, GenerateRule
 from mixer.runtime._index import (
     CheckAction,
@@ -78,6 +79,7 @@ def build_runtime(
     logger: logging.Logger | None = None,
     rng: Callable[[], float] | None = None,
     clock: Callable[[], float] | None = None,
+    check_cache_bytes: int | None = None,
 ) -> Runtime:
     """Build a runtime snapshot from ``config``; nothing is started (see :meth:`Runtime.start`).
 
@@ -90,7 +92,12 @@ def build_runtime(
     ``data_dir``: each handler gets ``data_dir / <handler name>`` as its own place for files (not
     created here). ``delivery_ack`` is the acknowledgement mode of report handlers whose config
     sets none (``HandlerEnv.delivery_ack``). ``rng`` draws in [0, 1) for random rule sampling and
-    ``clock`` (seconds) times rate-limit sampling windows; tests inject both.
+    ``clock`` (seconds) times rate-limit sampling windows and the validity of cached Check
+    answers; tests inject both.
+
+    ``check_cache_bytes`` bounds the cache of precondition answers (0 turns it off; see
+    :mod:`mixer.runtime._check_cache`). The cache is shared with ``previous``, so None keeps
+    the size ``previous`` had (off when there is none).
 
     :raises RuntimeBuildError: a rule names a missing handler or instance, an adapter is unknown or
         lacks the interface or template a rule needs, or a factory fails.
@@ -121,7 +128,16 @@ def build_runtime(
                 targets.append(_Target(action.handler, instance, spec.variety, spec.request_context, prefix))
         resolved.append((rule, targets))
 
-    slots, delta = _build_handlers(config, registry, list(used), previous, data_dir, delivery_ack, log)
+    stats = previous.stats if previous is not None else RuntimeStats()
+    if previous is not None:
+        check_cache = previous.check_cache
+        if check_cache_bytes is not None and check_cache_bytes != check_cache.max_bytes:
+            check_cache.resize(check_cache_bytes)
+    else:
+        check_cache = CheckCache(check_cache_bytes or 0, stats, now)
+    slots, delta = _build_handlers(
+        config, registry, list(used), previous, data_dir, delivery_ack, log, check_cache.clear
+    )
     handlers = {slot.name: slot.handler for slot in slots}
 
     for rule, targets in resolved:
@@ -217,9 +233,10 @@ def build_runtime(
         quota={alias: Scoped.of(rules) for alias, rules in quota_rules.items()},
         report=Scoped.of(report_rules),
         report_handlers=report_handlers,
-        stats=previous.stats if previous is not None else RuntimeStats(),
+        stats=stats,
         delta=delta,
         logger=log,
+        check_cache=check_cache,
     )
     fresh = set(delta.new)
     for slot in slots:
@@ -236,6 +253,7 @@ def _build_handlers(
     data_dir: Path | None,
     delivery_ack: DeliveryAck,
     log: logging.Logger,
+    answers_changed: Callable[[], None],
 ) -> tuple[list[HandlerSlot], RuntimeDelta]:
     reusable = [] if previous is None or previous.closed else [s for s in previous._slots if not s.stopped]
     slots: list[HandlerSlot] = []
@@ -276,6 +294,7 @@ def _build_handlers(
             key_stores=registry.key_stores,
             previous=replaced,
             delivery_ack=delivery_ack,
+            answers_changed=answers_changed,
         )
         try:
             handler = info.build(handler_config.params, env)

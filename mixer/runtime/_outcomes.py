@@ -91,6 +91,14 @@ class RuntimeStats:
     match_errors: int = 0
     instance_errors: int = 0
     header_errors: int = 0
+    #: The precondition cache (see :mod:`mixer.runtime._check_cache`): lookups answered from it
+    #: and not, entries evicted to stay within its bytes, entries dropped before that (expired,
+    #: used up, too large, or invalidated by a reload or a handler), and the bytes it holds.
+    check_cache_hits: int = 0
+    check_cache_misses: int = 0
+    check_cache_evictions: int = 0
+    check_cache_drops: int = 0
+    check_cache_bytes: int = 0
     handler_errors: dict[str, int] = field(default_factory=dict)
     handler_timeouts: dict[str, int] = field(default_factory=dict)
     overloaded: dict[str, int] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCo
 from mixer.server._net import ListenAddress, reserve_shared_port
 from mixer.server._options import (
     DEFAULT_ADMIN_LISTEN,
+    DEFAULT_CHECK_CACHE_BYTES,
     DEFAULT_CHECK_TIMEOUT,
     DEFAULT_DRAIN_DELAY,
     DEFAULT_GRPC_LISTEN,
@@ -58,6 +59,7 @@ from mixer.wire import DEFAULT_MAX_REPORT_RECORDS
 
 __all__ = [
     "DEFAULT_ADMIN_LISTEN",
+    "DEFAULT_CHECK_CACHE_BYTES",
     "DEFAULT_CHECK_TIMEOUT",
     "DEFAULT_DRAIN_DELAY",
     "DEFAULT_GRPC_LISTEN",

@@ -147,7 +147,11 @@ class MixerServer:
                 raise StartupError(f"invalid config: {len(err.issues)} error(s)") from err
             try:
                 runtime = build_runtime(
-                    config, registry, data_dir=data_dir, delivery_ack=options.delivery_ack
+                    config,
+                    registry,
+                    data_dir=data_dir,
+                    delivery_ack=options.delivery_ack,
+                    check_cache_bytes=options.check_cache_bytes,
                 )
                 await runtime.start()
             except RuntimeBuildError as err:

@@ -195,8 +195,25 @@ class RuntimeStatsCollector(Collector):
             ),
             ("mixer_instance_errors", "Instances that failed to build", stats.instance_errors),
             ("mixer_header_errors", "Header operation values that failed to evaluate", stats.header_errors),
+            ("mixer_check_cache_hits", "Check preconditions answered from the cache", stats.check_cache_hits),
+            ("mixer_check_cache_misses", "Check preconditions not in the cache", stats.check_cache_misses),
+            (
+                "mixer_check_cache_evictions",
+                "Cached Check answers evicted to stay within --check-cache-bytes",
+                stats.check_cache_evictions,
+            ),
+            (
+                "mixer_check_cache_drops",
+                "Cached Check answers dropped as expired, used up, too large or invalidated",
+                stats.check_cache_drops,
+            ),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily(
+            "mixer_check_cache_bytes",
+            "Bytes charged to the cache of Check answers",
+            value=stats.check_cache_bytes,
+        )
         for name, doc, counts in (
             ("mixer_handler_errors", "Handler calls that raised, by handler", stats.handler_errors),
             (

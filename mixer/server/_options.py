@@ -29,6 +29,8 @@ DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 2048
 DEFAULT_RELOAD_INTERVAL: Final = 2.0
 #: The Istio 1.4 proxy's own call timeout: work past it is wasted on a caller that has given up.
 DEFAULT_CHECK_TIMEOUT: Final = 5.0
+#: Bytes of precondition answers kept per process (see mixer.runtime's check cache); 0: none.
+DEFAULT_CHECK_CACHE_BYTES: Final = 16 * 1024 * 1024
 #: Seconds between "not ready" (``/readyz`` 503, gRPC health NOT_SERVING) and refusing new calls.
 #: 0 stops at once, right for a terminal, for tests and for Kubernetes with a preStop sleep; behind a
 #: load balancer that polls readiness, set it to the time the balancer takes to notice (e.g. 5).
@@ -74,6 +76,7 @@ class ServeOptions:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     reload_interval: float = DEFAULT_RELOAD_INTERVAL
     check_timeout: float = DEFAULT_CHECK_TIMEOUT
+    check_cache_bytes: int = DEFAULT_CHECK_CACHE_BYTES
     max_attributes: int = DEFAULT_MAX_ATTRIBUTES
     max_string_length: int = DEFAULT_MAX_STRING_LENGTH
     max_map_entries: int = DEFAULT_MAX_MAP_ENTRIES
@@ -106,6 +109,8 @@ class ServeOptions:
             problems.append("--reload-interval must not be negative")
         if self.check_timeout <= 0:
             problems.append("--check-timeout must be positive")
+        if self.check_cache_bytes < 0:
+            problems.append("--check-cache-bytes must not be negative")
         if not 0 <= self.drain_delay <= 3600:
             problems.append("--drain-delay must be between 0 and 3600 seconds")
         for flag, value in (
@@ -202,6 +207,8 @@ class ServeOptions:
             repr(self.reload_interval),
             "--check-timeout",
             repr(self.check_timeout),
+            "--check-cache-bytes",
+            str(self.check_cache_bytes),
             "--max-attributes",
             str(self.max_attributes),
             "--max-string-length",

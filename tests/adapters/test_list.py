@@ -222,6 +222,26 @@ async def test_unchanged_list_is_not_rebuilt(provider: Provider) -> None:
         await handler.shutdown(1.0)
 
 
+async def test_a_new_list_tells_the_runtime_that_answers_changed(provider: Provider) -> None:
+    changes: list[None] = []
+    config = ListConfig.model_validate({"provider_url": provider.url})
+    handler = ADAPTER.factory(
+        config, HandlerEnv("list.test", _LOG, answers_changed=lambda: changes.append(None))
+    )
+    assert isinstance(handler, ListHandler)
+    try:
+        provider.body = "alice\n"
+        assert await handler.refresh()
+        assert len(changes) == 1
+        assert await handler.refresh()
+        assert len(changes) == 1  # unchanged: cached answers still hold
+        provider.body = "bob\n"
+        assert await handler.refresh()
+        assert len(changes) == 2
+    finally:
+        await handler.shutdown(1.0)
+
+
 async def test_oversized_or_unparsable_lists_keep_the_last_good_one(provider: Provider) -> None:
     provider.body = "10.0.0.0/8\n"
     handler = _handler({"provider_url": provider.url, "entry_type": "IP_ADDRESSES", "max_list_bytes": 64})

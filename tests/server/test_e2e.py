@@ -255,10 +255,11 @@ async def test_the_project_client_talks_to_the_server(policy_server: ServerProce
         denied = await client.check({"destination.service.host": "blocked.svc"})
         assert not denied.allowed
         assert denied.code is Code.PERMISSION_DENIED
-        assert denied.valid_duration == timedelta(seconds=7)
+        # The denier's 7 s, or what is left of them when the server answered from its cache.
+        assert timedelta(0) < denied.valid_duration <= timedelta(seconds=7)
         allowed = await client.check({"destination.service.host": "fine.svc"})
         assert allowed.allowed
-        assert allowed.valid_use_count == 10000
+        assert 0 < allowed.valid_use_count <= 10000
         await client.report([{"request.id": f"c-{uuid.uuid4().hex}"}])
         with pytest.raises(MixerCallError) as info:
             await client.send_check(encode_check_request({}, global_word_count=GLOBAL_WORD_COUNT + 1))

@@ -62,6 +62,7 @@ def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
         "--workers", "3", "--data-dir", "/tmp/d", "--ready-file", "/tmp/r.json", "--log-level", "debug",
         "--log-format", "json", "--shutdown-timeout", "2.5", "--max-message-size", "64KiB",
         "--max-concurrent-requests", "7", "--reload-interval", "0", "--check-timeout", "0.25",
+        "--check-cache-bytes", "1MiB",
         "--max-attributes", "10", "--max-string-length", "20", "--max-map-entries", "30",
         "--max-report-records", "40",
         "--delivery-ack", "spool", "--http-max-connections", "40", "--http-header-timeout", "1.5",
@@ -73,6 +74,7 @@ def test_every_flag_survives_the_trip_to_a_worker_command_line() -> None:
     assert options.log_level == "DEBUG"
     assert options.data_dir == Path("/tmp/d")
     assert options.max_report_records == 40
+    assert options.check_cache_bytes == 1024 * 1024
     assert options.delivery_ack == "spool"
     assert (options.http_max_connections, options.http_header_timeout, options.http_body_timeout) == (
         40,
@@ -219,7 +221,14 @@ def test_runtime_stats_are_read_at_scrape_time() -> None:
     stats.instance_errors = 5
     stats.count_handler_error("stdio.istio-system")
     stats.count_overloaded("kafka.istio-system")
+    stats.check_cache_hits, stats.check_cache_misses, stats.check_cache_bytes = 6, 7, 4096
+    stats.check_cache_evictions, stats.check_cache_drops = 8, 9
     text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "mixer_check_cache_hits_total") == 6
+    assert metric_value(text, "mixer_check_cache_misses_total") == 7
+    assert metric_value(text, "mixer_check_cache_evictions_total") == 8
+    assert metric_value(text, "mixer_check_cache_drops_total") == 9
+    assert metric_value(text, "mixer_check_cache_bytes") == 4096
     assert metric_value(text, "mixer_rule_match_errors_total") == 4
     assert metric_value(text, "mixer_instance_errors_total") == 5
     assert metric_value(text, "mixer_handler_errors_total", handler="stdio.istio-system") == 1
