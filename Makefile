@@ -104,6 +104,7 @@ lock:
 # The long no-loss runs (20 s backend outages); `make test` runs their short forms (3 s).
 soak: $(DEV_STAMP) system-deps
 	$(PYTEST) -m slow
+	$(PY) bench/rss_soak.py --minutes 5
 	MIXER_SOAK=1 $(PYTEST) tests/e2e/test_no_loss.py
 
 # The chaos suite's long form (tests/chaos: 20 s outages, 100 reloads; figures quoted in
@@ -120,6 +121,7 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) bench/access_log_line.py
 	$(PY) bench/status_page.py
 	$(PY) bench/workers_scaling.py
+	$(PY) bench/rss_soak.py
 	$(PY) bench/runtime_dispatch.py
 	$(PY) bench/check_throughput.py
 	$(PY) bench/report_fanout.py

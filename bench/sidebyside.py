@@ -180,7 +180,9 @@ class Endpoint:
         return out
 
 
-def _start(argv: list[str], env: dict[str, str], stdout: Path | None = None) -> subprocess.Popen[bytes]:
+def _start(
+    argv: list[str], env: dict[str, str], stdout: Path | None = None, *, pinned: bool = True
+) -> subprocess.Popen[bytes]:
     out = subprocess.DEVNULL if stdout is None else stdout.open("wb")
     try:
         return subprocess.Popen(
@@ -188,7 +190,7 @@ def _start(argv: list[str], env: dict[str, str], stdout: Path | None = None) -> 
             stdout=out,
             stderr=subprocess.DEVNULL,
             env={**os.environ, **env},
-            preexec_fn=lambda: pin(SERVER_CPU),  # noqa: PLW1509 - affinity only
+            preexec_fn=(lambda: pin(SERVER_CPU)) if pinned else None,  # noqa: PLW1509 - affinity only
         )
     finally:
         if stdout is not None and not isinstance(out, int):
@@ -240,6 +242,10 @@ class Variant:
     configs: Sequence[Path] = ()
     env: dict[str, str] = field(default_factory=dict)
     stdout_file: bool = False
+    #: More ``mixer serve`` flags (e.g. ``--workers 2``).
+    extra: Sequence[str] = ()
+    #: Pinned to the server CPU, or allowed on every CPU (workers spread over the cores).
+    pinned: bool = True
 
 
 @contextlib.contextmanager
@@ -262,11 +268,11 @@ def running(variant: Variant, data_dir: Path) -> Iterator[Endpoint]:
         argv += [
             "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
             "--admin-listen", f"127.0.0.1:{admin_port}",
-            "--data-dir", str(data_dir), "--log-level", "warning",
+            "--data-dir", str(data_dir), "--log-level", "warning", *variant.extra,
         ]  # fmt: skip
         env = {"MIXER_PROMETHEUS_LISTEN": f"127.0.0.1:{free_port()}", **variant.env}
         stdout = data_dir / "stdout.log" if variant.stdout_file else None
-        proc = _start(argv, env, stdout)
+        proc = _start(argv, env, stdout, pinned=variant.pinned)
         probe = lambda: _http_ok(f"http://127.0.0.1:{http_port}/readyz")  # noqa: E731
     try:
         _wait(variant.name, proc, probe)
@@ -302,16 +308,29 @@ class Window:
 Load = Callable[[Endpoint, float], Coroutine[None, None, tuple[int, int]]]
 
 
-def grpc_load(method: str, bodies: Sequence[bytes], units_per_call: int, concurrency: int) -> Load:
+def grpc_load(
+    method: str, bodies: Sequence[bytes], units_per_call: int, concurrency: int, connections: int = 1
+) -> Load:
+    """A closed loop of ``concurrency`` calls over ``connections`` connections of their own (more
+    than one reaches every worker of ``--workers N``: SO_REUSEPORT spreads connections)."""
+
     async def run(endpoint: Endpoint, seconds: float) -> tuple[int, int]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{endpoint.grpc_port}") as channel:
-            call = channel.unary_unary(method)
-            await call(bodies[0], timeout=30)
+        # A local subchannel pool: channels to one target would otherwise share one connection.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{endpoint.grpc_port}", options=options)
+            for _ in range(connections)
+        ]
+        try:
+            calls = [channel.unary_unary(method) for channel in channels]
+            for call in calls:
+                await call(bodies[0], timeout=30)
             done = refused = 0
             stop = time.perf_counter() + seconds
 
             async def worker(offset: int) -> None:
                 nonlocal done, refused
+                call = calls[offset % len(calls)]
                 i = offset
                 while time.perf_counter() < stop:
                     try:
@@ -324,6 +343,9 @@ def grpc_load(method: str, bodies: Sequence[bytes], units_per_call: int, concurr
 
             await asyncio.gather(*(worker(k) for k in range(concurrency)))
             return done * units_per_call, refused
+        finally:
+            for channel in channels:
+                await channel.close()
 
     return run
 

@@ -1,5 +1,5 @@
-"""The in-process benches' short forms run and print their figures (which are not asserted: speed
-is measured by `make bench`, side by side, on a quiet machine)."""
+"""The short forms of the benches that need no backend program run and print their figures (which
+are not asserted: speed is measured by `make bench`, side by side, on a quiet machine)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,15 @@ def test_delivery_ack() -> None:
     rows = figures(rf"^(up|down)\s+(memory|spool)\s+(normal|full)\s+({FIGURE})\s", out)
     assert {(state, ack) for state, ack, _, _ in rows} >= {("up", "spool"), ("down", "memory")}, out
     assert all(positive(rate) > 0 for *_, rate in rows)
+
+
+def test_rss_soak() -> None:
+    out = run_bench("rss_soak.py", "--minutes", "0.1", "--interval", "2")
+    rows = figures(
+        rf"^\| (supervisor|worker \d+) \| ({FIGURE}) MiB \| ({FIGURE}) MiB \| ({FIGURE}) MiB \|", out
+    )
+    assert [role.split()[0] for role, *_ in rows] == ["supervisor", "worker", "worker"], out
+    assert all(positive(peak) > 0 for _, peak, *_ in rows)
+    carried = figures(rf"records ({FIGURE})  checks ({FIGURE})", out)
+    assert positive(carried[-1][0]) > 0, out
+    assert positive(carried[-1][1]) > 0, out
