@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 from mixer.api._common import Admission, ServiceLimits
 
 if TYPE_CHECKING:
-    from mixer.server import RuntimeHolder, ServerMetrics
+    from mixer.api._holder import RuntimeHolder
+    from mixer.api._metrics import ServerMetrics
 
 #: Modules with a ``grpc_service(context)`` function, registered on the gRPC port in this order.
 GRPC_PROTOCOLS: Final[tuple[str, ...]] = (

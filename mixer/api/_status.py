@@ -1,4 +1,4 @@
-"""Every mapping from what went wrong to the gRPC status a caller gets, in one place."""
+"""From google.rpc codes to gRPC status codes (what a failure is answered with: mixer.api._envelope)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,6 @@ from mixer.wire import GlobalDictionaryMismatch, WireDecodeError
 
 #: google.rpc.Code and grpc.StatusCode share names and numbers.
 _GRPC_CODES: Final[dict[Code, grpc.StatusCode]] = {code: grpc.StatusCode[code.name] for code in Code}
-
-OVERLOADED: Final = (
-    grpc.StatusCode.UNAVAILABLE,
-    "overloaded: too many requests in flight (see --max-concurrent-requests)",
-)
-INTERNAL: Final = (grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
-DEADLINE_EXCEEDED: Final = (grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
 def grpc_code(code: Code) -> grpc.StatusCode:

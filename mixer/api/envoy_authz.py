@@ -36,17 +36,9 @@ from google.protobuf.any_pb2 import Any as AnyProto
 
 from mixer.api._common import Admission, ServiceLimits
 from mixer.api._details import rate_limit_details
-from mixer.api._envoy import (
-    UnaryCalls,
-    check_limits,
-    deadline_failure,
-    expired,
-    header_options,
-    parse,
-    set_endpoint,
-    time_budget,
-    utc_datetime,
-)
+from mixer.api._envelope import Lease
+from mixer.api._envoy import check_limits, header_options, parse, set_endpoint, utc_datetime
+from mixer.api._grpc import GrpcServicer, deadline_failure, expired, time_budget
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.decision import CheckOutcome, HeaderOperationKind
 from mixer.plans import OVERAGE_HEADER, PLAN_HEADER, SUBJECT_HEADER
@@ -55,9 +47,9 @@ from mixer.proto.envoy.service.auth.v3.external_auth_pb2 import CheckRequest, Ch
 from mixer.status import Code, http_status
 
 if TYPE_CHECKING:
+    from mixer.api._holder import RuntimeHolder
+    from mixer.api._metrics import ServerMetrics
     from mixer.api._registry import ServiceContext
-    from mixer.runtime import Runtime
-    from mixer.server import RuntimeHolder, ServerMetrics
 
 __all__ = [
     "API",
@@ -254,8 +246,12 @@ def build_check_response(outcome: CheckOutcome, *, details: Sequence[AnyProto] =
     return response
 
 
-class EnvoyAuthorizationService:
+class EnvoyAuthorizationService(GrpcServicer):
     """ext_authz Check for one server process; :meth:`rpc_handler` registers it with grpc.aio."""
+
+    api = API
+    methods = ("Check",)
+    title = "ext_authz service"
 
     def __init__(
         self,
@@ -267,17 +263,8 @@ class EnvoyAuthorizationService:
         api_keys: ApiKeySources = DEFAULT_API_KEY_SOURCES,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._limits = limits
+        super().__init__(holder, metrics, admission, limits, logger=logger)
         self._api_keys = api_keys
-        self._calls = UnaryCalls(
-            holder, admission, logger if logger is not None else logging.getLogger("mixer.api.envoy_authz")
-        )
-        self._metrics = metrics.method(API, "Check")
-        metrics.track_in_flight(API, lambda: self._calls.in_flight)
-
-    @property
-    def in_flight(self) -> int:
-        return self._calls.in_flight
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         # No (de)serializers: the request is parsed once, inside the call's error handling.
@@ -286,33 +273,26 @@ class EnvoyAuthorizationService:
         )
 
     async def check(self, request: bytes, context: Any) -> bytes:
-        async def work(runtime: Runtime, context: Any) -> bytes:
-            message: CheckRequest = parse(CheckRequest, request)
-            attrs = check_attributes(message, api_keys=self._api_keys, limits=self._limits)
-            timeout = time_budget(self._limits, context)
-            if timeout <= 0:
-                raise deadline_failure()
-            # Envoy's stream id is the same when ext_authz retries a call and is not the client's
-            # to choose (x-request-id is), so a retried call does not spend a plan twice.
-            stream_id = message.attributes.request.http.id
-            dedup = f"envoy-authz/{stream_id}" if stream_id else uuid.uuid4().hex
-            outcome = await runtime.check(AttributeBag(attrs), deduplication_id=dedup, timeout=timeout)
-            if outcome.status.code is Code.DEADLINE_EXCEEDED and expired(context):
-                raise deadline_failure()
-            answer: bytes = build_check_response(
-                outcome, details=rate_limit_details(outcome)
-            ).SerializeToString()
-            return answer
+        return await self._calls.run(self._methods["Check"], "ext_authz Check", context, self._check, request)
 
-        return await self._calls.run(self._metrics, "ext_authz Check", context, work)
+    async def _check(self, lease: Lease, context: Any, request: bytes) -> bytes:
+        runtime = lease.runtime()
+        message: CheckRequest = parse(CheckRequest, request)
+        attrs = check_attributes(message, api_keys=self._api_keys, limits=self._limits)
+        timeout = time_budget(self._limits, context)
+        if timeout <= 0:
+            raise deadline_failure()
+        # Envoy's stream id is the same when ext_authz retries a call and is not the client's
+        # to choose (x-request-id is), so a retried call does not spend a plan twice.
+        stream_id = message.attributes.request.http.id
+        dedup = f"envoy-authz/{stream_id}" if stream_id else uuid.uuid4().hex
+        outcome = await runtime.check(AttributeBag(attrs), deduplication_id=dedup, timeout=timeout)
+        if outcome.status.code is Code.DEADLINE_EXCEEDED and expired(context):
+            raise deadline_failure()
+        answer: bytes = build_check_response(outcome, details=rate_limit_details(outcome)).SerializeToString()
+        return answer
 
 
 def grpc_service(context: ServiceContext) -> grpc.GenericRpcHandler:
     """The ext_authz service for a server (see :mod:`mixer.api._registry`)."""
-    holder = context.runtime_holder()
-    if holder is None:
-        raise RuntimeError("the ext_authz service needs a runtime")
-    service = EnvoyAuthorizationService(
-        holder, context.metrics, context.admission, context.limits, logger=context.logger
-    )
-    return service.rpc_handler()
+    return EnvoyAuthorizationService.service(context)

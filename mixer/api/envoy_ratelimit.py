@@ -32,7 +32,6 @@ call with that gRPC status so Envoy applies ``failure_mode_deny``; so do a malfo
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -42,20 +41,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 
-from mixer.api._common import Admission, ServiceLimits
 from mixer.api._details import retry_after_seconds
-from mixer.api._envoy import (
-    FAILURE_CODES,
-    CallFailure,
-    EnvoyRequestError,
-    UnaryCalls,
-    check_limits,
-    deadline_failure,
-    expired,
-    parse,
-    time_budget,
-)
-from mixer.api._status import grpc_code
+from mixer.api._envelope import CallFailure, Lease
+from mixer.api._envoy import FAILURE_CODES, EnvoyRequestError, check_limits, parse
+from mixer.api._grpc import GrpcServicer, deadline_failure, expired, time_budget
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.decision import CheckOutcome, QuotaRequest, RateLimitInfo
 from mixer.proto.envoy.config.core.v3.base_pb2 import HeaderValue
@@ -65,8 +54,6 @@ from mixer.status import Code
 
 if TYPE_CHECKING:
     from mixer.api._registry import ServiceContext
-    from mixer.runtime import Runtime
-    from mixer.server import RuntimeHolder, ServerMetrics
 
 __all__ = [
     "API",
@@ -150,13 +137,13 @@ def descriptor_verdict(outcome: CheckOutcome, quota: str, amount: int) -> Descri
     """
     status = outcome.status
     if status.code in FAILURE_CODES:
-        raise CallFailure(grpc_code(status.code), status.message)
+        raise CallFailure(status.code, status.message)
     over_limit = not status.ok
     quota_wait: float | None = None
     grant = outcome.quotas.get(quota)
     if grant is not None:
         if grant.status.code in FAILURE_CODES:
-            raise CallFailure(grpc_code(grant.status.code), grant.status.message)
+            raise CallFailure(grant.status.code, grant.status.message)
         if not grant.status.ok or grant.granted_amount < amount:
             over_limit = True
             # A refusal valid for no time (memquota's, as Mixer's) says nothing of when to retry.
@@ -226,30 +213,12 @@ def _whole(seconds: float) -> int:
     return max(math.ceil(seconds - 1e-9), 0)
 
 
-class EnvoyRateLimitService:
+class EnvoyRateLimitService(GrpcServicer):
     """ShouldRateLimit for one server process; :meth:`rpc_handler` registers it with grpc.aio."""
 
-    def __init__(
-        self,
-        holder: RuntimeHolder,
-        metrics: ServerMetrics,
-        admission: Admission,
-        limits: ServiceLimits,
-        *,
-        logger: logging.Logger | None = None,
-    ) -> None:
-        self._limits = limits
-        self._calls = UnaryCalls(
-            holder,
-            admission,
-            logger if logger is not None else logging.getLogger("mixer.api.envoy_ratelimit"),
-        )
-        self._metrics = metrics.method(API, "ShouldRateLimit")
-        metrics.track_in_flight(API, lambda: self._calls.in_flight)
-
-    @property
-    def in_flight(self) -> int:
-        return self._calls.in_flight
+    api = API
+    methods = ("ShouldRateLimit",)
+    title = "rate limit service"
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -257,48 +226,45 @@ class EnvoyRateLimitService:
         )
 
     async def should_rate_limit(self, request: bytes, context: Any) -> bytes:
-        async def work(runtime: Runtime, context: Any) -> bytes:
-            message: RateLimitRequest = parse(RateLimitRequest, request)
-            domain = message.domain
-            if not domain:
-                raise EnvoyRequestError("RateLimitRequest has no domain")
-            limits = self._limits
-            if len(message.descriptors) > limits.max_map_entries:
-                raise EnvoyRequestError(
-                    f"RateLimitRequest has {len(message.descriptors)} descriptors: "
-                    f"exceeds max_map_entries ({limits.max_map_entries})"
-                )
-            bags = []
-            for descriptor in message.descriptors:
-                hits = descriptor_hits(message, descriptor)
-                attrs = descriptor_attributes(domain, descriptor, hits)
-                check_limits(attrs, limits, "RateLimitRequest descriptor")
-                bags.append((AttributeBag(attrs), hits))
-            # Each call spends afresh: RLS has no retry identity, and descriptors never share one.
-            call_id = uuid.uuid4().hex
-            verdicts: list[DescriptorVerdict] = []
-            for index, (bag, hits) in enumerate(bags):
-                timeout = time_budget(limits, context)
-                if timeout <= 0:
-                    raise deadline_failure()
-                outcome = await runtime.check(
-                    bag, {domain: QuotaRequest(hits)}, f"{call_id}/{index}/", timeout=timeout
-                )
-                if outcome.status.code is Code.DEADLINE_EXCEEDED and expired(context):
-                    raise deadline_failure()
-                verdicts.append(descriptor_verdict(outcome, domain, hits))
-            answer: bytes = build_rate_limit_response(verdicts).SerializeToString()
-            return answer
+        return await self._calls.run(
+            self._methods["ShouldRateLimit"], "ShouldRateLimit", context, self._should_rate_limit, request
+        )
 
-        return await self._calls.run(self._metrics, "ShouldRateLimit", context, work)
+    async def _should_rate_limit(self, lease: Lease, context: Any, request: bytes) -> bytes:
+        runtime = lease.runtime()
+        message: RateLimitRequest = parse(RateLimitRequest, request)
+        domain = message.domain
+        if not domain:
+            raise EnvoyRequestError("RateLimitRequest has no domain")
+        limits = self._limits
+        if len(message.descriptors) > limits.max_map_entries:
+            raise EnvoyRequestError(
+                f"RateLimitRequest has {len(message.descriptors)} descriptors: "
+                f"exceeds max_map_entries ({limits.max_map_entries})"
+            )
+        bags = []
+        for descriptor in message.descriptors:
+            hits = descriptor_hits(message, descriptor)
+            attrs = descriptor_attributes(domain, descriptor, hits)
+            check_limits(attrs, limits, "RateLimitRequest descriptor")
+            bags.append((AttributeBag(attrs), hits))
+        # Each call spends afresh: RLS has no retry identity, and descriptors never share one.
+        call_id = uuid.uuid4().hex
+        verdicts: list[DescriptorVerdict] = []
+        for index, (bag, hits) in enumerate(bags):
+            timeout = time_budget(limits, context)
+            if timeout <= 0:
+                raise deadline_failure()
+            outcome = await runtime.check(
+                bag, {domain: QuotaRequest(hits)}, f"{call_id}/{index}/", timeout=timeout
+            )
+            if outcome.status.code is Code.DEADLINE_EXCEEDED and expired(context):
+                raise deadline_failure()
+            verdicts.append(descriptor_verdict(outcome, domain, hits))
+        answer: bytes = build_rate_limit_response(verdicts).SerializeToString()
+        return answer
 
 
 def grpc_service(context: ServiceContext) -> grpc.GenericRpcHandler:
     """The rate limit service for a server (see :mod:`mixer.api._registry`)."""
-    holder = context.runtime_holder()
-    if holder is None:
-        raise RuntimeError("the rate limit service needs a runtime")
-    service = EnvoyRateLimitService(
-        holder, context.metrics, context.admission, context.limits, logger=context.logger
-    )
-    return service.rpc_handler()
+    return EnvoyRateLimitService.service(context)

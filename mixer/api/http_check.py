@@ -37,32 +37,38 @@ unexpected, logged with its traceback. Metrics: ``mixer_requests_total{api="http
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
-import json
 import logging
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from time import perf_counter
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from mixer.api._json_attributes import AttributeConversionError, attributes_from_json, check_limits
+from mixer.api._envelope import CallFailure, Envelope, Faults, Lease
+from mixer.api._http_bodies import (
+    HttpRefusal,
+    decode_json,
+    decode_report_body,
+    malformed,
+    parse_check_body,
+    parse_report_body,
+)
+from mixer.api._json_attributes import AttributeConversionError, check_limits
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.client import CheckAnswer, RouteDirectiveAnswer
-from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult, QuotaRequest
-from mixer.runtime import yield_for
+from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult
 from mixer.status import Code, http_status
 
 if TYPE_CHECKING:
     from mixer.api._common import Admission, ServiceLimits
+    from mixer.api._holder import RuntimeHolder
+    from mixer.api._metrics import ServerMetrics
     from mixer.api._registry import ServiceContext
-    from mixer.server import MethodMetrics, RuntimeHolder, ServerMetrics
 
 __all__ = [
     "API",
@@ -70,6 +76,7 @@ __all__ = [
     "CHECK_PATH",
     "REPORT_PATH",
     "HttpCheckService",
+    "HttpFaults",
     "HttpRefusal",
     "auth_attributes",
     "auth_response_headers",
@@ -79,6 +86,9 @@ __all__ = [
     "parse_check_body",
     "parse_report_body",
 ]
+
+#: The name a fuzz target and older callers import the body decoder by.
+_decode_json = decode_json
 
 #: The ``api`` label of these endpoints' metrics.
 API: Final = "http"
@@ -106,32 +116,6 @@ _RESERVED_HEADERS: Final = frozenset(
 )
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
-_CHECK_KEYS: Final = frozenset({"attributes", "quotas", "deduplication_id"})
-_QUOTA_KEYS: Final = frozenset({"amount", "best_effort"})
-_INT64_MAX: Final = 2**63 - 1
-
-
-class HttpRefusal(Exception):
-    """A request answered with an error instead of a decision: HTTP status, code and message."""
-
-    def __init__(self, status: int, code: Code, message: str, *, decode_error: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        #: Counted in ``mixer_decode_errors_total``: the request itself was malformed.
-        self.decode_error = decode_error
-
-    def response(self) -> web.Response:
-        return web.json_response(
-            {"error": {"code": self.code.name, "code_number": int(self.code), "message": self.message}},
-            status=self.status,
-            headers={"X-Mixer-Code": self.code.name, "Cache-Control": "no-store"},
-        )
-
-
-def _malformed(message: str) -> NoReturn:
-    raise HttpRefusal(400, Code.INVALID_ARGUMENT, message, decode_error=True)
 
 
 # -- attributes of an auth_request subrequest ---------------------------------------------------
@@ -193,7 +177,7 @@ def auth_attributes(
             try:
                 pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=limits.max_map_entries)
             except ValueError:
-                _malformed(f"X-Original-URI: more than {limits.max_map_entries} query parameters")
+                malformed(f"X-Original-URI: more than {limits.max_map_entries} query parameters")
             for key, value in pairs:
                 query_params.setdefault(key, value)
             values["request.query_params"] = query_params
@@ -217,7 +201,7 @@ def auth_attributes(
     try:
         check_limits(values, limits, where="request")
     except AttributeConversionError as exc:
-        _malformed(str(exc))
+        malformed(str(exc))
     return values
 
 
@@ -245,7 +229,7 @@ def _parse_ip(header: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6A
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        _malformed(f"{header}: {text[:64]!r} is not an IP address")
+        malformed(f"{header}: {text[:64]!r} is not an IP address")
 
 
 def auth_response_headers(outcome: CheckOutcome) -> CIMultiDict[str]:
@@ -275,229 +259,6 @@ def _apply(headers: CIMultiDict[str], op: HeaderOperationResult) -> None:
         headers.add(name, op.value)
     else:
         headers[name] = op.value
-
-
-# -- JSON bodies ----------------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _decode_json(body: bytes) -> Any:
-    try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except RecursionError:
-        _malformed("the JSON body is nested too deeply")
-    except ValueError as exc:
-        _malformed(f"the body is not JSON: {exc}")
-
-
-def parse_check_body(
-    data: object, manifest: Mapping[str, Any], limits: ServiceLimits
-) -> tuple[AttributeBag, dict[str, QuotaRequest], str]:
-    """The bag, quotas and deduplication id of a ``/v1/check`` body.
-
-    :raises HttpRefusal: 400 naming what is wrong (unknown keys, shapes, attributes).
-    """
-    if not isinstance(data, dict):
-        _malformed("the body must be a JSON object with an 'attributes' object")
-    unknown = sorted(set(data) - _CHECK_KEYS)
-    if unknown:
-        _malformed(f"unknown keys {unknown} (expected {sorted(_CHECK_KEYS)})")
-    try:
-        values = attributes_from_json(data.get("attributes", {}), manifest, limits)
-    except AttributeConversionError as exc:
-        _malformed(str(exc))
-    dedup = data.get("deduplication_id", "")
-    if not isinstance(dedup, str):
-        _malformed("deduplication_id must be a string")
-    if len(dedup) > limits.max_string_length:
-        _malformed(f"deduplication_id is over the limit of {limits.max_string_length} characters")
-    return AttributeBag(values), _quotas(data.get("quotas", {}), limits), dedup
-
-
-def _quotas(data: object, limits: ServiceLimits) -> dict[str, QuotaRequest]:
-    if not isinstance(data, dict):
-        _malformed("quotas must be an object of quota name to {amount, best_effort}")
-    if len(data) > limits.max_map_entries:
-        _malformed(f"{len(data)} quotas is over the limit of {limits.max_map_entries}")
-    quotas: dict[str, QuotaRequest] = {}
-    for name, params in data.items():
-        if len(name) > limits.max_string_length:
-            _malformed(f"a quota name is over the limit of {limits.max_string_length} characters")
-        if not isinstance(params, dict):
-            _malformed(f"quotas[{name!r}] must be an object with amount and best_effort")
-        unknown = sorted(set(params) - _QUOTA_KEYS)
-        if unknown:
-            _malformed(f"quotas[{name!r}]: unknown keys {unknown} (expected amount, best_effort)")
-        amount = params.get("amount", 1)
-        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= _INT64_MAX:
-            _malformed(f"quotas[{name!r}].amount must be a non-negative integer")
-        best_effort = params.get("best_effort", False)
-        if not isinstance(best_effort, bool):
-            _malformed(f"quotas[{name!r}].best_effort must be true or false")
-        quotas[name] = QuotaRequest(amount, best_effort)
-    return quotas
-
-
-def parse_report_body(data: object, manifest: Mapping[str, Any], limits: ServiceLimits) -> list[AttributeBag]:
-    """One bag per record of a ``/v1/report`` body.
-
-    :raises HttpRefusal: 400 naming the record and what is wrong with it.
-    """
-    if not isinstance(data, dict) or set(data) != {"records"}:
-        _malformed("the body must be a JSON object {'records': [...]} and nothing else")
-    records = data["records"]
-    if not isinstance(records, list):
-        _malformed("records must be an array of attribute objects")
-    if len(records) > limits.max_report_records:
-        raise _too_many_records(limits)
-    return _record_bags(records, 0, manifest, limits)
-
-
-def _record_bags(
-    records: list[Any], first: int, manifest: Mapping[str, Any], limits: ServiceLimits
-) -> list[AttributeBag]:
-    bags: list[AttributeBag] = []
-    for index, record in enumerate(records, first):
-        try:
-            bags.append(
-                AttributeBag(attributes_from_json(record, manifest, limits, where=f"records[{index}]"))
-            )
-        except AttributeConversionError as exc:
-            _malformed(str(exc))
-    return bags
-
-
-def _too_many_records(limits: ServiceLimits) -> HttpRefusal:
-    return HttpRefusal(
-        413,
-        Code.RESOURCE_EXHAUSTED,
-        f"the report has more than {limits.max_report_records} records (see --max-report-records)",
-    )
-
-
-_REPORT_SHAPE: Final = "the body must be a JSON object {'records': [...]} and nothing else"
-_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
-_JSON_SPACE: Final = re.compile(r"[ \t\n\r]*")
-
-
-class _ReportRecords:
-    """The records of a ``/v1/report`` body, parsed a few at a time.
-
-    ``json.loads`` of a whole 4 MiB body holds the event loop for tens of milliseconds and builds
-    every record before any can be counted; here the object around the array is walked by hand and
-    each record parsed on its own, so the count is known (and refused) record by record.
-    """
-
-    def __init__(self, body: bytes, limits: ServiceLimits) -> None:
-        try:
-            self._text = body.decode(json.detect_encoding(body), "surrogatepass")
-        except UnicodeDecodeError as exc:
-            _malformed(f"the body is not JSON: {exc}")
-        self._limits = limits
-        self.count = 0
-        self.done = False
-        self._pos = self._open()
-
-    def _space(self, pos: int) -> int:
-        match = _JSON_SPACE.match(self._text, pos)
-        assert match is not None  # "*" matches the empty string
-        return match.end()
-
-    def _value(self, pos: int) -> tuple[Any, int]:
-        try:
-            value, end = _JSON_DECODER.raw_decode(self._text, pos)
-        except RecursionError:
-            _malformed("the JSON body is nested too deeply")
-        except ValueError as exc:
-            _malformed(f"the body is not JSON: {exc}")
-        return value, end
-
-    def _open(self) -> int:
-        """The position of the first record, past ``{"records": [``."""
-        text = self._text
-        pos = self._space(0)
-        if not text.startswith("{", pos):
-            self._value(pos)  # not JSON at all: say so, as for any body
-            _malformed(_REPORT_SHAPE)
-        pos = self._space(pos + 1)
-        if not text.startswith('"', pos):
-            self._value(0)
-            _malformed(_REPORT_SHAPE)
-        key, pos = self._value(pos)
-        pos = self._space(pos)
-        if key != "records" or not text.startswith(":", pos):
-            self._value(0)
-            _malformed(_REPORT_SHAPE)
-        pos = self._space(pos + 1)
-        if not text.startswith("[", pos):
-            self._value(0)
-            _malformed("records must be an array of attribute objects")
-        pos = self._space(pos + 1)
-        if text.startswith("]", pos):
-            self._close(pos + 1)
-        return pos
-
-    def _close(self, pos: int) -> None:
-        text = self._text
-        pos = self._space(pos)
-        if not text.startswith("}", pos):
-            self._value(0)
-            _malformed(_REPORT_SHAPE)
-        if self._space(pos + 1) != len(text):
-            self._value(0)
-            _malformed("the body is not JSON: extra data after the object")
-        self.done = True
-
-    def read(self, count: int) -> list[Any]:
-        """Up to ``count`` more records (parsed JSON values).
-
-        :raises HttpRefusal: 400 for malformed JSON or shape, 413 past ``max_report_records``.
-        """
-        text = self._text
-        limit = self._limits.max_report_records
-        records: list[Any] = []
-        pos = self._pos
-        while not self.done and len(records) < count:
-            if self.count == limit:
-                raise _too_many_records(self._limits)
-            record, pos = self._value(pos)
-            records.append(record)
-            self.count += 1
-            pos = self._space(pos)
-            if text.startswith(",", pos):
-                pos = self._space(pos + 1)
-            elif text.startswith("]", pos):
-                self._close(pos + 1)
-            else:
-                self._value(0)
-                _malformed("the body is not JSON: expected ',' or ']' between records")
-        self._pos = pos
-        return records
-
-
-#: Records parsed and converted between two yields to the event loop.
-REPORT_RECORD_SLICE: Final = 128
-
-
-async def decode_report_body(
-    body: bytes, manifest: Mapping[str, Any], limits: ServiceLimits
-) -> list[AttributeBag]:
-    """:func:`parse_report_body` of a raw body, a slice of records at a time with yields between.
-
-    :raises HttpRefusal: 400 naming what is wrong; 413 past ``limits.max_report_records``.
-    """
-    reader = _ReportRecords(body, limits)
-    bags: list[AttributeBag] = []
-    while not reader.done:
-        started = perf_counter()
-        first = reader.count
-        bags += _record_bags(reader.read(REPORT_RECORD_SLICE), first, manifest, limits)
-        if not reader.done:
-            await yield_for(perf_counter() - started)
-    return bags
 
 
 def check_answer_json(outcome: CheckOutcome) -> dict[str, Any]:
@@ -537,8 +298,6 @@ def _finite(seconds: float) -> float | None:
 
 # -- the service ----------------------------------------------------------------------------------
 
-_Work = Callable[[web.Request], Awaitable[web.Response]]
-
 
 class HttpCheckService:
     """The three routes for one server process; :meth:`routes` registers them with aiohttp."""
@@ -552,15 +311,21 @@ class HttpCheckService:
         *,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._holder_ref = holder_ref
-        self._admission = admission
         self._limits = limits
-        self._log = logger if logger is not None else logging.getLogger("mixer.api.http_check")
+        self._calls = Envelope(
+            API,
+            metrics,
+            admission,
+            holder_ref,
+            HttpFaults(logger if logger is not None else logging.getLogger("mixer.api.http_check")),
+        )
         self._auth_metrics = metrics.method(API, "Auth")
         self._check_metrics = metrics.method(API, "Check")
         self._report_metrics = metrics.method(API, "Report")
-        self.in_flight = 0
-        metrics.track_in_flight(API, lambda: self.in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        return self._calls.in_flight
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -570,52 +335,13 @@ class HttpCheckService:
         ]
 
     async def auth(self, request: web.Request) -> web.Response:
-        return await self._serve(self._auth_metrics, request, self._auth)
+        return await self._calls.run(self._auth_metrics, "Auth", request, self._auth)
 
     async def check(self, request: web.Request) -> web.Response:
-        return await self._serve(self._check_metrics, request, self._check)
+        return await self._calls.run(self._check_metrics, "Check", request, self._check)
 
     async def report(self, request: web.Request) -> web.Response:
-        return await self._serve(self._report_metrics, request, self._report)
-
-    async def _serve(self, metrics: MethodMetrics, request: web.Request, work: _Work) -> web.Response:
-        started = perf_counter()
-        admission = self._admission
-        if admission.full:
-            metrics.observe(Code.UNAVAILABLE.name, perf_counter() - started)
-            return HttpRefusal(
-                503,
-                Code.UNAVAILABLE,
-                "overloaded: too many requests in flight (see --max-concurrent-requests)",
-            ).response()
-        admission.in_flight += 1
-        self.in_flight += 1
-        code = Code.OK.name
-        try:
-            return await work(request)
-        except HttpRefusal as refusal:
-            code = refusal.code.name
-            if refusal.decode_error:
-                metrics.decode_errors.inc()
-            return refusal.response()
-        except asyncio.CancelledError:
-            # aiohttp cancels the handler when the client goes away.
-            code = Code.CANCELLED.name
-            raise
-        except Exception:
-            self._log.exception("%s %s failed unexpectedly", request.method, request.path)
-            code = Code.INTERNAL.name
-            return HttpRefusal(500, Code.INTERNAL, "internal error; the server logged the details").response()
-        finally:
-            admission.in_flight -= 1
-            self.in_flight -= 1
-            metrics.observe(code, perf_counter() - started)
-
-    def _holder(self) -> RuntimeHolder:
-        holder = self._holder_ref()
-        if holder is None:
-            raise HttpRefusal(503, Code.UNAVAILABLE, "not ready: no config has loaded yet")
-        return holder
+        return await self._calls.run(self._report_metrics, "Report", request, self._report)
 
     async def _read_body(self, request: web.Request) -> bytes:
         try:
@@ -629,17 +355,10 @@ class HttpCheckService:
             # server closed the connection (counted there): nobody is left to answer.
             raise HttpRefusal(400, Code.CANCELLED, "the connection closed before the body arrived") from None
 
-    async def _read_json(self, request: web.Request) -> Any:
-        return _decode_json(await self._read_body(request))
-
-    async def _auth(self, request: web.Request) -> web.Response:
-        holder = self._holder()
+    async def _auth(self, lease: Lease, request: web.Request) -> web.Response:
+        runtime = lease.runtime()
         values = auth_attributes(request.headers, request.method, request.remote, self._limits)
-        runtime = holder.acquire()
-        try:
-            outcome = await runtime.check(AttributeBag(values), timeout=self._limits.check_timeout)
-        finally:
-            holder.release(runtime)
+        outcome = await runtime.check(AttributeBag(values), timeout=self._limits.check_timeout)
         status = outcome.status
         return web.json_response(
             {
@@ -653,33 +372,39 @@ class HttpCheckService:
             headers=auth_response_headers(outcome),
         )
 
-    async def _check(self, request: web.Request) -> web.Response:
-        data = await self._read_json(request)
-        holder = self._holder()
-        runtime = holder.acquire()
-        try:
-            bag, quotas, dedup = parse_check_body(data, runtime.config.manifest, self._limits)
-            outcome = await runtime.check(bag, quotas, dedup, timeout=self._limits.check_timeout)
-        finally:
-            holder.release(runtime)
+    async def _check(self, lease: Lease, request: web.Request) -> web.Response:
+        data = decode_json(await self._read_body(request))
+        runtime = lease.runtime()
+        bag, quotas, dedup = parse_check_body(data, runtime.config.manifest, self._limits)
+        outcome = await runtime.check(bag, quotas, dedup, timeout=self._limits.check_timeout)
         return web.json_response(check_answer_json(outcome), headers={"Cache-Control": "no-store"})
 
-    async def _report(self, request: web.Request) -> web.Response:
+    async def _report(self, lease: Lease, request: web.Request) -> web.Response:
         body = await self._read_body(request)
-        holder = self._holder()
         # Decoding and dispatch yield between slices, so the runtime is held across them.
-        runtime = holder.acquire()
-        try:
-            bags = await decode_report_body(body, runtime.config.manifest, self._limits)
-            outcome = await runtime.report_in_slices(bags)
-        finally:
-            holder.release(runtime)
+        runtime = lease.runtime()
+        bags = await decode_report_body(body, runtime.config.manifest, self._limits)
+        outcome = await runtime.report_in_slices(bags)
+        lease.release()
         # Answered once the records are queued or, for handlers acknowledging from their spool,
         # committed there (docs/delivery.md); the wait needs no runtime.
         status = await outcome.durable_status()
         if not status.ok:
             raise HttpRefusal(http_status(status.code), status.code, status.message)
         return web.json_response({"status": "OK", "records": len(bags)}, status=202)
+
+
+class HttpFaults(Faults[web.Request, web.Response]):
+    """A call that does not end with a decision is answered with a JSON error
+    (:meth:`HttpRefusal.response`), the HTTP status the failure's own or the one its code maps to."""
+
+    def unexpected(self, ctx: web.Request, name: str) -> None:
+        self.log.exception("%s %s failed unexpectedly", ctx.method, ctx.path)
+
+    async def fail(self, failure: CallFailure, ctx: web.Request) -> web.Response:
+        if not isinstance(failure, HttpRefusal):
+            failure = HttpRefusal(http_status(failure.code), failure.code, failure.message)
+        return failure.response()
 
 
 def http_routes(context: ServiceContext) -> list[web.RouteDef]:

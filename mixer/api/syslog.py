@@ -37,13 +37,15 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import Counter, Gauge
 
 from mixer.api._common import ServiceLimits
+from mixer.api._envelope import CallFailure, Envelope, Faults, Lease
 from mixer.api._json_attributes import AttributeConversionError, check_limits
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.runtime import yield_for
-from mixer.status import Code
 
 if TYPE_CHECKING:
-    from mixer.server import ListenAddress, RuntimeHolder, ServerMetrics
+    from mixer.api._address import ListenAddress
+    from mixer.api._holder import RuntimeHolder
+    from mixer.api._metrics import ServerMetrics
 
 __all__ = [
     "API",
@@ -326,7 +328,6 @@ class SyslogReceiver:
     ) -> None:
         if batch_size < 1 or max_queue < 1 or flush_interval <= 0:
             raise ValueError("batch_size and max_queue must be at least 1, flush_interval positive")
-        self._holder_ref = holder_ref
         self._limits = limits
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -341,6 +342,10 @@ class SyslogReceiver:
         self._transport: asyncio.DatagramTransport | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._report_metrics = metrics.method(API, "Report")
+        # Batches arrive without a call: nothing to admit, no caller to answer, nothing in flight.
+        self._calls: Envelope[None, None] = Envelope(
+            API, metrics, None, holder_ref, Faults(self._log), track=False
+        )
         registry = metrics.registry
         datagrams = Counter(
             "mixer_syslog_datagrams",
@@ -436,18 +441,10 @@ class SyslogReceiver:
         return [pending.popleft() for _ in range(count)]
 
     def _report(self, batch: list[AttributeBag]) -> None:
-        started = perf_counter()
-        holder = self._holder_ref()
-        if holder is None:
-            code = Code.UNAVAILABLE
-        else:
-            try:
-                status = holder.current.report(batch).status
-            except Exception:
-                self._log.exception("syslog Report failed unexpectedly")
-                code = Code.INTERNAL
-            else:
-                code = status.code
-                if not status.ok:
-                    self._log.debug("syslog Report of %d records: %s", len(batch), status.message)
-        self._report_metrics.observe(code.name, perf_counter() - started)
+        self._calls.run_now(self._report_metrics, "syslog Report", None, self._report_batch, batch)
+
+    def _report_batch(self, lease: Lease, _: None, batch: list[AttributeBag]) -> None:
+        status = lease.runtime().report(batch).status
+        if not status.ok:
+            self._log.debug("syslog Report of %d records: %s", len(batch), status.message)
+            raise CallFailure(status.code, status.message)

@@ -17,6 +17,15 @@ signal cut the shutdown short. See docs/serving.md.
 
 from __future__ import annotations
 
+from mixer.api import (
+    LATENCY_BUCKETS,
+    ConfigInfo,
+    ListenAddress,
+    MethodMetrics,
+    RuntimeHolder,
+    RuntimeStatsCollector,
+    ServerMetrics,
+)
 from mixer.server._app import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -26,12 +35,10 @@ from mixer.server._app import (
     event_loop_factory,
     run_server,
 )
-from mixer.server._holder import ConfigInfo, RuntimeHolder
 from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
 from mixer.server._httpguard import HttpGuard, HttpLimits
 from mixer.server._logging import JsonFormatter, configure_logging, default_log_format
-from mixer.server._metrics import LATENCY_BUCKETS, MethodMetrics, RuntimeStatsCollector, ServerMetrics
-from mixer.server._net import ListenAddress, reserve_shared_port
+from mixer.server._net import reserve_shared_port
 from mixer.server._options import (
     DEFAULT_ADMIN_LISTEN,
     DEFAULT_CHECK_CACHE_BYTES,

@@ -1,4 +1,8 @@
-"""One server process: lifecycle, signals, and the two listeners on one event loop."""
+"""One server process: its lifecycle (start and stop in dependency order) on one event loop.
+
+The ports are :class:`~mixer.server._listeners.Listeners`; running until a signal stops the
+process is :func:`~mixer.server._signals.run_with_signals`.
+"""
 
 from __future__ import annotations
 
@@ -9,47 +13,48 @@ import importlib
 import json
 import logging
 import os
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import grpc
-from aiohttp import web
-
-from mixer.api import Admission, ServiceContext, ServiceLimits, grpc_services, http_routes
+from mixer.api import Admission, ListenAddress, RuntimeHolder, ServerMetrics, ServiceContext, ServiceLimits
 from mixer.api.mixer_v1 import SERVICE_NAME
-from mixer.api.syslog import SyslogReceiver
-from mixer.config import ConfigError
+from mixer.config import ConfigError, ValidatedConfig
+from mixer.registry import Registry
 from mixer.runtime import Runtime, RuntimeBuildError, RuntimeStats, build_runtime
-from mixer.server._holder import RuntimeHolder
-from mixer.server._http import AdminState, AdminToken, Phase, build_admin_app, build_data_app
-from mixer.server._httpguard import HttpGuard, HttpLimits
+from mixer.server._http import AdminState, Phase
+from mixer.server._httpguard import HttpGuard
 from mixer.server._introspection import GrpcIntrospection, api_service_names
-from mixer.server._metrics import ServerMetrics
-from mixer.server._net import ListenAddress
+from mixer.server._listeners import Listeners, StartupError
 from mixer.server._options import ServeOptions
 from mixer.server._reload import ConfigSource, Reloader, log_config_error
-from mixer.server._tls import ServerTls
+from mixer.server._signals import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, run_with_signals
 from plugins.manager import MixerPluginManager, create_plugin_manager
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "MixerServer",
+    "StartupError",
+    "event_loop_factory",
+    "process_local_handlers",
+    "run_server",
+    "write_json_atomically",
+]
 
 logger = logging.getLogger("mixer.server")
 
-#: Exit codes: 0 after a graceful stop, 1 when the server could not start or a second signal cut
-#: the shutdown short (130 when that signal was SIGINT, as shells report a Ctrl-C).
-EXIT_OK: Final = 0
-EXIT_FAILURE: Final = 1
-EXIT_INTERRUPTED: Final = 130
 
-#: How often a worker checks that its supervisor is still there.
-_PARENT_POLL_SECONDS: Final = 1.0
-#: Adapters that keep their state in process memory: with several workers each has its own.
-_PER_PROCESS_STATE_ADAPTERS: Final = frozenset({"memquota"})
-_MOVE_GRPC: Final = " (address in use? move it with --grpc-listen or MIXER_GRPC_LISTEN)"
-
-
-class StartupError(Exception):
-    """The server cannot start; the message says why (details were logged)."""
+def process_local_handlers(config: ValidatedConfig, registry: Registry) -> list[str]:
+    """The handlers whose adapter keeps state in process memory (``AdapterInfo.process_local_state``):
+    with ``--workers``, each worker has its own."""
+    names: list[str] = []
+    for name, handler in config.handlers.items():
+        info = registry.adapter(handler.adapter) or config.oop_adapters.get(handler.adapter)
+        if info is not None and info.process_local_state:
+            names.append(name)
+    return sorted(names)
 
 
 class MixerServer:
@@ -71,33 +76,31 @@ class MixerServer:
             self._stats, worker_index=options.worker_index, worker_restarts=options.worker_restarts
         )
         self.admin = AdminState(self.metrics, worker_index=options.worker_index)
+        self.introspection = GrpcIntrospection(api_service_names())
         # One admission count and one set of limits for every protocol on both ports.
-        self._admission = Admission(options.max_concurrent_requests)
-        self._limits = ServiceLimits(
-            max_attributes=options.max_attributes,
-            max_string_length=options.max_string_length,
-            max_map_entries=options.max_map_entries,
-            max_report_records=options.max_report_records,
-            check_timeout=options.check_timeout,
+        context = ServiceContext(
+            lambda: self._holder,
+            self.metrics,
+            Admission(options.max_concurrent_requests),
+            ServiceLimits(
+                max_attributes=options.max_attributes,
+                max_string_length=options.max_string_length,
+                max_map_entries=options.max_map_entries,
+                max_report_records=options.max_report_records,
+                check_timeout=options.check_timeout,
+            ),
+            logging.getLogger("mixer.api"),
         )
+        self.listeners = Listeners(options, self.admin, context, self.introspection)
         self.grpc_address: ListenAddress | None = None
         self.http_address: ListenAddress | None = None
         self.admin_address: ListenAddress | None = None
-        self._admin_runner: web.AppRunner | None = None
         self.syslog_address: ListenAddress | None = None
-        self._syslog: SyslogReceiver | None = None
-        self._grpc_server: Any = None
-        self.introspection = GrpcIntrospection(api_service_names())
-        self._http_runner: web.AppRunner | None = None
-        self._http_server: asyncio.Server | None = None
-        self.http_guard: HttpGuard | None = None
         self._reloader: Reloader | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._plugins_started = False
-        self._stop_requested = asyncio.Event()
+        self.stop_requested = asyncio.Event()
         self._stopped = False
-        self.tls: ServerTls | None = None
-        self._tls_watcher: asyncio.Task[None] | None = None
 
     def _stats(self) -> RuntimeStats | None:
         return self._holder.current.stats if self._holder is not None else None
@@ -110,6 +113,10 @@ class MixerServer:
     def reloader(self) -> Reloader | None:
         return self._reloader
 
+    @property
+    def http_guard(self) -> HttpGuard | None:
+        return self.listeners.http_guard
+
     # -- start ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -119,16 +126,11 @@ class MixerServer:
             listen address could not be bound.
         """
         options = self.options
+        listeners = self.listeners
         try:
-            settings = options.tls_settings
-            if settings is not None:
-                try:
-                    self.tls = ServerTls(settings)
-                except ValueError as exc:
-                    raise StartupError(str(exc)) from exc
-                self._tls_watcher = asyncio.get_running_loop().create_task(self.tls.watch())
-            await self._start_http(ListenAddress.parse(options.http_listen))
-            await self._start_admin(ListenAddress.parse(options.admin_listen))
+            listeners.start_tls()
+            self.http_address = await listeners.start_http(ListenAddress.parse(options.http_listen))
+            self.admin_address = await listeners.start_admin(ListenAddress.parse(options.admin_listen))
             manager = self._plugin_manager or create_plugin_manager()
             self._plugin_manager = manager
             registry = manager.registry()
@@ -174,9 +176,9 @@ class MixerServer:
             reloader.fingerprint = fingerprint
             self._reloader = reloader
 
-            await self._start_grpc(ListenAddress.parse(options.grpc_listen), holder)
+            self.grpc_address = await listeners.start_grpc(ListenAddress.parse(options.grpc_listen))
             if options.syslog_listen is not None:
-                await self._start_syslog(ListenAddress.parse(options.syslog_listen))
+                self.syslog_address = await listeners.start_syslog(ListenAddress.parse(options.syslog_listen))
         except StartupError:
             await self._stop_started(self.options.shutdown_timeout)
             raise
@@ -189,11 +191,7 @@ class MixerServer:
             raise StartupError(str(exc) or type(exc).__name__) from exc
 
         if options.worker_index == 0:
-            per_process = sorted(
-                name
-                for name, handler in runtime.config.handlers.items()
-                if handler.adapter in _PER_PROCESS_STATE_ADAPTERS
-            )
+            per_process = process_local_handlers(runtime.config, registry)
             if per_process:
                 logger.warning(
                     "handlers %s keep their state in each worker's memory: with --workers, each "
@@ -216,7 +214,7 @@ class MixerServer:
             self.grpc_address,
             self.http_address,
             self.admin_address,
-            " (TLS)" if self.tls is not None else "",
+            " (TLS)" if self.listeners.tls is not None else "",
             os.getpid(),
             info.source,
             runtime.generation,
@@ -234,127 +232,6 @@ class MixerServer:
             "worker": self.options.worker_index,
             "generation": holder.current.generation if holder is not None else None,
         }
-
-    async def _start_http(self, address: ListenAddress) -> None:
-        routes = http_routes(self._service_context())
-        app = build_data_app(self.admin, routes, client_max_size=self.options.max_message_size)
-        options = self.options
-        guard = HttpGuard(
-            HttpLimits(
-                max_connections=options.http_max_connections,
-                header_timeout=options.http_header_timeout,
-                body_timeout=options.http_body_timeout,
-            ),
-            self.metrics.registry,
-        )
-        self.http_guard = guard
-        app.middlewares.append(guard.middleware)
-        if self.tls is not None:
-            app.middlewares.append(self.tls.http_middleware())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=guard.protocol_log)
-        await runner.setup()
-        self._http_runner = runner
-        # aiohttp's protocol behind the guard's (no TCPSite: it would listen with aiohttp's alone).
-        protocols = runner.server
-        if protocols is None:
-            raise StartupError("the HTTP server did not set up")
-        try:
-            server = await asyncio.get_running_loop().create_server(
-                guard.factory(protocols),
-                address.host,
-                address.port,
-                reuse_address=True,
-                reuse_port=options.worker_index is not None,
-                ssl=self.tls.ssl_context if self.tls is not None else None,
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for HTTP on {address}: {exc.strerror or exc} "
-                "(move it with --http-listen or MIXER_HTTP_LISTEN)"
-            ) from exc
-        self._http_server = server
-        self.http_address = address.with_port(int(server.sockets[0].getsockname()[1]))
-
-    async def _start_admin(self, address: ListenAddress) -> None:
-        options = self.options
-        try:
-            token = AdminToken(options.admin_token_file) if options.admin_token_file is not None else None
-        except ValueError as exc:
-            raise StartupError(str(exc)) from exc
-        runner = web.AppRunner(
-            build_admin_app(self.admin, token=token), access_log=None, handle_signals=False
-        )
-        await runner.setup()
-        self._admin_runner = runner
-        site = web.TCPSite(
-            runner,
-            address.host,
-            address.port,
-            reuse_address=True,
-            reuse_port=options.worker_index is not None,
-        )
-        try:
-            await site.start()
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for admin HTTP on {address}: {exc.strerror or exc} "
-                "(move it with --admin-listen or MIXER_ADMIN_LISTEN)"
-            ) from exc
-        self.admin_address = address.with_port(int(runner.addresses[0][1]))
-
-    def _service_context(self) -> ServiceContext:
-        return ServiceContext(
-            lambda: self._holder,
-            self.metrics,
-            self._admission,
-            self._limits,
-            logging.getLogger("mixer.api"),
-        )
-
-    async def _start_syslog(self, address: ListenAddress) -> None:
-        receiver = SyslogReceiver(
-            lambda: self._holder, self.metrics, self._limits, logger=logging.getLogger("mixer.api.syslog")
-        )
-        self._syslog = receiver
-        try:
-            self.syslog_address = await receiver.start(
-                address, reuse_port=self.options.worker_index is not None
-            )
-        except OSError as exc:
-            raise StartupError(
-                f"cannot listen for syslog on {address}: {exc.strerror or exc} "
-                "(move it with --syslog-listen or MIXER_SYSLOG_LISTEN)"
-            ) from exc
-        logger.info("receiving nginx access logs over syslog on udp %s", self.syslog_address)
-
-    async def _start_grpc(self, address: ListenAddress, holder: RuntimeHolder) -> None:
-        options = self.options
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", options.max_message_size),
-                ("grpc.max_send_message_length", options.max_message_size),
-                # grpc turns SO_REUSEPORT on by default, which would let a second server share the
-                # port silently; only workers of one supervisor are meant to share it.
-                ("grpc.so_reuseport", 1 if options.worker_index is not None else 0),
-            ]
-        )
-        handlers = grpc_services(self._service_context())
-        if self.tls is not None:
-            handlers = self.tls.grpc_handlers(handlers)
-        server.add_generic_rpc_handlers(tuple(handlers))
-        await self.introspection.register(server)
-        self._grpc_server = server
-        try:
-            if self.tls is not None:
-                port = server.add_secure_port(str(address), self.tls.grpc_credentials())
-            else:
-                port = server.add_insecure_port(str(address))
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen for gRPC on {address}: {exc}{_MOVE_GRPC}") from exc
-        if not port:
-            raise StartupError(f"cannot listen for gRPC on {address}{_MOVE_GRPC}")
-        await server.start()
-        self.grpc_address = address.with_port(port)
 
     # -- stop -----------------------------------------------------------------------------------
 
@@ -383,22 +260,20 @@ class MixerServer:
             )
             await asyncio.sleep(self.options.drain_delay)
             deadline = loop.time() + timeout
-        if self._syslog is not None:
-            # First: what it still holds goes to the runtime before the handlers drain.
-            await self._syslog.stop()
+        listeners = self.listeners
+        # First: what the syslog input still holds goes to the runtime before the handlers drain.
+        await listeners.stop_syslog()
         ready_file = self.options.ready_file
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 ready_file.unlink()
-        for watcher in (self._watcher, self._tls_watcher):
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-        if self._grpc_server is not None:
-            logger.info("stopping: no new calls; finishing calls in flight")
-            # New calls are refused at once; grace bounds how long calls in flight may finish.
-            await self._grpc_server.stop(left(0.5))
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await listeners.stop_tls_watcher()
+        # New calls are refused at once; grace bounds how long calls in flight may finish.
+        await listeners.stop_grpc(left(0.5))
         if self._reloader is not None:
             await self._reloader.close(left(0.25))
         if self._holder is not None:
@@ -410,92 +285,20 @@ class MixerServer:
             await runtime.shutdown(left(0.9))
         if self._plugin_manager is not None and self._plugins_started:
             await self._plugin_manager.shutdown(left())
-        if self._http_server is not None:
-            self._http_server.close()
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
-        if self._admin_runner is not None:
-            await self._admin_runner.cleanup()
+        await listeners.close_http()
         logger.info("stopped")
 
     # -- run with signals -----------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        self._stop_requested.set()
+        self.stop_requested.set()
 
     async def run(self) -> int:
         """Start, serve until SIGTERM or SIGINT (or the supervisor goes away), stop; the exit code.
 
         SIGHUP reloads the config. A second SIGTERM or SIGINT exits at once.
         """
-        loop = asyncio.get_running_loop()
-        signals_seen: list[int] = []
-
-        def on_stop_signal(signum: int) -> None:
-            if signals_seen:
-                logger.warning(
-                    "second %s: exiting without finishing the shutdown", signal.Signals(signum).name
-                )
-                os._exit(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_FAILURE)
-            signals_seen.append(signum)
-            logger.info("%s: shutting down (send it again to exit at once)", signal.Signals(signum).name)
-            self._stop_requested.set()
-
-        def on_hangup() -> None:
-            if self._reloader is None:
-                logger.warning("SIGHUP before the config was loaded: ignored")
-                return
-            self._reloader.request("SIGHUP")
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        watch_parent = None
-        if self.options.parent_pid is not None:
-            watch_parent = loop.create_task(self._watch_parent(self.options.parent_pid))
-        try:
-            started = await _first(self.start(), self._stop_requested.wait())
-            if not started:
-                logger.info("stop requested while starting")
-            else:
-                await self._stop_requested.wait()
-            await self.stop()
-            return EXIT_OK
-        except StartupError as exc:
-            logger.error("cannot start: %s", exc)
-            return EXIT_FAILURE
-        finally:
-            if watch_parent is not None:
-                watch_parent.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(signum)
-
-    async def _watch_parent(self, parent_pid: int) -> None:
-        # A worker runs in its own session (a terminal's Ctrl-C goes to the supervisor alone), so
-        # nothing else would stop it if the supervisor were killed outright.
-        while True:
-            await asyncio.sleep(_PARENT_POLL_SECONDS)
-            if os.getppid() != parent_pid:
-                logger.warning("supervisor (pid %d) is gone: shutting down", parent_pid)
-                self._stop_requested.set()
-                return
-
-
-async def _first(start: Coroutine[Any, Any, None], stop: Coroutine[Any, Any, Any]) -> bool:
-    """Run ``start`` unless ``stop`` finishes first (then cancel it); whether ``start`` completed."""
-    start_task = asyncio.ensure_future(start)
-    stop_task = asyncio.ensure_future(stop)
-    try:
-        await asyncio.wait((start_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stop_task.cancel()
-    if start_task.done():
-        start_task.result()
-        return True
-    start_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await start_task
-    return False
+        return await run_with_signals(self)
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:

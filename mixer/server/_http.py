@@ -16,9 +16,8 @@ from typing import Any, Final
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mixer.api import RuntimeHolder, ServerMetrics
 from mixer.config import redacted
-from mixer.server._holder import RuntimeHolder
-from mixer.server._metrics import ServerMetrics
 from mixer.server._status import install_status
 
 

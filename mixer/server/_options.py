@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Final
 
 from mixer.adapter import DeliveryAck
-from mixer.server._net import ListenAddress
+from mixer.api import ListenAddress
 from mixer.server._tls import TlsSettings
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,

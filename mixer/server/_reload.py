@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mixer.adapter import DeliveryAck
+from mixer.api import ConfigInfo, RuntimeHolder, ServerMetrics
 from mixer.config import ConfigError, ValidatedConfig, config_files, load_config, load_config_text
 from mixer.defaults import EMBEDDED_CONFIG_NAME, embedded_config_text
 from mixer.registry import Registry
 from mixer.runtime import Runtime, build_runtime
-from mixer.server._holder import ConfigInfo, RuntimeHolder
-from mixer.server._metrics import ServerMetrics
 
 #: (path, mtime in ns, size) per config file, or the reason the files cannot be listed.
 Fingerprint = tuple[tuple[str, int, int], ...] | str

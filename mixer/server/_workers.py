@@ -34,8 +34,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from mixer.api import ListenAddress
 from mixer.server._app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, write_json_atomically
-from mixer.server._net import ListenAddress, reserve_shared_port
+from mixer.server._net import reserve_shared_port
 from mixer.server._options import ServeOptions
 
 logger = logging.getLogger("mixer.server.workers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -16,7 +17,10 @@ from prometheus_client import generate_latest
 from mixer.attributes import ISTIO_MANIFEST, AttributeBag
 from mixer.cli import build_parser
 from mixer.cli._serve import options_from_args
+from mixer.config import load_config_text
+from mixer.defaults import embedded_config_text
 from mixer.expr import compile as compile_expression
+from mixer.registry import Registry
 from mixer.runtime import RuntimeStats
 from mixer.server import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -31,6 +35,8 @@ from mixer.server import (
     configure_logging,
     reserve_shared_port,
 )
+from mixer.server._app import process_local_handlers
+from plugins.manager import create_plugin_manager
 from tests.server.support import http_get, metric_value
 
 
@@ -263,3 +269,20 @@ async def test_readiness_follows_the_phase() -> None:
         assert (status, json.loads(body)["status"]) == (503, "draining")
     finally:
         await runner.cleanup()
+
+
+async def test_handlers_of_adapters_with_process_local_state_are_named_for_the_workers_warning() -> None:
+    registry = create_plugin_manager(load_entry_points=False, blocked=()).registry()
+    config = load_config_text(embedded_config_text(), registry, source_name="embedded", environ={})
+    memquota = sorted(name for name, handler in config.handlers.items() if handler.adapter == "memquota")
+    assert memquota
+    assert process_local_handlers(config, registry) == memquota
+    # The adapter's declaration decides, not its name.
+    shared = dataclasses.replace(registry.adapters["memquota"], process_local_state=False)
+    others = [info for name, info in registry.adapters.items() if name != "memquota"]
+    assert (
+        process_local_handlers(
+            config, Registry.build([*others, shared], key_stores=registry.key_stores.values())
+        )
+        == []
+    )
