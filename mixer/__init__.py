@@ -23,6 +23,7 @@ from mixer.adapter import (
     ReportBatch,
     ReportHandler,
     Stability,
+    lazy_factory,
 )
 from mixer.attributes import AttributeBag, AttributeManifest, ValueType
 from mixer.status import Code, Status
@@ -56,4 +57,5 @@ __all__ = [
     "ValueType",
     "__version__",
     "hookimpl",
+    "lazy_factory",
 ]

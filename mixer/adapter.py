@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -180,6 +181,22 @@ ConfigT_co = TypeVar("ConfigT_co", bound=BaseModel, default=BaseModel, covariant
 HandlerFactory = Callable[[ConfigT_co, HandlerEnv], Handler]
 
 
+def lazy_factory(target: str) -> Callable[[BaseModel, HandlerEnv], Handler]:
+    """A factory for a handler class written as ``"package.module:Class"`` and built as
+    ``Class(config, env)``: the module is imported when the first handler is built, so that
+    registering the adapter loads neither the handler nor its client library.
+    """
+    module, _, name = target.partition(":")
+
+    def build(config: BaseModel, env: HandlerEnv) -> Handler:
+        handler_class: Callable[[BaseModel, HandlerEnv], Handler] = getattr(
+            importlib.import_module(module), name
+        )
+        return handler_class(config, env)
+
+    return build
+
+
 @dataclass(frozen=True, slots=True)
 class AdapterInfo(Generic[ConfigT_co]):
     """An adapter: what a plugin module declares as ``ADAPTER`` or returns from the
@@ -196,7 +213,9 @@ class AdapterInfo(Generic[ConfigT_co]):
     config_model: type[ConfigT_co]
     factory: HandlerFactory[ConfigT_co]
     stability: Stability = Stability.STABLE
-    version: str = "0.0.0"
+    #: Empty: the version of the distribution that registers it (Mesh Mixer's for the built-ins),
+    #: filled in on registration.
+    version: str = ""
     #: Kinds that name this adapter in the legacy (Istio 1.0) config form; default ``(name,)``.
     legacy_kinds: Sequence[str] = ()
     #: Where the adapter came from ("builtin" or the distribution that provides it); set on registration.

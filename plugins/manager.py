@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from mixer import PROJECT_NAME, AdapterInfo, Stability
+from mixer import PROJECT_NAME, AdapterInfo, Stability, __version__
 from mixer.plans import KeyStoreInfo
 from mixer.registry import Registry, RegistryError
 from mixer.templates import TemplateSpec
@@ -134,12 +134,14 @@ class MixerPluginManager(pluggy.PluginManager):
             self.set_blocked(name)
         self.trace_hooks = trace_hooks
         self._origins: dict[str, str] = {}
+        self._versions: dict[str, str] = {}
         self._shut_down = False
 
     # -- loading -------------------------------------------------------------------------------
 
-    def register_plugin(self, plugin: object, name: str, origin: str) -> None:
-        """Register ``plugin`` under ``name``, remembering its ``origin`` for errors and listings.
+    def register_plugin(self, plugin: object, name: str, origin: str, version: str = "") -> None:
+        """Register ``plugin`` under ``name``, remembering its ``origin`` for errors and listings,
+        and its distribution's ``version`` for the adapters that do not state their own.
 
         :raises PluginError: the name is taken or the plugin's hooks do not match the specs.
         """
@@ -148,6 +150,7 @@ class MixerPluginManager(pluggy.PluginManager):
         except (ValueError, pluggy.PluginValidationError) as exc:
             raise PluginError(f"plugin {name!r} ({origin}) could not be registered: {exc}") from exc
         self._origins[name] = origin
+        self._versions[name] = version
 
     def load_modules(self, modules: Iterable[str], *, origin: str = BUILTIN_ORIGIN) -> None:
         """Import and register each module named, unless blocked by its full or last name.
@@ -162,7 +165,7 @@ class MixerPluginManager(pluggy.PluginManager):
                 module = importlib.import_module(module_name)
             except Exception as exc:
                 raise PluginError(_load_failure(module_name, origin, exc)) from exc
-            self.register_plugin(module, module_name, origin)
+            self.register_plugin(module, module_name, origin, __version__ if origin == BUILTIN_ORIGIN else "")
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
         """Load and register the plugins advertised in entry-point ``group``.
@@ -180,7 +183,7 @@ class MixerPluginManager(pluggy.PluginManager):
                 plugin = ep.load()
             except Exception as exc:
                 raise PluginError(_load_failure(ep.name, origin, exc)) from exc
-            self.register_plugin(plugin, ep.name, origin)
+            self.register_plugin(plugin, ep.name, origin, ep.dist.version if ep.dist is not None else "")
 
     def check_hooks(self) -> None:
         """Reject ``@hookimpl`` functions that implement no hook (usually a misspelt name).
@@ -236,7 +239,11 @@ class MixerPluginManager(pluggy.PluginManager):
                         f"template(s) {', '.join(unknown)}"
                     )
                 adapters[info.name] = (
-                    dataclasses.replace(info, origin=self.origin_of(plugin_name)),
+                    dataclasses.replace(
+                        info,
+                        origin=self.origin_of(plugin_name),
+                        version=info.version or self._versions.get(plugin_name) or "0.0.0",
+                    ),
                     plugin_name,
                 )
 

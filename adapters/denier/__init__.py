@@ -7,7 +7,7 @@ templates. See README.md for the params.
 from __future__ import annotations
 
 from adapters.denier._config import DenierConfig, StatusParams
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 
 __all__ = ["ADAPTER", "DenierConfig", "StatusParams", "build_handler"]
 
@@ -25,5 +25,4 @@ ADAPTER = AdapterInfo(
     config_model=DenierConfig,
     factory=build_handler,
     stability=Stability.STABLE,
-    version=__version__,
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import mixer
 from adapters.elasticsearch._config import (
     DEFAULT_HOSTS,
     DEFAULT_INDEX,
@@ -19,42 +18,8 @@ from adapters.elasticsearch._config import (
     IndexTemplateOptions,
     TlsOptions,
 )
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability
+from mixer import AdapterInfo, Stability, lazy_factory
 from mixer.lazy import lazy_getattr
-
-if TYPE_CHECKING:
-    from adapters.elasticsearch._encoding import DocumentEncoder
-    from adapters.elasticsearch._handler import ElasticsearchHandler
-    from adapters.elasticsearch._sender import BulkSender, TemplateState
-
-# Registration needs only the params model; the elasticsearch client loads with the first handler.
-_LAZY = {
-    "DocumentEncoder": "adapters.elasticsearch._encoding",
-    "ElasticsearchHandler": "adapters.elasticsearch._handler",
-    "BulkSender": "adapters.elasticsearch._sender",
-    "TemplateState": "adapters.elasticsearch._sender",
-}
-
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-def build_handler(config: ElasticsearchConfig, env: HandlerEnv) -> Handler:
-    from adapters.elasticsearch._handler import ElasticsearchHandler
-
-    return ElasticsearchHandler(config, env)
-
-
-ADAPTER = AdapterInfo(
-    name="elasticsearch",
-    description="Indexes access logs, metrics and spans into Elasticsearch (daily indices or a data stream).",
-    templates=frozenset({"logentry", "metric", "tracespan"}),
-    config_model=ElasticsearchConfig,
-    factory=build_handler,
-    stability=Stability.BETA,
-    version=mixer.__version__,
-)
-
 
 __all__ = [
     "ADAPTER",
@@ -69,5 +34,29 @@ __all__ = [
     "IndexTemplateOptions",
     "TemplateState",
     "TlsOptions",
-    "build_handler",
 ]
+
+if TYPE_CHECKING:
+    from adapters.elasticsearch._encoding import DocumentEncoder
+    from adapters.elasticsearch._handler import ElasticsearchHandler
+    from adapters.elasticsearch._sender import BulkSender, TemplateState
+
+# Registration needs only the params model; the elasticsearch client loads with the first handler.
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "adapters.elasticsearch._encoding": ("DocumentEncoder",),
+        "adapters.elasticsearch._handler": ("ElasticsearchHandler",),
+        "adapters.elasticsearch._sender": ("BulkSender", "TemplateState"),
+    },
+)
+
+
+ADAPTER = AdapterInfo(
+    name="elasticsearch",
+    description="Indexes access logs, metrics and spans into Elasticsearch (daily indices or a data stream).",
+    templates=frozenset({"logentry", "metric", "tracespan"}),
+    config_model=ElasticsearchConfig,
+    factory=lazy_factory("adapters.elasticsearch._handler:ElasticsearchHandler"),
+    stability=Stability.BETA,
+)

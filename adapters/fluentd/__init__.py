@@ -7,17 +7,10 @@ batches acknowledged per chunk; delivery (queueing, batching, retry, spool) is t
 
 from __future__ import annotations
 
-import mixer
 from adapters.fluentd._config import DEFAULT_ADDRESS, FluentdConfig
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability
+from mixer import AdapterInfo, Stability, lazy_factory
 
 __all__ = ["ADAPTER", "DEFAULT_ADDRESS", "FluentdConfig", "build_handler"]
-
-
-def build_handler(config: FluentdConfig, env: HandlerEnv) -> Handler:
-    from adapters.fluentd._handler import FluentdHandler
-
-    return FluentdHandler(config, env)
 
 
 ADAPTER = AdapterInfo(
@@ -25,7 +18,6 @@ ADAPTER = AdapterInfo(
     description="Sends log entries to fluentd over the Forward protocol (msgpack, chunk acks).",
     templates=frozenset({"logentry"}),
     config_model=FluentdConfig,
-    factory=build_handler,
+    factory=lazy_factory("adapters.fluentd._handler:FluentdHandler"),
     stability=Stability.BETA,
-    version=mixer.__version__,
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from adapters.jwt._config import SUPPORTED_ALGORITHMS, InlineKey, JwtConfig, MissingToken
 from adapters.jwt._template import REQUESTAUTH_TEMPLATE, RequestAuthInstance
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
 from mixer.templates import TemplateSpec
 
 __all__ = [
@@ -41,7 +41,6 @@ ADAPTER = AdapterInfo(
     config_model=JwtConfig,
     factory=build_handler,
     stability=Stability.BETA,
-    version=__version__,
     produces_attributes=True,
 )
 

@@ -19,43 +19,8 @@ from adapters.kafka._config import (
     is_valid_topic,
 )
 from adapters.kafka._format import FormatError, InstanceFormat
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Stability, lazy_factory
 from mixer.lazy import lazy_getattr
-
-if TYPE_CHECKING:
-    from adapters.kafka._encoding import EncodeError, JsonEncoder, OtlpEncoder
-    from adapters.kafka._handler import KafkaHandler
-    from adapters.kafka._sender import KafkaSender
-
-# Registration needs only the params model; aiokafka and the OTLP protos load with the first handler.
-_LAZY = {
-    "EncodeError": "adapters.kafka._encoding",
-    "JsonEncoder": "adapters.kafka._encoding",
-    "OtlpEncoder": "adapters.kafka._encoding",
-    "KafkaHandler": "adapters.kafka._handler",
-    "KafkaSender": "adapters.kafka._sender",
-}
-
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-def build_handler(config: KafkaConfig, env: HandlerEnv) -> Handler:
-    from adapters.kafka._handler import KafkaHandler
-
-    return KafkaHandler(config, env)
-
-
-ADAPTER = AdapterInfo(
-    name="kafka",
-    description="Sends logs, metrics and spans to Kafka topics as JSON or OTLP protobuf records",
-    templates=frozenset({"logentry", "metric", "tracespan"}),
-    config_model=KafkaConfig,
-    factory=build_handler,
-    stability=Stability.BETA,
-    version=__version__,
-)
-
 
 __all__ = [
     "ADAPTER",
@@ -73,6 +38,30 @@ __all__ = [
     "SaslConfig",
     "SaslMechanism",
     "TlsConfig",
-    "build_handler",
     "is_valid_topic",
 ]
+
+if TYPE_CHECKING:
+    from adapters.kafka._encoding import EncodeError, JsonEncoder, OtlpEncoder
+    from adapters.kafka._handler import KafkaHandler
+    from adapters.kafka._sender import KafkaSender
+
+# Registration needs only the params model; aiokafka and the OTLP protos load with the first handler.
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "adapters.kafka._encoding": ("EncodeError", "JsonEncoder", "OtlpEncoder"),
+        "adapters.kafka._handler": ("KafkaHandler",),
+        "adapters.kafka._sender": ("KafkaSender",),
+    },
+)
+
+
+ADAPTER = AdapterInfo(
+    name="kafka",
+    description="Sends logs, metrics and spans to Kafka topics as JSON or OTLP protobuf records",
+    templates=frozenset({"logentry", "metric", "tracespan"}),
+    config_model=KafkaConfig,
+    factory=lazy_factory("adapters.kafka._handler:KafkaHandler"),
+    stability=Stability.BETA,
+)

@@ -7,10 +7,9 @@ watch), or that a static YAML file fills. See README.md.
 
 from __future__ import annotations
 
-import mixer
 from adapters.kubernetesenv._config import KubernetesEnvConfig
 from adapters.kubernetesenv._template import KUBERNETES_TEMPLATE, KubernetesInstance
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, hookimpl
+from mixer import AdapterInfo, Stability, hookimpl, lazy_factory
 from mixer.templates import TemplateSpec
 
 __all__ = [
@@ -18,15 +17,14 @@ __all__ = [
     "KUBERNETES_TEMPLATE",
     "KubernetesEnvConfig",
     "KubernetesInstance",
-    "build_handler",
     "mixer_register_templates",
 ]
 
 
-def build_handler(config: KubernetesEnvConfig, env: HandlerEnv) -> Handler:
-    from adapters.kubernetesenv._handler import KubernetesEnvHandler
-
-    return KubernetesEnvHandler(config, env)
+# The adapter's template is its own: registered with it, blocked with it.
+@hookimpl
+def mixer_register_templates() -> list[TemplateSpec]:
+    return [KUBERNETES_TEMPLATE]
 
 
 ADAPTER = AdapterInfo(
@@ -34,12 +32,6 @@ ADAPTER = AdapterInfo(
     description="Derives pod, workload, owner and service account attributes from pod IPs and uids.",
     templates=frozenset({"kubernetes"}),
     config_model=KubernetesEnvConfig,
-    factory=build_handler,
+    factory=lazy_factory("adapters.kubernetesenv._handler:KubernetesEnvHandler"),
     stability=Stability.BETA,
-    version=mixer.__version__,
 )
-
-
-@hookimpl
-def mixer_register_templates() -> list[TemplateSpec]:
-    return [KUBERNETES_TEMPLATE]

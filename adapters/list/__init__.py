@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from adapters.list._config import ListConfig
 from adapters.list._lists import EntryType
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 
 __all__ = ["ADAPTER", "EntryType", "ListConfig", "build_handler"]
 
@@ -28,6 +28,5 @@ ADAPTER = AdapterInfo(
     config_model=ListConfig,
     factory=build_handler,
     stability=Stability.STABLE,
-    version=__version__,
     legacy_kinds=("listchecker",),
 )

@@ -8,22 +8,9 @@ embedded default does), or use a shared store for several. See README.md for the
 from __future__ import annotations
 
 from adapters.memquota._config import MemquotaConfig, OverrideParams, QuotaParams, RateLimitAlgorithm
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Stability, lazy_factory
 
-__all__ = [
-    "ADAPTER",
-    "MemquotaConfig",
-    "OverrideParams",
-    "QuotaParams",
-    "RateLimitAlgorithm",
-    "build_handler",
-]
-
-
-def build_handler(config: MemquotaConfig, env: HandlerEnv) -> Handler:
-    from adapters.memquota._handler import MemquotaHandler
-
-    return MemquotaHandler(config, env)
+__all__ = ["ADAPTER", "MemquotaConfig", "OverrideParams", "QuotaParams", "RateLimitAlgorithm"]
 
 
 ADAPTER = AdapterInfo(
@@ -31,9 +18,8 @@ ADAPTER = AdapterInfo(
     description="Quotas and plan-tier limits counted in process memory (single process)",
     templates=frozenset({"quota", "plancheck", "apikey"}),
     config_model=MemquotaConfig,
-    factory=build_handler,
+    factory=lazy_factory("adapters.memquota._handler:MemquotaHandler"),
     stability=Stability.BETA,
-    version=__version__,
     uses_plans=True,
     process_local_state=True,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 from mixer.templates import BUILTIN_TEMPLATES
 
 __all__ = ["ADAPTER", "NoopConfig", "build_handler"]
@@ -32,5 +32,4 @@ ADAPTER = AdapterInfo(
     config_model=NoopConfig,
     factory=build_handler,
     stability=Stability.DEVELOPMENT,
-    version=__version__,
 )

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import mixer
 from adapters.otlp._config import DEFAULT_ENDPOINT, OtlpConfig, TlsOptions, parse_endpoint
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability
+from mixer import AdapterInfo, Stability, lazy_factory
 from mixer.lazy import lazy_getattr
 from mixer.spans import (
     TRACEPARENT_TAG,
@@ -29,55 +28,6 @@ from mixer.spans import (
     span_from_instance,
     unix_nanos,
 )
-
-if TYPE_CHECKING:
-    from adapters.otlp._handler import EXPORT_METHOD, OtlpHandler, OtlpSender, OtlpStats, classify_rpc_error
-    from mixer.spans.otlp import (
-        LEGACY_TAG_NAMES,
-        any_value,
-        encode_instance,
-        encode_span,
-        export_request,
-        resource_key,
-        span_attributes,
-    )
-
-# Registration needs only the params model; grpc and the OTLP protos load with the first handler.
-_LAZY = {
-    "LEGACY_TAG_NAMES": "mixer.spans.otlp",
-    "any_value": "mixer.spans.otlp",
-    "encode_instance": "mixer.spans.otlp",
-    "encode_span": "mixer.spans.otlp",
-    "export_request": "mixer.spans.otlp",
-    "resource_key": "mixer.spans.otlp",
-    "span_attributes": "mixer.spans.otlp",
-    "EXPORT_METHOD": "adapters.otlp._handler",
-    "OtlpHandler": "adapters.otlp._handler",
-    "OtlpSender": "adapters.otlp._handler",
-    "OtlpStats": "adapters.otlp._handler",
-    "classify_rpc_error": "adapters.otlp._handler",
-}
-
-
-__getattr__ = lazy_getattr(__name__, _LAZY)
-
-
-def build_handler(config: OtlpConfig, env: HandlerEnv) -> Handler:
-    from adapters.otlp._handler import OtlpHandler
-
-    return OtlpHandler(config, env)
-
-
-ADAPTER = AdapterInfo(
-    name="otlp",
-    description="Exports tracespan instances as OpenTelemetry spans over OTLP/gRPC.",
-    templates=frozenset({"tracespan"}),
-    config_model=OtlpConfig,
-    factory=build_handler,
-    stability=Stability.BETA,
-    version=mixer.__version__,
-)
-
 
 __all__ = [
     "ADAPTER",
@@ -96,7 +46,6 @@ __all__ = [
     "TlsOptions",
     "TraceParent",
     "any_value",
-    "build_handler",
     "classify_rpc_error",
     "encode_instance",
     "encode_span",
@@ -112,3 +61,48 @@ __all__ = [
     "span_from_instance",
     "unix_nanos",
 ]
+
+if TYPE_CHECKING:
+    from adapters.otlp._handler import EXPORT_METHOD, OtlpHandler, OtlpSender, OtlpStats, classify_rpc_error
+    from mixer.spans.otlp import (
+        LEGACY_TAG_NAMES,
+        any_value,
+        encode_instance,
+        encode_span,
+        export_request,
+        resource_key,
+        span_attributes,
+    )
+
+# Registration needs only the params model; grpc and the OTLP protos load with the first handler.
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "mixer.spans.otlp": (
+            "LEGACY_TAG_NAMES",
+            "any_value",
+            "encode_instance",
+            "encode_span",
+            "export_request",
+            "resource_key",
+            "span_attributes",
+        ),
+        "adapters.otlp._handler": (
+            "EXPORT_METHOD",
+            "OtlpHandler",
+            "OtlpSender",
+            "OtlpStats",
+            "classify_rpc_error",
+        ),
+    },
+)
+
+
+ADAPTER = AdapterInfo(
+    name="otlp",
+    description="Exports tracespan instances as OpenTelemetry spans over OTLP/gRPC.",
+    templates=frozenset({"tracespan"}),
+    config_model=OtlpConfig,
+    factory=lazy_factory("adapters.otlp._handler:OtlpHandler"),
+    stability=Stability.BETA,
+)

@@ -8,7 +8,7 @@ PERMISSION_DENIED. Roles and bindings are inline in the params. See README.md.
 from __future__ import annotations
 
 from adapters.rbac._config import AccessRule, Binding, BindingSubject, Constraint, RbacConfig, Role
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 
 __all__ = [
     "ADAPTER",
@@ -35,5 +35,4 @@ ADAPTER = AdapterInfo(
     config_model=RbacConfig,
     factory=build_handler,
     stability=Stability.BETA,
-    version=__version__,
 )

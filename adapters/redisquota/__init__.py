@@ -8,23 +8,11 @@ round trip per Check). Also registers the ``redis`` API key store. See README.md
 from __future__ import annotations
 
 from adapters.redisquota._config import RedisquotaConfig
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__, hookimpl
+from mixer import AdapterInfo, Stability, hookimpl, lazy_factory
 from mixer.plans import KeyStoreInfo
 from mixer.plans.redis_keys import RedisKeyStoreParams, build_redis_key_store
 
-__all__ = [
-    "ADAPTER",
-    "KEY_STORE",
-    "RedisquotaConfig",
-    "build_handler",
-    "mixer_register_key_stores",
-]
-
-
-def build_handler(config: RedisquotaConfig, env: HandlerEnv) -> Handler:
-    from adapters.redisquota._handler import RedisquotaHandler
-
-    return RedisquotaHandler(config, env)
+__all__ = ["ADAPTER", "KEY_STORE", "RedisquotaConfig", "mixer_register_key_stores"]
 
 
 ADAPTER = AdapterInfo(
@@ -32,9 +20,8 @@ ADAPTER = AdapterInfo(
     description="Quotas and plan-tier limits counted in Redis (shared by every replica)",
     templates=frozenset({"quota", "plancheck", "apikey"}),
     config_model=RedisquotaConfig,
-    factory=build_handler,
+    factory=lazy_factory("adapters.redisquota._handler:RedisquotaHandler"),
     stability=Stability.BETA,
-    version=__version__,
     uses_plans=True,
 )
 

@@ -7,7 +7,7 @@ Mixer's ``stdio`` adapter, with its params (``outputAsJson``, ``outputLevel``, `
 from __future__ import annotations
 
 from adapters.stdio._config import Level, LogStream, StdioConfig
-from mixer import AdapterInfo, Handler, HandlerEnv, Stability, __version__
+from mixer import AdapterInfo, Handler, HandlerEnv, Stability
 
 __all__ = ["ADAPTER", "Level", "LogStream", "StdioConfig", "build_handler"]
 
@@ -25,5 +25,4 @@ ADAPTER = AdapterInfo(
     config_model=StdioConfig,
     factory=build_handler,
     stability=Stability.STABLE,
-    version=__version__,
 )

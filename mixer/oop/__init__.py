@@ -58,4 +58,4 @@ def build_handler(params: BaseModel, env: HandlerEnv) -> Handler:
     return build_oop_handler(params, env)
 
 
-__getattr__ = lazy_getattr(__name__, {"OopHandlerParams": "mixer.oop._handler"})
+__getattr__ = lazy_getattr(__name__, {"mixer.oop._handler": ("OopHandlerParams",)})

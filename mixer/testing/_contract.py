@@ -42,11 +42,11 @@ LIFECYCLE_TIMEOUT = 2.0
 
 
 def check_descriptor(info: AdapterInfo) -> None:
-    """The adapter names itself, says what it is, and names templates and a version."""
+    """The adapter names itself, says what it is, and names templates (its version, when it does not
+    state one, is its distribution's, filled in on registration)."""
     assert info.name, "an adapter needs a name"
     assert info.name == info.name.strip(), f"{info.name!r}: the name has blanks around it"
     assert info.description, f"{info.name}: no description"
-    assert info.version, f"{info.name}: no version"
     assert info.templates, f"{info.name}: no templates"
     assert info.kinds(), f"{info.name}: no kinds"
 

@@ -172,11 +172,11 @@ def test_declares_its_adapter() -> None:
     assert info.templates == frozenset({"metric"})
     assert info.kinds() == ("prometheus",)
     assert info.stability is Stability.STABLE
-    assert info.version == mixer.__version__
     assert info.config_model is PrometheusConfig
     registered = create_plugin_manager(blocked=()).registry().adapter("prometheus")
     assert registered is not None
     assert registered.factory is ADAPTER.factory
+    assert registered.version == mixer.__version__
 
 
 def test_factory_builds_a_handler_without_side_effects() -> None:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import subprocess
 import sys
 import types
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pydantic
 import pytest
 
 import mixer
-from mixer import AdapterInfo, Stability, hookimpl
+from mixer import AdapterInfo, Stability, hookimpl, lazy_factory
 from mixer.registry import Registry, RegistryError
 from mixer.templates import BUILTIN_TEMPLATES, PLAN_TEMPLATES, TemplateSpec
+from mixer.testing import handler_env
 from plugins import manager as manager_module
 from plugins.manager import (
     BLOCK_ENV_VAR,
@@ -31,7 +34,7 @@ from plugins.manager import (
     list_adapters,
     tracing_from_env,
 )
-from tests.plugins._sample_plugin import adapter
+from tests.plugins._sample_plugin import SampleConfig, adapter
 
 _BUILTIN_NAMES = {"stdio", "denier", "list", "noop"}
 
@@ -127,6 +130,25 @@ def test_a_declared_adapter_is_registered_with_its_plugins_origin() -> None:
     info = pm.registry().adapters["declared"]
     assert info.origin == "declaring-dist 1"
     assert info.version == "9.9"
+
+
+def test_an_adapter_without_a_version_gets_its_distributions() -> None:
+    unversioned = dataclasses.replace(adapter("unversioned"), version="")
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.register_plugin(_module("plain", ADAPTER=unversioned), "plain", "plain-dist 3.1", "3.1")
+    pm.register_plugin(_module("anonymous", ADAPTER=adapter("versioned")), "anonymous", "somewhere")
+    registry = pm.registry()
+    assert registry.adapters["unversioned"].version == "3.1"
+    assert registry.adapters["versioned"].version == "9.9"
+    assert all(registry.adapters[name].version == mixer.__version__ for name in _BUILTIN_NAMES)
+
+
+def test_a_lazy_factory_imports_its_handler_at_the_first_build(tmp_path: Path) -> None:
+    factory = lazy_factory("tests.plugins._lazy_target:Built")
+    assert "tests.plugins._lazy_target" not in sys.modules
+    handler = factory(SampleConfig(), handler_env(data_dir=tmp_path))
+    assert type(handler).__name__ == "Built"
+    assert "tests.plugins._lazy_target" in sys.modules
 
 
 def test_a_plugin_implementing_the_hook_is_not_read_for_a_declaration() -> None:
