@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,42 +170,28 @@ _HEADER_KEYS = frozenset({"level", "time", "instance"})
 def _prepared_variables(variables: Mapping[str, Any]) -> dict[str, Any] | None:
     """A log entry's fields in one pass: sorted, absent and header-named ones left out, values
     prepared as :func:`_prepared` does; None when the ``json`` module must write them."""
-    out: dict[str, Any] = {}
-    forms = text_forms
-    for key in sorted(variables):
-        value = variables[key]
-        kind = type(value)
-        if kind is str or kind is int or kind is bool:
-            out[key] = value
-        elif value is None:
-            continue
-        elif kind in _TEXT_KINDS:
-            out[key] = forms.text(value)
-        elif kind is float:
-            out[key] = _FRAGMENT(_ENCODE(value))
-        elif kind is dict:
-            for item in value.values():
-                if type(item) is not str:
-                    return None
-            out[key] = value
-        else:
-            return None
-    if "level" in out or "time" in out or "instance" in out:
+    # Keys are unique, so sorting the pairs never compares values.
+    out = _prepared(sorted(variables.items()), keep_none=False)
+    if out is not None and ("level" in out or "time" in out or "instance" in out):
         for key in _HEADER_KEYS:
             out.pop(key, None)
     return out
 
 
-def _prepared(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+def _prepared(fields: Iterable[tuple[str, Any]], *, keep_none: bool = True) -> dict[str, Any] | None:
     """``fields`` with the values orjson would spell differently replaced by their ``json`` text;
     None when a nested value might differ (the caller then uses the ``json`` module)."""
     out: dict[str, Any] = {}
-    for key, value in fields.items():
+    forms = text_forms
+    for key, value in fields:
         kind = type(value)
         if kind is str or kind is int or kind is bool:
             out[key] = value
+        elif value is None:
+            if keep_none:
+                out[key] = None
         elif kind in _TEXT_KINDS:
-            out[key] = text_forms.text(value)
+            out[key] = forms.text(value)
         elif kind is float:
             out[key] = _FRAGMENT(_ENCODE(value))
         elif kind is dict:
@@ -378,7 +364,7 @@ class LineEncoder:
             return _utf8(self._text_line(level, when, name, fields))
         if "level" in fields or "time" in fields or "instance" in fields:
             fields = {k: v for k, v in fields.items() if k not in _HEADER_KEYS}
-        prepared = _prepared(fields)
+        prepared = _prepared(fields.items())
         if prepared is not None:
             line = self._json_line(level, when, name, None, prepared)
             if line is not None:

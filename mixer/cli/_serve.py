@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from mixer.server import (
-    DEFAULT_ADMIN_LISTEN,
-    DEFAULT_CHECK_CACHE_BYTES,
-    DEFAULT_CHECK_TIMEOUT,
-    DEFAULT_DRAIN_DELAY,
-    DEFAULT_GRPC_LISTEN,
-    DEFAULT_HTTP_BODY_TIMEOUT,
-    DEFAULT_HTTP_HEADER_TIMEOUT,
-    DEFAULT_HTTP_LISTEN,
-    DEFAULT_HTTP_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_RELOAD_INTERVAL,
-    DEFAULT_SHUTDOWN_TIMEOUT,
-    DELIVERY_ACKS,
-    LOG_FORMATS,
-    LOG_LEVELS,
-    TLS_CLIENT_AUTH_MODES,
-    ListenAddress,
-    ServeOptions,
-    default_log_format,
-)
+from mixer import server
 from mixer.wire import (
     DEFAULT_MAX_ATTRIBUTES,
     DEFAULT_MAX_MAP_ENTRIES,
@@ -52,7 +33,7 @@ def _size(text: str) -> int:
 
 def _listen(text: str) -> str:
     try:
-        ListenAddress.parse(text)
+        server.ListenAddress.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
@@ -82,6 +63,84 @@ exit status:
 """
 
 
+#: ``mixer serve``'s valued options, in help order: flag, parser, default and metavar.
+_VALUED_OPTIONS: Final[tuple[tuple[str, Callable[[str], Any], object, str], ...]] = (
+    ("--grpc-listen", _listen, server.DEFAULT_GRPC_LISTEN, "HOST:PORT"),
+    ("--http-listen", _listen, server.DEFAULT_HTTP_LISTEN, "HOST:PORT"),
+    ("--admin-listen", _listen, server.DEFAULT_ADMIN_LISTEN, "HOST:PORT"),
+    ("--admin-token-file", Path, None, "PATH"),
+    ("--syslog-listen", _listen, None, "HOST:PORT"),
+    ("--workers", int, 1, "N"),
+    ("--data-dir", Path, None, "DIR"),
+    ("--ready-file", Path, None, "PATH"),
+    ("--shutdown-timeout", float, server.DEFAULT_SHUTDOWN_TIMEOUT, "SECONDS"),
+    ("--max-message-size", _size, server.DEFAULT_MAX_MESSAGE_SIZE, "BYTES"),
+    ("--max-concurrent-requests", int, server.DEFAULT_MAX_CONCURRENT_REQUESTS, "N"),
+    ("--reload-interval", float, server.DEFAULT_RELOAD_INTERVAL, "SECONDS"),
+    ("--check-timeout", float, server.DEFAULT_CHECK_TIMEOUT, "SECONDS"),
+    ("--check-cache-bytes", _size, server.DEFAULT_CHECK_CACHE_BYTES, "BYTES"),
+    ("--max-attributes", int, DEFAULT_MAX_ATTRIBUTES, "N"),
+    ("--max-string-length", int, DEFAULT_MAX_STRING_LENGTH, "N"),
+    ("--max-map-entries", int, DEFAULT_MAX_MAP_ENTRIES, "N"),
+    ("--max-report-records", int, DEFAULT_MAX_REPORT_RECORDS, "N"),
+    ("--http-max-connections", int, server.DEFAULT_HTTP_MAX_CONNECTIONS, "N"),
+    ("--http-header-timeout", float, server.DEFAULT_HTTP_HEADER_TIMEOUT, "S"),
+    ("--http-body-timeout", float, server.DEFAULT_HTTP_BODY_TIMEOUT, "S"),
+    ("--drain-delay", float, server.DEFAULT_DRAIN_DELAY, "SECONDS"),
+)
+#: Their help, in which ``%(default)s`` (``%(default)g`` for seconds) stands for the default.
+_VALUED_HELP: Final[dict[str, str]] = {
+    "--grpc-listen": "gRPC API address; port 0 picks a free one (default %(default)s)",
+    "--http-listen": (
+        "address of the HTTP protocols (/v1/auth, /v1/check, /v1/report) and /healthz /readyz "
+        "(default %(default)s)"
+    ),
+    "--admin-listen": "/metrics /config /healthz /readyz address (default %(default)s)",
+    "--admin-token-file": "bearer token the admin port asks for, but on /healthz and /readyz (default: none)",
+    "--syslog-listen": "UDP address for nginx access logs over syslog, reported as telemetry (default: off)",
+    "--workers": "server processes sharing the ports with SO_REUSEPORT (default 1)",
+    "--data-dir": "where handlers keep files (spools); workers use DIR/worker-I",
+    "--ready-file": "write the bound addresses as JSON here once serving; removed on stop",
+    "--shutdown-timeout": "time to finish calls and drain handlers on SIGTERM (default %(default)g)",
+    "--max-message-size": (
+        "largest gRPC message accepted, e.g. 4MiB (default 4MiB); larger: RESOURCE_EXHAUSTED"
+    ),
+    "--max-concurrent-requests": "calls in flight before new ones get UNAVAILABLE (default %(default)s)",
+    "--reload-interval": (
+        "how often config files are checked for changes; 0: only on SIGHUP (default %(default)g)"
+    ),
+    "--check-timeout": (
+        "longest a Check may take when the caller's deadline is later or unset (default %(default)g)"
+    ),
+    "--check-cache-bytes": (
+        "memory for cached precondition answers (never quotas), e.g. 16MiB (default 16MiB); 0: off"
+    ),
+    "--max-attributes": "attributes per bag before INVALID_ARGUMENT (default %(default)s)",
+    "--max-string-length": "characters per string before INVALID_ARGUMENT (default %(default)s)",
+    "--max-map-entries": "entries per string map before INVALID_ARGUMENT (default %(default)s)",
+    "--max-report-records": (
+        "bags per Report, records per HTTP report or access-log message, before RESOURCE_EXHAUSTED "
+        "/ HTTP 413 (default %(default)s)"
+    ),
+    "--http-max-connections": (
+        "open connections on the HTTP port; past it a new one is answered 503 and closed (default "
+        "%(default)s)"
+    ),
+    "--http-header-timeout": (
+        "seconds a request's header may take to arrive; then 408 and the connection is closed "
+        "(default %(default)g)"
+    ),
+    "--http-body-timeout": (
+        "seconds a request's body may take to arrive after its header; then the connection is "
+        "closed (default %(default)g)"
+    ),
+    "--drain-delay": (
+        "on SIGTERM, time between /readyz 503 and gRPC health NOT_SERVING and refusing new calls, "
+        "for load balancers to notice (default %(default)g; e.g. 5 behind one)"
+    ),
+}
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``mixer`` parser's subparsers."""
     p: argparse.ArgumentParser = sub.add_parser(
@@ -102,206 +161,30 @@ def register(sub: Any) -> None:
         dest="config_paths",
         help="config file or directory (repeatable); none: the embedded default",
     )
-    p.add_argument(
-        "--grpc-listen",
-        type=_listen,
-        default=DEFAULT_GRPC_LISTEN,
-        metavar="HOST:PORT",
-        help=f"gRPC API address; port 0 picks a free one (default {DEFAULT_GRPC_LISTEN})",
-    )
-    p.add_argument(
-        "--http-listen",
-        type=_listen,
-        default=DEFAULT_HTTP_LISTEN,
-        metavar="HOST:PORT",
-        help=(
-            "address of the HTTP protocols (/v1/auth, /v1/check, /v1/report) and /healthz /readyz "
-            f"(default {DEFAULT_HTTP_LISTEN})"
-        ),
-    )
-    p.add_argument(
-        "--admin-listen",
-        type=_listen,
-        default=DEFAULT_ADMIN_LISTEN,
-        metavar="HOST:PORT",
-        help=f"/metrics /config /healthz /readyz address (default {DEFAULT_ADMIN_LISTEN})",
-    )
-    p.add_argument(
-        "--admin-token-file",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="bearer token the admin port asks for, but on /healthz and /readyz (default: none)",
-    )
-    p.add_argument(
-        "--syslog-listen",
-        type=_listen,
-        default=None,
-        metavar="HOST:PORT",
-        help="UDP address for nginx access logs over syslog, reported as telemetry (default: off)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="server processes sharing the ports with SO_REUSEPORT (default 1)",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="where handlers keep files (spools); workers use DIR/worker-I",
-    )
-    p.add_argument(
-        "--ready-file",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="write the bound addresses as JSON here once serving; removed on stop",
-    )
+    for flag, parser, default, metavar in _VALUED_OPTIONS:
+        p.add_argument(flag, type=parser, default=default, metavar=metavar, help=_VALUED_HELP[flag])
     p.add_argument(
         "--log-level",
         default="INFO",
         type=str.upper,
-        choices=LOG_LEVELS,
+        choices=server.LOG_LEVELS,
         help="server log level (default INFO)",
     )
     p.add_argument(
         "--log-format",
         default=None,
-        choices=LOG_FORMATS,
+        choices=server.LOG_FORMATS,
         help="server logs on stderr as text or JSON lines (default: text on a terminal, else json)",
     )
     p.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=DEFAULT_SHUTDOWN_TIMEOUT,
-        metavar="SECONDS",
-        help=f"time to finish calls and drain handlers on SIGTERM (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
-    )
-    p.add_argument(
-        "--max-message-size",
-        type=_size,
-        default=DEFAULT_MAX_MESSAGE_SIZE,
-        metavar="BYTES",
-        help="largest gRPC message accepted, e.g. 4MiB (default 4MiB); larger: RESOURCE_EXHAUSTED",
-    )
-    p.add_argument(
-        "--max-concurrent-requests",
-        type=int,
-        default=DEFAULT_MAX_CONCURRENT_REQUESTS,
-        metavar="N",
-        help=f"calls in flight before new ones get UNAVAILABLE (default {DEFAULT_MAX_CONCURRENT_REQUESTS})",
-    )
-    p.add_argument(
-        "--reload-interval",
-        type=float,
-        default=DEFAULT_RELOAD_INTERVAL,
-        metavar="SECONDS",
-        help=(
-            "how often config files are checked for changes; 0: only on SIGHUP "
-            f"(default {DEFAULT_RELOAD_INTERVAL:g})"
-        ),
-    )
-    p.add_argument(
-        "--check-timeout",
-        type=float,
-        default=DEFAULT_CHECK_TIMEOUT,
-        metavar="SECONDS",
-        help=(
-            "longest a Check may take when the caller's deadline is later or unset "
-            f"(default {DEFAULT_CHECK_TIMEOUT:g})"
-        ),
-    )
-    p.add_argument(
-        "--check-cache-bytes",
-        type=_size,
-        default=DEFAULT_CHECK_CACHE_BYTES,
-        metavar="BYTES",
-        help="memory for cached precondition answers (never quotas), e.g. 16MiB (default 16MiB); 0: off",
-    )
-    p.add_argument(
-        "--max-attributes",
-        type=int,
-        default=DEFAULT_MAX_ATTRIBUTES,
-        metavar="N",
-        help=f"attributes per bag before INVALID_ARGUMENT (default {DEFAULT_MAX_ATTRIBUTES})",
-    )
-    p.add_argument(
-        "--max-string-length",
-        type=int,
-        default=DEFAULT_MAX_STRING_LENGTH,
-        metavar="N",
-        help=f"characters per string before INVALID_ARGUMENT (default {DEFAULT_MAX_STRING_LENGTH})",
-    )
-    p.add_argument(
-        "--max-map-entries",
-        type=int,
-        default=DEFAULT_MAX_MAP_ENTRIES,
-        metavar="N",
-        help=f"entries per string map before INVALID_ARGUMENT (default {DEFAULT_MAX_MAP_ENTRIES})",
-    )
-    p.add_argument(
-        "--max-report-records",
-        type=int,
-        default=DEFAULT_MAX_REPORT_RECORDS,
-        metavar="N",
-        help=(
-            "bags per Report, records per HTTP report or access-log message, before "
-            f"RESOURCE_EXHAUSTED / HTTP 413 (default {DEFAULT_MAX_REPORT_RECORDS})"
-        ),
-    )
-    p.add_argument(
         "--delivery-ack",
-        choices=DELIVERY_ACKS,
+        choices=server.DELIVERY_ACKS,
         default="auto",
         help=(
             "when a Report is answered, for report handlers whose delivery options set no ack: "
             "auto (after the spool commit while a backend is failing or has a backlog), spool "
             "(always after the spool commit), memory (once queued); see docs/delivery.md "
             "(default auto)"
-        ),
-    )
-    p.add_argument(
-        "--http-max-connections",
-        type=int,
-        default=DEFAULT_HTTP_MAX_CONNECTIONS,
-        metavar="N",
-        help=(
-            "open connections on the HTTP port; past it a new one is answered 503 and closed "
-            f"(default {DEFAULT_HTTP_MAX_CONNECTIONS})"
-        ),
-    )
-    p.add_argument(
-        "--http-header-timeout",
-        type=float,
-        default=DEFAULT_HTTP_HEADER_TIMEOUT,
-        metavar="S",
-        help=(
-            "seconds a request's header may take to arrive; then 408 and the connection is closed "
-            f"(default {DEFAULT_HTTP_HEADER_TIMEOUT:g})"
-        ),
-    )
-    p.add_argument(
-        "--http-body-timeout",
-        type=float,
-        default=DEFAULT_HTTP_BODY_TIMEOUT,
-        metavar="S",
-        help=(
-            "seconds a request's body may take to arrive after its header; then the connection is "
-            f"closed (default {DEFAULT_HTTP_BODY_TIMEOUT:g})"
-        ),
-    )
-    p.add_argument(
-        "--drain-delay",
-        type=float,
-        default=DEFAULT_DRAIN_DELAY,
-        metavar="SECONDS",
-        help=(
-            "on SIGTERM, time between /readyz 503 and gRPC health NOT_SERVING and refusing new calls, "
-            f"for load balancers to notice (default {DEFAULT_DRAIN_DELAY:g}; e.g. 5 behind one)"
         ),
     )
     tls = p.add_argument_group("TLS (gRPC and HTTP listeners; see docs/serving.md)")
@@ -322,7 +205,7 @@ def register(sub: Any) -> None:
     )
     tls.add_argument(
         "--tls-client-auth",
-        choices=TLS_CLIENT_AUTH_MODES,
+        choices=server.TLS_CLIENT_AUTH_MODES,
         default="none",
         help="client certificates: none, optional (verified when sent), require (default none)",
     )
@@ -343,47 +226,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
-def options_from_args(args: argparse.Namespace) -> ServeOptions:
-    """The :class:`ServeOptions` that parsed ``mixer serve`` arguments ask for.
+def options_from_args(args: argparse.Namespace) -> server.ServeOptions:
+    """The :class:`server.ServeOptions` that parsed ``mixer serve`` arguments ask for.
 
     :raises ValueError: a value out of range.
     """
-    return ServeOptions(
-        config_paths=tuple(args.config_paths),
-        grpc_listen=args.grpc_listen,
-        http_listen=args.http_listen,
-        admin_listen=args.admin_listen,
-        admin_token_file=args.admin_token_file,
-        syslog_listen=args.syslog_listen,
-        workers=args.workers,
-        data_dir=args.data_dir,
-        ready_file=args.ready_file,
-        log_level=args.log_level,
-        log_format=args.log_format or default_log_format(),
-        shutdown_timeout=args.shutdown_timeout,
-        max_message_size=args.max_message_size,
-        max_concurrent_requests=args.max_concurrent_requests,
-        reload_interval=args.reload_interval,
-        check_timeout=args.check_timeout,
-        check_cache_bytes=args.check_cache_bytes,
-        max_attributes=args.max_attributes,
-        max_string_length=args.max_string_length,
-        max_map_entries=args.max_map_entries,
-        max_report_records=args.max_report_records,
-        delivery_ack=args.delivery_ack,
-        http_max_connections=args.http_max_connections,
-        http_header_timeout=args.http_header_timeout,
-        http_body_timeout=args.http_body_timeout,
-        drain_delay=args.drain_delay,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-        tls_client_auth=args.tls_client_auth,
-        tls_allowed_identities=tuple(args.tls_allowed_identities),
-        worker_index=args.worker_index,
-        worker_restarts=args.worker_restarts,
-        parent_pid=args.parent_pid,
-    )
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(server.ServeOptions)}
+    values["config_paths"] = tuple(args.config_paths)
+    values["log_format"] = args.log_format or server.default_log_format()
+    values["tls_allowed_identities"] = tuple(args.tls_allowed_identities)
+    return server.ServeOptions(**values)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -167,11 +167,6 @@ class DeliveryCollector(Collector):
                 "circuit_open",
             ),
         )
-        for suffix, doc, attr in gauges:
-            gauge = GaugeMetricFamily(f"mixer_delivery_{suffix}", doc, labels=["handler"])
-            for name, t in totals:
-                gauge.add_metric([name], getattr(t, attr))
-            yield gauge
         counters = (
             ("sent", "Records the backend accepted", "sent"),
             (
@@ -193,11 +188,12 @@ class DeliveryCollector(Collector):
                 "dead_lettered",
             ),
         )
-        for suffix, doc, attr in counters:
-            counter = CounterMetricFamily(f"mixer_delivery_{suffix}", doc, labels=["handler"])
-            for name, t in totals:
-                counter.add_metric([name], getattr(t, attr))
-            yield counter
+        for family, table in ((GaugeMetricFamily, gauges), (CounterMetricFamily, counters)):
+            for suffix, doc, attr in table:
+                metric = family(f"mixer_delivery_{suffix}", doc, labels=["handler"])
+                for name, t in totals:
+                    metric.add_metric([name], getattr(t, attr))
+                yield metric
         dropped = CounterMetricFamily(
             "mixer_delivery_dropped", "Records given up on purpose, by reason", labels=["handler", "reason"]
         )
