@@ -20,6 +20,7 @@ from adapters.prometheus._config import (
     MetricsExpirationPolicy,
     PrometheusConfig,
 )
+from adapters.prometheus._values import go_float, label_value
 from mixer import AdapterInfo, Stability, lazy_factory
 from mixer.lazy import lazy_getattr
 
@@ -45,14 +46,14 @@ __all__ = [
 
 if TYPE_CHECKING:
     from adapters.prometheus._handler import ListenError, PrometheusHandler, instance_keys
-    from adapters.prometheus._series import HandlerStats, go_float, label_value
+    from adapters.prometheus._series import HandlerStats
 
 # Registration needs only the params model; aiohttp and prometheus_client load with the first handler.
 __getattr__ = lazy_getattr(
     __name__,
     {
         "adapters.prometheus._handler": ("ListenError", "PrometheusHandler", "instance_keys"),
-        "adapters.prometheus._series": ("HandlerStats", "go_float", "label_value"),
+        "adapters.prometheus._series": ("HandlerStats",),
     },
 )
 

@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from adapters.prometheus._config import SELF_METRIC_PREFIX, MetricKind, PrometheusConfig
+from adapters.prometheus._config import MetricKind, PrometheusConfig
 from adapters.prometheus._series import (
-    COUNTER,
-    GAUGE,
     DimensionKeys,
     FamilySnapshot,
     HandlerStats,
@@ -29,14 +25,11 @@ from adapters.prometheus._series import (
     encode_text,
     render,
 )
+from adapters.prometheus._sharing import WorkerSharing
 from adapters.prometheus._workers import (
     PEER_PATH,
-    PEER_TIMEOUT,
-    PeerInfo,
     WorkerAggregator,
     WorkerDirectory,
-    WorkerSnapshot,
-    alive,
     worker_index,
 )
 from mixer.adapter import HandlerEnv, ReportBatch, ReportHandler
@@ -131,13 +124,7 @@ class PrometheusHandler(ReportHandler):
         self.registry = CollectorRegistry(auto_describe=False)
         self._collector = SeriesCollector(self._metrics, self._budget, self.stats, env.handler_name)
         self.registry.register(self._collector)
-        #: With ``mixer serve --workers``: the directory the workers share, and on worker 0 the
-        #: aggregator that sums the others' series into each scrape (see _workers.py).
-        self.workers: WorkerDirectory | None = None
-        self.aggregator: WorkerAggregator | None = None
-        self._peer_session: aiohttp.ClientSession | None = None
-        self._merge_lock = threading.Lock()
-        self._unreachable: set[int] = set()
+        self._sharing = WorkerSharing(env.handler_name, config, env.logger, self._collector)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._expiry_task: asyncio.Task[None] | None = None
@@ -148,6 +135,16 @@ class PrometheusHandler(ReportHandler):
     def port(self) -> int | None:
         """The port ``/metrics`` is served on once started (the chosen one for ``listen`` port 0)."""
         return self._port
+
+    @property
+    def workers(self) -> WorkerDirectory | None:
+        """With ``mixer serve --workers``: the directory the workers share (see _workers.py)."""
+        return self._sharing.workers
+
+    @property
+    def aggregator(self) -> WorkerAggregator | None:
+        """On worker 0: what sums the other workers' series into each scrape."""
+        return self._sharing.aggregator
 
     @property
     def series_count(self) -> int:
@@ -169,7 +166,7 @@ class PrometheusHandler(ReportHandler):
             await self._listen()
             index = worker_index()
             if index is not None:
-                await self._join_workers(index)
+                await self._sharing.join(index, self._port)
         policy = self.config.metrics_expiration_policy
         if policy is not None:
             self._expiry_task = asyncio.create_task(
@@ -187,13 +184,7 @@ class PrometheusHandler(ReportHandler):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
             self._expiry_task = None
-        if self.workers is not None:
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(self.workers.withdraw)
-        if self._peer_session is not None:
-            session, self._peer_session = self._peer_session, None
-            with contextlib.suppress(Exception):
-                await session.close()
+        await self._sharing.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             try:
@@ -262,7 +253,7 @@ class PrometheusHandler(ReportHandler):
         app = web.Application()
         app.router.add_get("/metrics", self._serve_metrics)
         if index is not None:
-            app.router.add_get(PEER_PATH, self._serve_worker_snapshot)
+            app.router.add_get(PEER_PATH, self._sharing.serve_snapshot)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -286,149 +277,14 @@ class PrometheusHandler(ReportHandler):
 
     async def _serve_metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = _encoder_for(request.headers.get("Accept", ""), self._openmetrics)
-        if self.aggregator is not None:
-            peers = await self._fetch_peers()
-            body = await asyncio.to_thread(self._render_aggregate, encoder, peers)
+        if self._sharing.aggregator is not None:
+            body = await self._sharing.render(encoder)
         else:
             # Rendering many series takes long enough to stall Reports; a thread keeps the loop free.
             body = await asyncio.to_thread(lambda: encoder(self._collector.snapshot()))
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response
-
-    # -- workers --------------------------------------------------------------------------------
-
-    async def _join_workers(self, index: int) -> None:
-        directory = WorkerDirectory(self._name, index)
-        try:
-            await asyncio.to_thread(directory.open)
-            if index == 0:
-                await asyncio.to_thread(directory.remove_stale, self._log)
-                restarted = await asyncio.to_thread(directory.claim_aggregation)
-            else:
-                await asyncio.to_thread(directory.publish, self._peer_url())
-        except OSError as exc:
-            self._log.error(
-                "prometheus handler %s: cannot share series with the other workers (%s); "
-                "this port shows worker %d's share only",
-                self._name,
-                exc,
-                index,
-            )
-            return
-        self.workers = directory
-        if index == 0:
-            self.aggregator = WorkerAggregator(
-                started=directory.started, offset_older_workers=restarted, max_series=self.config.max_series
-            )
-            self._log.info(
-                "prometheus handler %s: scrapes of port %s sum every worker's series%s",
-                self._name,
-                self._port,
-                " (counters restart from zero: this worker's handler is new)" if restarted else "",
-            )
-
-    def _peer_url(self) -> str:
-        host = self.config.host
-        if host in ("", "0.0.0.0"):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self._port}{PEER_PATH}"
-
-    def worker_snapshot(self) -> WorkerSnapshot:
-        """This handler's series as the aggregating worker fetches them."""
-        assert self.workers is not None
-        return WorkerSnapshot(self.workers.token, self.workers.started, self._collector.snapshot())
-
-    async def _serve_worker_snapshot(self, request: web.Request) -> web.Response:
-        if self.workers is None:
-            raise web.HTTPNotFound()
-        body = await asyncio.to_thread(lambda: self.worker_snapshot().to_json())
-        return web.Response(body=body, content_type="application/json")
-
-    async def _fetch_peers(self) -> dict[int, WorkerSnapshot | None]:
-        assert self.workers is not None
-        peers = await asyncio.to_thread(self.workers.peers)
-        if not peers:
-            return {}
-        if self._peer_session is None:
-            self._peer_session = aiohttp.ClientSession()
-        answers = await asyncio.gather(*(self._fetch_peer(self._peer_session, peer) for peer in peers))
-        return {peer.index: answer for peer, answer in zip(peers, answers, strict=True)}
-
-    async def _fetch_peer(self, session: aiohttp.ClientSession, peer: PeerInfo) -> WorkerSnapshot | None:
-        why = "its process is gone"
-        if alive(peer.pid):
-            try:
-                timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
-                async with session.get(peer.url, timeout=timeout) as response:
-                    if response.status != 200:
-                        raise ValueError(f"HTTP {response.status}")
-                    body = await response.read()
-                snapshot = await asyncio.to_thread(WorkerSnapshot.from_json, body)
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                why = f"{type(exc).__name__}: {exc}"
-            else:
-                self._unreachable.discard(peer.index)
-                return snapshot
-        if peer.index not in self._unreachable:
-            self._unreachable.add(peer.index)
-            self._log.warning(
-                "prometheus handler %s: worker %d's series not fetched (%s); its last ones are used",
-                self._name,
-                peer.index,
-                why,
-            )
-        return None
-
-    def _render_aggregate(
-        self, encoder: Callable[[list[FamilySnapshot]], bytes], peers: dict[int, WorkerSnapshot | None]
-    ) -> bytes:
-        aggregator = self.aggregator
-        assert aggregator is not None
-        policy = self.config.metrics_expiration_policy
-        now = time.monotonic()
-        expire_before = None if policy is None else now - policy.metrics_expiry_duration.total_seconds()
-        # Scrapes may overlap; the aggregator's state changes with each merge.
-        with self._merge_lock:
-            families = aggregator.merge(
-                self._collector.snapshot(), peers, now=now, expire_before=expire_before
-            )
-            fetch_errors = aggregator.stats.fetch_errors
-            carried_dropped = aggregator.stats.carried_dropped
-        handler: tuple[str, ...] = (self._name,)
-        reached = 1 + sum(snapshot is not None for snapshot in peers.values())
-        families.append(
-            FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}workers",
-                GAUGE,
-                "Worker processes whose series this scrape sums.",
-                ("handler",),
-                {handler: (float(reached), now)},
-            )
-        )
-        families.append(
-            FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}worker_fetch_errors_total",
-                COUNTER,
-                "Fetches of another worker's series that failed (its last series were used).",
-                ("handler",),
-                {handler: (float(fetch_errors),)},
-            )
-        )
-        families.append(
-            FamilySnapshot(
-                f"{SELF_METRIC_PREFIX}carried_series_dropped_total",
-                COUNTER,
-                "Series of replaced workers not carried into the totals: max_series reached.",
-                ("handler",),
-                {handler: (float(carried_dropped),)},
-            )
-        )
-        return encoder(families)
 
 
 class _Families:
