@@ -17,15 +17,16 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 .PHONY: install install-runtime system-deps run test test-unit test-latest soak chaos bench fuzz lint typecheck \
 	format proto lock clean image docs
 
-# The stamps follow the compiled sources too: an edited .pyx is rebuilt by the next install.
-$(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml mixer/wire/_cdecode.pyx
+# The stamps follow the compiled sources too: an edited .pyx or .pxi is rebuilt by the next install.
+CYTHON_SOURCES := $(wildcard mixer/wire/*.pyx mixer/wire/*.pxi)
+$(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml $(CYTHON_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r $(LOCK_RUNTIME)
 	$(PIP_SELF)
 	$(PY) -m pip check
 	touch $@
 
-$(DEV_STAMP): $(LOCK_DEV) pyproject.toml mixer/wire/_cdecode.pyx
+$(DEV_STAMP): $(LOCK_DEV) pyproject.toml $(CYTHON_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r $(LOCK_DEV)
 	$(PIP_SELF)
