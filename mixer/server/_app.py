@@ -26,6 +26,7 @@ from mixer.server._http import AdminState, Phase
 from mixer.server._httpguard import HttpGuard
 from mixer.server._introspection import GrpcIntrospection, api_service_names
 from mixer.server._listeners import Listeners, StartupError
+from mixer.server._malloc import tune_malloc
 from mixer.server._options import ServeOptions
 from mixer.server._reload import ConfigSource, Reloader, log_config_error
 from mixer.server._signals import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, run_with_signals
@@ -320,6 +321,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run_server(options: ServeOptions) -> int:
     """Run one server process until it is told to stop; the process exit code."""
+    tune_malloc()
     factory = event_loop_factory()
     logger.debug("event loop: %s", "uvloop" if factory is not None else "asyncio")
     with asyncio.Runner(loop_factory=factory) as runner:
