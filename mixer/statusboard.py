@@ -14,6 +14,8 @@ Recording is a few dict and deque operations: cheap enough for every Check.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -84,24 +86,38 @@ class TopSubjects:
     def __init__(self, capacity: int = USAGE_CAPACITY) -> None:
         self._capacity = capacity
         self._counts: dict[tuple[str, str], _Usage] = {}
+        # A min-heap of (checks, order, key) with one entry per held key, its count as of when it
+        # was pushed: counts only grow, so an entry is refreshed only when it reaches the top. A
+        # scan for the least counted key on every new subject cost 3 % of a /v1/auth call when
+        # callers outnumber the capacity; this costs a push, and a pop per eviction.
+        self._heap: list[tuple[int, int, tuple[str, str]]] = []
+        self._order = itertools.count()
         self.evictions = 0
 
     def count(self, plan: str, subject: str, *, denied: bool) -> None:
         key = (plan[:MAX_SUBJECT], subject[:MAX_SUBJECT])
         usage = self._counts.get(key)
         if usage is None:
-            if len(self._counts) >= self._capacity:
-                # Linear in the (small, fixed) capacity, and only when a new subject arrives.
-                victim = min(self._counts, key=lambda k: self._counts[k].checks)
-                floor = self._counts.pop(victim).checks
-                self.evictions += 1
-                usage = _Usage(floor, 0, floor)
-            else:
-                usage = _Usage(0, 0, 0)
+            floor = self._evict() if len(self._counts) >= self._capacity else 0
+            usage = _Usage(floor, 0, floor)
             self._counts[key] = usage
+            heapq.heappush(self._heap, (floor, next(self._order), key))
         usage.checks += 1
         if denied:
             usage.denied += 1
+
+    def _evict(self) -> int:
+        """Drop the least counted key; its count, which the newcomer inherits."""
+        heap, counts = self._heap, self._counts
+        while True:
+            checks, _, key = heap[0]
+            current = counts[key].checks
+            if current == checks:
+                heapq.heappop(heap)
+                del counts[key]
+                self.evictions += 1
+                return checks
+            heapq.heapreplace(heap, (current, next(self._order), key))
 
     def top(self, n: int) -> list[dict[str, Any]]:
         """The ``n`` busiest entries, busiest first; subjects redacted like any logged text."""
@@ -128,6 +144,7 @@ class TopSubjects:
 
     def clear(self) -> None:
         self._counts.clear()
+        self._heap.clear()
         self.evictions = 0
 
 

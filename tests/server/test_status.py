@@ -9,6 +9,8 @@ from typing import Any
 
 import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mixer.server._status import SERIES_POINTS, StatusBoard, _Point, sparkline
 from mixer.statusboard import DENIAL_CAPACITY, MAX_REASON, DenialRing, TopSubjects
@@ -278,3 +280,18 @@ async def test_quota_view_shows_a_redis_store_failing_while_redis_is_down(
         server.metrics(), "mixer_redisquota_store_failures_total", handler=handler
     )
     assert 'class="failing"' in server.get("/status/quota")[1]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=30), max_size=400), st.integers(min_value=1, max_value=8))
+def test_top_subjects_never_under_counts_and_bounds_its_error(stream: list[int], capacity: int) -> None:
+    top = TopSubjects(capacity=capacity)
+    truth: dict[str, int] = {}
+    for n in stream:
+        top.count("p", f"s{n}", denied=False)
+        truth[f"s{n}"] = truth.get(f"s{n}", 0) + 1
+    entries = top.top(capacity)
+    assert len(entries) == min(capacity, len(truth))
+    assert sum(e["checks"] for e in entries) == len(stream)
+    for entry in entries:
+        true_count = truth[entry["subject"]]
+        assert entry["checks"] - entry["error_bound"] <= true_count <= entry["checks"]
