@@ -21,7 +21,7 @@ from pathlib import Path
 #: Stages in the order the table lists them, each with the path prefixes (as py-spy prints a
 #: frame's file, relative to its sys.path entry) or file names that place a frame in it.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("decode (wire bytes to bags)", ("mixer/wire/", "mixer/attributes/", "google/protobuf/")),
+    ("wire: decode requests, encode answers", ("mixer/wire/", "mixer/attributes/", "google/protobuf/")),
     (
         "instance building (generated functions, templates)",
         (
@@ -50,6 +50,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mixer/quota/",
             "mixer/quotahandler/",
             "mixer/plans/",
+            "mixer/decision.py",
             "adapters/memquota/",
             "adapters/redisquota/",
             "adapters/list/",
@@ -64,13 +65,20 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sender: Elasticsearch", ("adapters/elasticsearch/", "elasticsearch/", "elastic_transport/")),
     ("sender: OTLP", ("adapters/otlp/",)),
     ("delivery helper (queue, batches, spool)", ("mixer/delivery/", "sqlite3/")),
+    # Not mixer/server as a whole: run_server is the outermost frame of every event-loop stack.
     (
         "API envelope (servicers, admission, metrics)",
-        ("mixer/api/", "mixer/server/", "mixer/logcontext.py", "mixer/status.py"),
+        (
+            "mixer/api/",
+            "mixer/server/_http.py",
+            "mixer/server/_httpguard.py",
+            "mixer/logcontext.py",
+            "mixer/status.py",
+        ),
     ),
     ("gRPC and HTTP transport", ("grpc/", "aiohttp/", "multidict/", "yarl/")),
 )
-OTHER = "event loop, threads, logging, collector (no stage on the stack)"
+OTHER = "event loop (with gRPC's compiled core), threads, logging (no stage on the stack)"
 _FRAME_FILE = re.compile(r"\(([^():]+(?::[^():]+)?):\d+\)$|\(([^()]+)\)$")
 
 

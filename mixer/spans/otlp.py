@@ -42,6 +42,7 @@ __all__ = [
     "any_value",
     "encode_instance",
     "encode_span",
+    "encode_span_reference",
     "export_request",
     "resource_key",
     "span_attributes",
@@ -216,15 +217,44 @@ def span_attributes(span: SpanData) -> dict[str, Any]:
 
 
 def encode_span(span: SpanData) -> bytes:
-    """The serialized OTLP ``Span``.
+    """The serialized OTLP ``Span``, byte for byte what :func:`encode_span_reference` (protobuf's own
+    serializer) writes.
 
     Fields go out in field-number order, as protobuf writes them: the scalars (1-8), the
-    attributes (9, written by hand), then status (15) and flags (16).
+    attributes (9), then status (15) and flags (16), all written here: building the ``Span``
+    messages cost a fifth of the span encoding's time. Times outside fixed64 take the reference
+    path, which refuses them as protobuf does.
     """
-    flags = span.trace_flags & 0xFF
+    start, end = span.start_ns, span.end_ns
+    if not (0 <= start <= _UINT64_MAX and 0 <= end <= _UINT64_MAX):
+        return encode_span_reference(span)
+    out = [_TRACE_ID_TAG, span.trace_id_128]
+    if span.span_id:
+        out.append(_field(2, span.span_id))
+    if span.trace_state:
+        out.append(_field(3, _text(span.trace_state).encode()))
     if span.parent_span_id:
-        # A proxy never created its span's parent: that span lives in another process.
-        flags |= _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
+        out.append(_field(4, span.parent_span_id))
+    if span.name:
+        out.append(_field(5, _text(span.name).encode()))
+    out.append(_KIND_CLIENT if span.client else _KIND_SERVER)
+    if start:
+        out.append(_START_TAG + _FIXED64(start))
+    if end:
+        out.append(_END_TAG + _FIXED64(end))
+    out.extend(_attribute_field(key, value) for key, value in span_attributes(span).items())
+    if span.is_error:
+        message = f"HTTP status {span.http_status_code}".encode()
+        out.append(_field(15, _field(2, message) + _STATUS_CODE_ERROR))
+    flags = _flags(span)
+    if flags:
+        out.append(_FLAGS_TAG + _FIXED32(flags))
+    return b"".join(out)
+
+
+def encode_span_reference(span: SpanData) -> bytes:
+    """The serialized OTLP ``Span`` built with protobuf's messages: the definition of
+    :func:`encode_span`'s output (the tests compare the two)."""
     head = Span(
         trace_id=span.trace_id_128,
         span_id=span.span_id,
@@ -236,11 +266,19 @@ def encode_span(span: SpanData) -> bytes:
         end_time_unix_nano=span.end_ns,
     ).SerializeToString()
     attributes = b"".join(_attribute_field(key, value) for key, value in span_attributes(span).items())
-    tail = Span(flags=flags)
+    tail = Span(flags=_flags(span))
     if span.is_error:
         tail.status.code = Status.STATUS_CODE_ERROR
         tail.status.message = f"HTTP status {span.http_status_code}"
     return head + attributes + tail.SerializeToString()
+
+
+def _flags(span: SpanData) -> int:
+    flags = span.trace_flags & 0xFF
+    if span.parent_span_id:
+        # A proxy never created its span's parent: that span lives in another process.
+        flags |= _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
+    return flags
 
 
 def resource_key(span: SpanData) -> str:
@@ -292,6 +330,21 @@ _LEN_TAGS = tuple(_varint(number << 3 | 2) for number in range(16))
 def _field(number: int, payload: bytes) -> bytes:
     # A length-delimited field: tag, length, bytes.
     return _LEN_TAGS[number] + _varint(len(payload)) + payload
+
+
+_UINT64_MAX = 2**64 - 1
+_FIXED64 = struct.Struct("<Q").pack
+_FIXED32 = struct.Struct("<I").pack
+# Span fields by tag: trace_id (1, always 16 bytes), kind (6, varint), start and end time (7 and
+# 8, fixed64), flags (16, fixed32); Status.code (3) = STATUS_CODE_ERROR (2), which goes after
+# Status.message (2) as protobuf orders fields.
+_TRACE_ID_TAG = _LEN_TAGS[1] + _varint(16)
+_KIND_SERVER = _varint(6 << 3) + _varint(Span.SPAN_KIND_SERVER)
+_KIND_CLIENT = _varint(6 << 3) + _varint(Span.SPAN_KIND_CLIENT)
+_START_TAG = _varint(7 << 3 | 1)
+_END_TAG = _varint(8 << 3 | 1)
+_FLAGS_TAG = _varint(16 << 3 | 5)
+_STATUS_CODE_ERROR = _varint(3 << 3) + _varint(Status.STATUS_CODE_ERROR)
 
 
 def _resource(route: str) -> bytes:
