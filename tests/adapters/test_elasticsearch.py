@@ -211,6 +211,23 @@ async def test_fake_answers_the_real_client(es: FakeElasticsearch) -> None:
         await client.close()
 
 
+async def test_fake_applies_filter_path_as_elasticsearch_does(es: FakeElasticsearch) -> None:
+    client = AsyncElasticsearch(es.url)
+    try:
+        operations: list[dict[str, object]] = [{"create": {"_index": "f", "_id": "y"}}, {"n": 1}]
+        first = await client.bulk(operations=operations, filter_path="errors,items.*.status,items.*.error")
+        assert first.body == {"errors": False, "items": [{"create": {"status": 201}}]}
+        again = await client.bulk(operations=operations, filter_path="errors,items.*.status,items.*.error")
+        assert again["errors"] is True
+        (item,) = again["items"]
+        assert set(item["create"]) == {"status", "error"}
+        assert item["create"]["error"]["type"] == "version_conflict_engine_exception"
+        nothing = await client.bulk(operations=[{"index": {"_index": "f"}}, {"n": 2}], filter_path="no.such")
+        assert nothing.body == {}
+    finally:
+        await client.close()
+
+
 async def test_fake_refuses_malformed_bulk_bodies_as_a_whole(es: FakeElasticsearch) -> None:
     headers = {"Content-Type": "application/x-ndjson"}
     cases = [

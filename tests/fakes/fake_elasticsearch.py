@@ -10,6 +10,8 @@ real client (not a mock of it) runs against it:
   a ``create`` op to a name matched by a template with ``data_stream`` creates the data stream;
   ``index`` ops into a data stream, and documents without ``@timestamp``, are refused per item.
 - ``GET /``: the cluster info document.
+- ``filter_path`` on any JSON answer but an error, as Elasticsearch applies it: comma-separated
+  dotted paths, ``*`` matching any one key, arrays passed through, objects left empty dropped.
 - Every response carries ``X-Elastic-Product: Elasticsearch``; JSON is answered as
   ``application/json``, or in the compatible media type when the request asked for one.
 - Compatibility headers are checked like an Elasticsearch 8 node checks them: a client that asks
@@ -582,6 +584,10 @@ class FakeElasticsearch:
         else:
             content_type = "application/json"
         headers = {**_PRODUCT_HEADERS, "Content-Type": content_type}
+        filter_path = request.query.get("filter_path")
+        # Elasticsearch builds error answers unfiltered, so that the error is never filtered away.
+        if filter_path and status < 400:
+            payload = filter_answer(payload, filter_path)
         return web.Response(body=json.dumps(payload).encode(), status=status, headers=headers)
 
     def _empty(self, status: int) -> web.Response:
@@ -891,3 +897,30 @@ class FakeElasticsearch:
 def _method_not_allowed(request: web.Request) -> _RequestError:
     reason = f"Incorrect HTTP method for uri [{request.path}] and method [{request.method}]"
     return _RequestError(405, "method_not_allowed", reason)
+
+
+def filter_answer(payload: object, filter_path: str) -> object:
+    """``payload`` with only what ``filter_path`` names: ``"errors,items.*.status"`` keeps the
+    ``errors`` field and each item's ``status``. An answer left empty is ``{}``, as Elasticsearch
+    answers it."""
+    paths = [part.split(".") for part in filter_path.split(",") if part]
+    kept = _filtered(payload, paths)
+    return {} if kept is None else kept
+
+
+def _filtered(value: object, paths: list[list[str]]) -> object | None:
+    if any(not path for path in paths):
+        return value
+    if isinstance(value, list):
+        items = [kept for item in value if (kept := _filtered(item, paths)) is not None]
+        return items or None
+    if not isinstance(value, dict):
+        return None
+    out: dict[str, object] = {}
+    for key, item in value.items():
+        rest = [path[1:] for path in paths if fnmatch.fnmatchcase(key, path[0])]
+        if rest:
+            kept = _filtered(item, rest)
+            if kept is not None:
+                out[key] = kept
+    return out or None
