@@ -18,6 +18,7 @@ error, the syslog input has no caller and only counts.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ __all__ = [
     "Faults",
     "Lease",
     "RequestError",
+    "Unanswered",
 ]
 
 
@@ -82,11 +84,11 @@ Answer = TypeVar("Answer")
 P = ParamSpec("P")
 
 
-class Faults(Generic[Ctx, Answer]):
+class Faults(abc.ABC, Generic[Ctx, Answer]):
     """What one transport tells its caller when a call does not end with an answer.
 
-    The defaults suit a transport with no caller (the syslog input): cancellation is CANCELLED,
-    an unexpected failure is logged as ``NAME failed unexpectedly``; there is nobody to answer.
+    Each transport says how it answers a failure (:meth:`fail`); by default cancellation is
+    CANCELLED and an unexpected failure is logged as ``NAME failed unexpectedly``.
     """
 
     def __init__(self, logger: logging.Logger) -> None:
@@ -104,9 +106,17 @@ class Faults(Generic[Ctx, Answer]):
         """Log the exception being handled, which the call did not expect."""
         self.log.exception("%s failed unexpectedly", name)
 
+    @abc.abstractmethod
     async def fail(self, failure: CallFailure, ctx: Ctx) -> Answer:
         """The answer to a call that ended with ``failure``."""
-        raise NotImplementedError("this transport has no caller to answer")
+
+
+class Unanswered(Faults[None, None]):
+    """The faults of an input that arrives without a call (syslog datagrams): the envelope has
+    counted and logged the failure, and there is nobody to answer."""
+
+    async def fail(self, failure: CallFailure, ctx: None) -> None:
+        return None
 
 
 class Lease:

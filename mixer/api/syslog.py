@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from prometheus_client import Counter, Gauge
 
 from mixer.api._common import ServiceLimits
-from mixer.api._envelope import CallFailure, Envelope, Faults, Lease
+from mixer.api._envelope import CallFailure, Envelope, Lease, Unanswered
 from mixer.api._json_attributes import AttributeConversionError, check_limits
 from mixer.attributes import AttributeBag, AttributeValue
 from mixer.runtime import yield_for
@@ -344,7 +344,7 @@ class SyslogReceiver:
         self._report_metrics = metrics.method(API, "Report")
         # Batches arrive without a call: nothing to admit, no caller to answer, nothing in flight.
         self._calls: Envelope[None, None] = Envelope(
-            API, metrics, None, holder_ref, Faults(self._log), track=False
+            API, metrics, None, holder_ref, Unanswered(self._log), track=False
         )
         registry = metrics.registry
         datagrams = Counter(
