@@ -54,10 +54,12 @@ exit status:
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
+    from mixer.spans.otlp import describe_encoder
     from mixer.wire import describe_decoder
 
     print(f"mixer {__version__}")
     print(f"wire decoder: {describe_decoder()}")
+    print(f"span encoder: {describe_encoder()}")
     return 0
 
 

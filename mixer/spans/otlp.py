@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import struct
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Protocol, cast
 
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
@@ -31,6 +32,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from mixer import __version__
 from mixer.attributes import IPAddress, to_jsonable
 from mixer.cache import ByteLRU
+from mixer.compiled import CompiledModule
 from mixer.delivery import Record
 from mixer.spans import SpanData, span_from_instance
 from mixer.templates import TraceSpanInstance
@@ -40,6 +42,7 @@ __all__ = [
     "SCOPE_NAME",
     "UNKNOWN_SERVICE",
     "any_value",
+    "describe_encoder",
     "encode_instance",
     "encode_span",
     "encode_span_reference",
@@ -300,11 +303,48 @@ RESOURCE_KEYS: ByteLRU[str, str] = ByteLRU(
 )
 
 
+class CompiledSpanEncoder(Protocol):
+    """What mixer/spans/_cspan.pyx provides (its stub, _cspan.pyi, has the same signatures)."""
+
+    def configure(
+        self,
+        utc: tzinfo,
+        ip_text: Callable[[IPAddress], str],
+        attribute_field: Callable[[str, Any], bytes],
+        legacy_names: dict[str, str],
+    ) -> None: ...
+
+    def encode(self, instance: TraceSpanInstance) -> tuple[bytes, str] | None: ...
+
+
+_COMPILED = CompiledModule("mixer.spans._cspan", "OTLP span encoder", logging.getLogger("mixer.spans"))
+#: The compiled span encoder when it is built, whether or not it is in use.
+compiled = cast("CompiledSpanEncoder | None", _COMPILED.built)
+#: The compiled span encoder in use, or None for the pure-Python path alone.
+cspan = cast("CompiledSpanEncoder | None", _COMPILED.active)
+
+
+def describe_encoder() -> str:
+    """The span encoder in use, for ``mixer version``."""
+    return _COMPILED.description
+
+
 def encode_instance(instance: TraceSpanInstance) -> Record:
     """One tracespan instance as a delivery record.
 
+    The compiled encoder writes the common instance in one pass; whatever it is not sure of (W3C
+    trace context, malformed ids or times, unusual types) is read and written here, which is the
+    definition of both (the tests compare them).
+
     :raises InvalidSpan: the instance cannot become a span.
     """
+    encoder = cspan
+    if encoder is not None:
+        fast = encoder.encode(instance)
+        if fast is not None:
+            return Record(fast[0], route=_service_resource_key(fast[1] or UNKNOWN_SERVICE))
+    else:
+        _COMPILED.note_pure_python()
     span = span_from_instance(instance)
     return Record(encode_span(span), route=resource_key(span))
 
@@ -378,3 +418,9 @@ def export_request(records: Iterable[Record]) -> bytes:
         resource_spans = _field(1, _resource(route)) + _field(2, scope_spans)
         out += _field(1, resource_spans)
     return bytes(out)
+
+
+if compiled is not None:
+    # The compiled encoder formats addresses, and writes unusual attribute values, with the same
+    # functions and caches as this module.
+    compiled.configure(UTC, _ip_text, _attribute_field, dict(LEGACY_TAG_NAMES))

@@ -1,26 +1,27 @@
 """Which istio.mixer.v1 decoder runs: the compiled fast path, or the pure-Python decoder alone.
 
-The compiled module is built by the package's install when a C compiler is there (Cython is in
-the build requirements); without it the install still succeeds and the server runs the
-pure-Python decoder, slower but with the same results. ``MIXER_PURE_PYTHON=1`` turns the compiled
-path off, for comparisons and for running the tests against both.
+The compiled module is optional (mixer.compiled says when it is built and in use);
+``MIXER_PURE_PYTHON=1`` turns it off, for comparisons and for running the tests against both.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 from collections.abc import Callable, Container
 from datetime import timedelta, tzinfo
-from typing import Final, Protocol, cast
+from typing import Protocol, cast
 
+from mixer.compiled import PURE_PYTHON_ENV, CompiledModule
 from mixer.values import AttributeBag, AttributeValue, IPAddress
 
-#: Set to a non-empty value other than ``0`` to decode with the pure-Python decoder alone.
-PURE_PYTHON_ENV: Final = "MIXER_PURE_PYTHON"
-
-_log = logging.getLogger("mixer.wire")
+__all__ = [
+    "PURE_PYTHON_ENV",
+    "CompiledDecoder",
+    "cdecode",
+    "compiled",
+    "describe_decoder",
+    "note_pure_python",
+]
 
 
 class CompiledDecoder(Protocol):
@@ -69,42 +70,15 @@ class CompiledDecoder(Protocol):
     ) -> tuple[dict[str, AttributeValue], str, list[tuple[str, int, bool]], int] | None: ...
 
 
-def _import() -> tuple[CompiledDecoder | None, str]:
-    try:
-        # By name: the compiled module is no Python source, and the import graph of the layer
-        # contracts would read `from mixer.wire import _cdecode` as an import of the package.
-        module = importlib.import_module("mixer.wire._cdecode")
-    except ImportError as exc:
-        return None, str(exc)
-    # Its stub (_cdecode.pyi) declares these very signatures.
-    return cast("CompiledDecoder", module), ""
-
-
+_MODULE = CompiledModule("mixer.wire._cdecode", "istio.mixer.v1 decoder", logging.getLogger("mixer.wire"))
+# Its stub (_cdecode.pyi) declares the CompiledDecoder signatures.
 #: The compiled module when it is built, whether or not it is in use.
-compiled, _import_error = _import()
-
-
-def _select() -> tuple[CompiledDecoder | None, str, int]:
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
-        return None, f"pure Python ({PURE_PYTHON_ENV} is set)", logging.INFO
-    if compiled is None:
-        return None, f"pure Python (the compiled decoder is not built: {_import_error})", logging.WARNING
-    return compiled, "compiled (mixer.wire._cdecode)", logging.DEBUG
-
-
+compiled = cast("CompiledDecoder | None", _MODULE.built)
 #: The compiled decoder in use, or None for the pure-Python decoder alone.
-cdecode, DECODER, _LEVEL = _select()
-#: The note still to log: emptied by the first request decoded without the compiled decoder.
-_unlogged = [] if cdecode is not None else [DECODER]
-
-
-def note_pure_python() -> None:
-    """Log, once per process and at the first request, that the compiled decoder is not in use.
-
-    Not at import: the server configures logging after importing the codec.
-    """
-    while _unlogged:
-        _log.log(_LEVEL, "decoding istio.mixer.v1 requests with the %s decoder", _unlogged.pop())
+cdecode = cast("CompiledDecoder | None", _MODULE.active)
+DECODER = _MODULE.description
+#: Logs, once per process and at the first request decoded in pure Python, that it is so.
+note_pure_python = _MODULE.note_pure_python
 
 
 def describe_decoder() -> str:
