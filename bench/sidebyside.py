@@ -15,7 +15,9 @@ Suites (``--suite``, several may be given):
   Istio 1.4's stock telemetry (deploy/config/istio-1.4/v1.1: the metrics, and the access log as
   JSON lines into a file), and the fan-out (deploy/config/fanout: Prometheus, Kafka on Tansu,
   Elasticsearch and OTLP on the fakes). Load: 100-record ReportRequests as Istio's proxies batch
-  them, ``--report-concurrency`` calls in flight.
+  them, ``--report-concurrency`` calls in flight, every record with a request id and trace id of
+  its own, as real traffic has (``--recycled-ids``: 16 fixed requests over and over, whose ids
+  repeat every 1,600 records and so stay in every cache).
 - ``check``: a trivial Check servicer (the same precomputed answer over the same gRPC stack),
   the realistic plan policy (bench/config/check) with memquota and with redisquota. After the
   rounds, each one is driven at half its median maximum rate for ``--latency-seconds`` (open
@@ -56,7 +58,7 @@ from pathlib import Path
 import grpc
 import grpc.aio
 from check_throughput import open_loop, redis_server, requests
-from report_fanout import fake_backends, report_bodies, tansu
+from report_fanout import FreshBodies, fake_backends, report_bodies, tansu
 
 from mixer.decision import CheckOutcome
 from mixer.status import OK
@@ -262,7 +264,9 @@ def running(variant: Variant, data_dir: Path) -> Iterator[Endpoint]:
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         admin_port = free_port()
-        argv = [sys.executable, "-m", "mixer", "serve"]
+        # -P: no working directory on sys.path, where it would come before a --compare-tree's
+        # PYTHONPATH and run this checkout's code under the other tree's name.
+        argv = [sys.executable, "-P", "-m", "mixer", "serve"]
         for config in variant.configs:
             argv += ["--config", str(config)]
         argv += [
@@ -603,7 +607,7 @@ def with_compare(variants: Sequence[Variant], args: argparse.Namespace) -> list[
 
 
 def run_report(args: argparse.Namespace, tmp: Path) -> list[Outcome]:
-    bodies = report_bodies()
+    bodies: Sequence[bytes] = report_bodies() if args.recycled_ids else FreshBodies()
     load = grpc_load(REPORT_METHOD, bodies, RECORDS_PER_REPORT, args.report_concurrency)
     with tansu() as kafka, fake_backends(tmp) as (es_url, otlp):
         fanout_env = {
@@ -681,6 +685,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="TEXT",
         help="only mixer variants named with TEXT",
+    )
+    parser.add_argument(
+        "--recycled-ids",
+        action="store_true",
+        help="report suite: send 16 fixed ReportRequests over and over (request and trace ids repeat)",
     )
     parser.add_argument(
         "--compare-tree",
