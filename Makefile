@@ -18,7 +18,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider
 	format proto lock clean image docs
 
 # The stamps follow the compiled sources too: an edited .pyx or .pxi is rebuilt by the next install.
-CYTHON_SOURCES := $(wildcard mixer/wire/*.pyx mixer/wire/*.pxi mixer/spans/*.pyx mixer/spans/*.pxi)
+CYTHON_SOURCES := $(wildcard mixer/*.pyx mixer/*.pxi mixer/wire/*.pyx mixer/wire/*.pxi mixer/spans/*.pyx mixer/spans/*.pxi)
 $(RUNTIME_STAMP): $(LOCK_RUNTIME) pyproject.toml $(CYTHON_SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP_LOCKED) -r $(LOCK_RUNTIME)

@@ -17,14 +17,16 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Protocol, cast
 
 import orjson
 
 from mixer.attributes import NanoDuration, format_duration, to_jsonable
 from mixer.cache import ByteLRU
+from mixer.compiled import CompiledModule
 from mixer.redact import FieldRedaction
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, mixer_instance_name
 
@@ -36,6 +38,7 @@ __all__ = [
     "Level",
     "LineEncoder",
     "TextForms",
+    "describe_line_encoder",
     "format_time",
     "shared_lines",
     "text_forms",
@@ -138,6 +141,30 @@ class TextForms:
 
 text_forms = TextForms()
 _TEXT_KINDS = text_forms.kinds()
+
+
+class CompiledLine(Protocol):
+    """What mixer/_cline.pyx provides (its stub, _cline.pyi, has the same signatures)."""
+
+    def configure(self, utc: tzinfo, text_of: Callable[[Any], str], text_kinds: frozenset[type]) -> None: ...
+
+    def fields(self, variables: dict[str, Any]) -> bytes | None: ...
+
+    def time_text(self, moment: datetime) -> bytes | None: ...
+
+
+_COMPILED = CompiledModule("mixer._cline", "access-log line encoder", logging.getLogger("mixer.encoding"))
+#: The compiled line encoder when it is built, whether or not it is in use.
+compiled = cast("CompiledLine | None", _COMPILED.built)
+#: The compiled line encoder in use, or None for the Python path alone.
+cline = cast("CompiledLine | None", _COMPILED.active)
+if compiled is not None:
+    compiled.configure(UTC, text_forms.text, _TEXT_KINDS)
+
+
+def describe_line_encoder() -> str:
+    """The access-log line encoder in use, for ``mixer version``."""
+    return _COMPILED.description
 
 
 def _json_default(value: Any) -> Any:
@@ -342,15 +369,20 @@ class LineEncoder:
             # Redaction sees the raw values (a hash of the value's own text), as on the json path;
             # absent values and the field order do not change what it does.
             source = variables if self._redact is None else self._redact.apply(variables)
-            prepared = _prepared_variables(source)
-            if prepared is not None:
-                line = self._json_line(
-                    level,
-                    when or instance.timestamp or self._now(),
-                    instance.name,
-                    instance.template,
-                    prepared,
-                )
+            when = when or instance.timestamp or self._now()
+            encoder = cline
+            if encoder is None:
+                _COMPILED.note_pure_python()
+                body = None
+            elif type(source) is dict:
+                body = encoder.fields(source)
+            else:
+                body = None
+            if body is None:
+                prepared = _prepared_variables(source)
+                body = self._json_body(prepared) if prepared is not None else None
+            if body is not None:
+                line = self._joined(level, when, instance.name, instance.template, body)
                 if line is not None:
                     return line
         fields = {k: v for k in sorted(variables) if (v := variables[k]) is not None}
@@ -374,20 +406,35 @@ class LineEncoder:
     def _json_line(
         self, level: Level, when: datetime, name: str, template: str | None, prepared: dict[str, Any]
     ) -> bytes | None:
-        """The JSON line of prepared fields; None when orjson refuses them. With ``template``,
-        ``name`` is the instance's and its Mixer name is derived (and cached) here."""
+        """The JSON line of prepared fields; None when orjson refuses them."""
+        body = self._json_body(prepared)
+        return None if body is None else self._joined(level, when, name, template, body)
+
+    @staticmethod
+    def _json_body(prepared: dict[str, Any]) -> bytes | None:
         try:
-            body = _ORJSON_DUMPS(prepared, default=_json_default, option=_ORJSON_OPTIONS)
-            middle = self._names.get(name if template is None else (name, template))
-            if middle is None:
-                shown = name if template is None else mixer_instance_name(name, template)
-                middle = b'","instance":' + _ORJSON_DUMPS(shown)
-                if len(self._names) < TEXT_FORMS_MAX_ENTRIES:
-                    self._names[name if template is None else (name, template)] = middle
+            return _ORJSON_DUMPS(prepared, default=_json_default, option=_ORJSON_OPTIONS)
         except orjson.JSONEncodeError:
             return None  # a lone surrogate, an integer beyond 64 bits: the json module's spelling
-        stamp = text_forms.text(when) if type(when) is datetime else format_time(when)
-        head = self._heads[level] + stamp.encode() + middle
+
+    def _joined(
+        self, level: Level, when: datetime, name: str, template: str | None, body: bytes
+    ) -> bytes | None:
+        """The line: the header, then the fields of ``body`` (a JSON object). With ``template``,
+        ``name`` is the instance's and its Mixer name is derived (and cached) here; None when
+        orjson refuses the name."""
+        middle = self._names.get(name if template is None else (name, template))
+        if middle is None:
+            shown = name if template is None else mixer_instance_name(name, template)
+            try:
+                middle = b'","instance":' + _ORJSON_DUMPS(shown)
+            except orjson.JSONEncodeError:
+                return None
+            if len(self._names) < TEXT_FORMS_MAX_ENTRIES:
+                self._names[name if template is None else (name, template)] = middle
+        encoder = cline
+        stamp = encoder.time_text(when) if encoder is not None else None
+        head = self._heads[level] + (stamp if stamp is not None else format_time(when).encode()) + middle
         if len(body) == 2:  # {}
             return head + b"}"
         return head + b"," + body[1:]

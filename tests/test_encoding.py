@@ -1,4 +1,8 @@
-"""The shared line encoder: orjson bytes equal the json module's line, cached texts are bounded."""
+"""The shared line encoder: its bytes equal the json module's line, cached texts are bounded.
+
+Log lines are checked on both paths: the compiled field encoder (mixer/_cline.pyx, which the
+install builds) and the Python preparation with orjson (``mixer.encoding.cline`` set to None).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import ipaddress
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixer import _cline, encoding
 from mixer.attributes import NanoDuration, format_duration
 from mixer.encoding import Level, LineEncoder, TextForms, format_time
 from mixer.redact import FieldRedaction, RedactMode
@@ -53,6 +59,18 @@ def _encoders() -> list[LineEncoder]:
     ]
 
 
+PATHS = {"compiled": _cline, "python": None}
+
+
+@pytest.fixture(params=sorted(PATHS))
+def line_path(request: pytest.FixtureRequest) -> Any:
+    saved = encoding.cline
+    encoding.cline = PATHS[request.param]
+    yield
+    encoding.cline = saved
+
+
+@pytest.mark.usefixtures("line_path")
 @settings(max_examples=600, deadline=None)
 @given(
     variables=fields,
@@ -70,6 +88,66 @@ def test_log_lines_equal_the_json_module(
         assert line == (None if reference is None else reference.encode())
         # The second encoding of the same entry comes from the shared lines and is the same.
         assert encoder.encode_bytes(entry) == line
+
+
+# Any text, lone surrogates included, in keys, values and nested maps.
+any_texts = st.text(max_size=20)
+odd_values = st.one_of(
+    values,
+    any_texts,
+    st.dictionaries(any_texts, any_texts, max_size=3),
+    st.dictionaries(st.integers(), any_texts, max_size=2),
+    st.sampled_from(['\x00\x1f\x7f"\\\b\f\n\r\t', "caf\u00e9 \u2028 \U0001f600"]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    variables=st.dictionaries(
+        any_texts | st.sampled_from(["level", "time", "instance"]), odd_values, max_size=8
+    ),
+    timestamp=st.none() | times,
+)
+def test_the_compiled_and_python_paths_write_the_same_line(
+    variables: dict[str, Any], timestamp: datetime | None
+) -> None:
+    lines = []
+    for path in (_cline, None):
+        encoding.cline = path
+        try:
+            entry = LogEntryInstance("accesslog", variables=variables, timestamp=timestamp)
+            lines.append([encoder.encode_bytes(entry) for encoder in _encoders()])
+        finally:
+            encoding.cline = _cline
+    assert lines[0] == lines[1]
+
+
+def test_the_compiled_path_writes_the_common_fields_and_leaves_the_rest() -> None:
+    # What it writes itself: no fallback for an Istio access log entry's kinds of values.
+    istio = {
+        "b": "text",
+        "a": 7,
+        "c": True,
+        "d": 1.5,
+        "e": NOW,
+        "f": timedelta(milliseconds=3),
+        "g": ipaddress.ip_address("10.0.0.1"),
+        "h": {"k": "v"},
+        "i": None,
+        "level": "dropped",
+    }
+    body = _cline.fields(istio)
+    assert body == (
+        b'{"a":7,"b":"text","c":true,"d":1.5,"e":"2026-12-07T04:30:01.123456Z","f":"3ms",'
+        b'"g":"10.0.0.1","h":{"k":"v"}}'
+    )
+    # What it leaves to Python: a lone surrogate, other types, keys that are not str.
+    assert _cline.fields({"a": "x\ud800"}) is None
+    assert _cline.fields({"a": b"bytes"}) is None
+    assert _cline.fields({"a": {"k": 1}}) is None
+    assert _cline.fields({1: "a"}) is None  # type: ignore[dict-item]
+    assert _cline.time_text(NOW) == b"2026-12-07T04:30:01.123456Z"
+    assert _cline.time_text(NOW.astimezone(timezone(timedelta(hours=1)))) is None
 
 
 @settings(max_examples=300, deadline=None)

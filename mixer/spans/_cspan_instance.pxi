@@ -204,11 +204,7 @@ def encode(object instance):
     if attributes is None:
         return None
 
-    out.data = <char*>PyMem_Malloc(512)
-    if out.data == NULL:
-        raise MemoryError()
-    out.size = 0
-    out.capacity = 512
+    _start(&out, 512)
     try:
         _put_span(
             &out, trace, trace_width, span, parent, has_parent, name or "unknown", client,

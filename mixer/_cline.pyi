@@ -1,0 +1,9 @@
+# The compiled access-log line encoder (mixer/_cline.pyx); mixer.encoding.CompiledLine has the same
+# signatures.
+from collections.abc import Callable
+from datetime import datetime, tzinfo
+from typing import Any
+
+def configure(utc: tzinfo, text_of: Callable[[Any], str], text_kinds: frozenset[type]) -> None: ...
+def fields(variables: dict[str, Any]) -> bytes | None: ...
+def time_text(moment: datetime) -> bytes | None: ...
