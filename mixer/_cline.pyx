@@ -35,7 +35,13 @@ from libc.string cimport memcpy
 import_datetime()
 
 cdef extern from "Python.h":
-    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    # NULL with an exception set (a lone surrogate): the caller clears it and leaves the text to Python.
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size)
+    void PyErr_Clear()
+    # Exact str objects only (every caller checks first).
+    bint PyUnicode_IS_ASCII(object text)
+    void* PyUnicode_DATA(object text)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
     bint PyLong_CheckExact(object value)
     bint PyFloat_CheckExact(object value)
     long long PyLong_AsLongLongAndOverflow(object value, int* overflow) except? -1
@@ -64,10 +70,15 @@ cdef int _put_json_string(_Buffer* out, object text) except -1:
     cdef Py_ssize_t size, i, run = 0
     cdef const char* chars
     cdef uint8_t c
-    try:
+    if PyUnicode_IS_ASCII(text):
+        # A compact ASCII string's characters are its UTF-8 bytes.
+        chars = <const char*>PyUnicode_DATA(text)
+        size = PyUnicode_GET_LENGTH(text)
+    else:
         chars = PyUnicode_AsUTF8AndSize(text, &size)
-    except UnicodeEncodeError:
-        return 1
+        if chars == NULL:
+            PyErr_Clear()
+            return 1
     _reserve(out, size + 2)
     out.data[out.size] = b'"'
     out.size += 1
@@ -174,23 +185,35 @@ cdef int _put_value(_Buffer* out, object value) except -1:
     return 1
 
 
+cdef inline bint _is_header(str key):
+    # level, time and instance: compared only when the length matches.
+    cdef Py_ssize_t length = PyUnicode_GET_LENGTH(key)
+    if length == 4:
+        return key == "time"
+    if length == 5:
+        return key == "level"
+    if length == 8:
+        return key == "instance"
+    return False
+
+
 def fields(dict variables not None):
     """The JSON object of a log entry's fields: sorted, absent ones and the header names (level,
     time, instance) left out. None when mixer/encoding.py must write them."""
     cdef _Buffer out
     cdef list keys = []
-    cdef PyObject* found
+    cdef str key
     cdef bint first = True
-    for key in variables:
-        if not PyUnicode_CheckExact(key):
+    for name in variables:
+        if not PyUnicode_CheckExact(name):
             return None
-        keys.append(key)
+        keys.append(name)
     keys.sort()
     _start(&out, 1024)
     try:
         _put(&out, b"{", 1)
         for key in keys:
-            if key == "level" or key == "time" or key == "instance":
+            if _is_header(key):
                 continue
             value = <object>PyDict_GetItem(variables, key)
             if value is None:
