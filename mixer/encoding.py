@@ -42,6 +42,7 @@ __all__ = [
     "format_time",
     "shared_lines",
     "text_forms",
+    "time_bytes",
 ]
 
 
@@ -160,6 +161,16 @@ compiled = cast("CompiledLine | None", _COMPILED.built)
 cline = cast("CompiledLine | None", _COMPILED.active)
 if compiled is not None:
     compiled.configure(UTC, text_forms.text, _TEXT_KINDS)
+
+
+def time_bytes(value: datetime) -> bytes:
+    """:func:`format_time` as UTF-8, written by the compiled line encoder when it is in use."""
+    encoder = cline
+    if encoder is not None:
+        text = encoder.time_text(value)
+        if text is not None:
+            return text
+    return format_time(value).encode()
 
 
 def describe_line_encoder() -> str:
@@ -432,9 +443,7 @@ class LineEncoder:
                 return None
             if len(self._names) < TEXT_FORMS_MAX_ENTRIES:
                 self._names[name if template is None else (name, template)] = middle
-        encoder = cline
-        stamp = encoder.time_text(when) if encoder is not None else None
-        head = self._heads[level] + (stamp if stamp is not None else format_time(when).encode()) + middle
+        head = self._heads[level] + time_bytes(when) + middle
         if len(body) == 2:  # {}
             return head + b"}"
         return head + b"," + body[1:]

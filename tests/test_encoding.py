@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mixer import _cline, encoding
 from mixer.attributes import NanoDuration, format_duration
-from mixer.encoding import Level, LineEncoder, TextForms, format_time
+from mixer.encoding import Level, LineEncoder, TextForms, format_time, time_bytes
 from mixer.redact import FieldRedaction, RedactMode
 from mixer.templates import LogEntryInstance, MetricInstance
 
@@ -206,3 +206,20 @@ def test_text_forms_are_bounded_and_counted() -> None:
     assert forms.text(NOW) == format_time(NOW) == "2026-12-07T04:30:01.123456Z"
     assert forms.text(timedelta(milliseconds=1500)) == "1.5s"
     assert forms.text(ipaddress.ip_address("::1")) == "::1"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=times
+    | st.datetimes(
+        timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-3)), timezone(timedelta(0), "Z")])
+    )
+)
+def test_time_bytes_are_format_time_on_both_paths(moment: datetime) -> None:
+    expected = format_time(moment).encode()
+    for path in (_cline, None):
+        encoding.cline = path
+        try:
+            assert time_bytes(moment) == expected
+        finally:
+            encoding.cline = _cline

@@ -12,7 +12,7 @@ from typing import Any
 from adapters.elasticsearch._config import ElasticsearchConfig
 from mixer.attributes import to_jsonable
 from mixer.delivery import Record
-from mixer.encoding import LineEncoder, format_time
+from mixer.encoding import LineEncoder, format_time, time_bytes
 from mixer.templates import Instance, LogEntryInstance, MetricInstance, TraceSpanInstance
 
 __all__ = ["TIMESTAMP_FIELD", "DocumentEncoder"]
@@ -29,7 +29,10 @@ _TIMESTAMP_HEAD = f'{{"{TIMESTAMP_FIELD}":"'.encode()
 
 def _utc(value: datetime) -> datetime:
     # Naive times are taken as UTC, as the stdio adapter's format_time takes them.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
 def _encode(text: str) -> bytes:
@@ -96,7 +99,7 @@ class DocumentEncoder:
         if line is None:
             return None
         # The stdio line is a JSON object; @timestamp goes in front without decoding it again.
-        return Record(_TIMESTAMP_HEAD + format_time(when).encode() + b'",' + line[1:], self.route(when))
+        return Record(_TIMESTAMP_HEAD + time_bytes(when) + b'",' + line[1:], self.route(when))
 
     def _span(self, span: TraceSpanInstance) -> Record:
         when = _utc(span.start_time or span.end_time or self._now())
