@@ -1,4 +1,5 @@
-"""The access-log line: the json module's encoding (the reference) against the shared orjson bytes.
+"""The access-log line: the json module's encoding (the reference), the shared orjson bytes and the
+compiled line (mixer/_cline.pyx).
 
 Entries are the stock access log's (deploy/config/istio-1.4) built from the bags of
 bench/runtime_dispatch.py; each variant encodes fresh entries (no shared-line hits), alternating
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from runtime_dispatch import CONFIG, bench_registry, http_bag
 
+from mixer import encoding
 from mixer.config import load_config
 from mixer.encoding import LineEncoder
 from mixer.templates import LogEntryInstance
@@ -55,10 +57,21 @@ def main() -> None:
         reference = encoder.encode_reference(entry)
         assert reference is not None
         assert encoder.encode_bytes(entry) == reference.encode()
+    compiled = encoding.cline
+
+    def python_path(entry: LogEntryInstance) -> object:
+        encoding.cline = None
+        try:
+            return encoder.encode_bytes(entry)
+        finally:
+            encoding.cline = compiled
+
     variants: dict[str, Callable[[LogEntryInstance], object]] = {
         "json module (reference)": lambda e: (encoder.encode_reference(e) or "").encode(),
-        "orjson bytes (shared)": encoder.encode_bytes,
+        "orjson bytes (shared)": python_path,
     }
+    if compiled is not None:
+        variants["compiled line (mixer._cline)"] = encoder.encode_bytes
     rates: dict[str, list[float]] = {name: [] for name in variants}
     copy_cost: list[float] = []
     for _ in range(args.rounds):
@@ -69,8 +82,10 @@ def main() -> None:
     for name, values in rates.items():
         per_line = 1e6 / statistics.median(values) - overhead
         print(f"{name}: {per_line:.1f} us per line (median of {args.rounds} rounds)")
-    ref, new = (statistics.median(v) for v in rates.values())
-    print(f"line encoding x{(1e6 / ref - overhead) / (1e6 / new - overhead):.2f}")
+    medians = {name: 1e6 / statistics.median(values) - overhead for name, values in rates.items()}
+    json_module = medians.pop("json module (reference)")
+    for name, per_line in medians.items():
+        print(f"{name}: x{json_module / per_line:.2f} against the json module")
 
 
 if __name__ == "__main__":

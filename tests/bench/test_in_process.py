@@ -25,9 +25,21 @@ def test_runtime_dispatch() -> None:
 
 def test_access_log_line() -> None:
     out = run_bench("access_log_line.py", "--seconds", "0.1", "--rounds", "1")
-    per_line = figures(rf"^(json module \(reference\)|orjson bytes \(shared\)): ({FIGURE}) us per line", out)
-    assert [name for name, _ in per_line] == ["json module (reference)", "orjson bytes (shared)"], out
+    names = r"json module \(reference\)|orjson bytes \(shared\)|compiled line \(mixer\._cline\)"
+    per_line = figures(rf"^({names}): ({FIGURE}) us per line", out)
+    assert [name for name, _ in per_line] == [
+        "json module (reference)",
+        "orjson bytes (shared)",
+        "compiled line (mixer._cline)",
+    ], out
     assert all(positive(us) > 0 for _, us in per_line)
+
+
+def test_span_encoding() -> None:
+    out = run_bench("span_encoding.py", "--seconds", "0.1", "--rounds", "1")
+    per_span = figures(rf"^(Python path|compiled \(mixer\.spans\._cspan\)): ({FIGURE}) us per span", out)
+    assert [name for name, _ in per_span] == ["Python path", "compiled (mixer.spans._cspan)"], out
+    assert all(positive(us) > 0 for _, us in per_span)
 
 
 def test_status_page() -> None:
