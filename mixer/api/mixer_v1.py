@@ -29,7 +29,7 @@ from mixer.api._details import rate_limit_details
 from mixer.api._envelope import CallFailure, Lease
 from mixer.api._grpc import GrpcServicer, deadline_failure, expired, time_budget
 from mixer.status import Code
-from mixer.wire import build_check_response, decode_check_request
+from mixer.wire import decode_check_request, encode_check_response
 
 if TYPE_CHECKING:
     from mixer.api._registry import ServiceContext
@@ -85,8 +85,7 @@ class MixerV1Service(GrpcServicer):
         if outcome.status.code is Code.DEADLINE_EXCEEDED and expired(context):
             # The caller has stopped listening; say why rather than send a decision.
             raise deadline_failure()
-        answer: bytes = build_check_response(outcome, details=rate_limit_details(outcome)).SerializeToString()
-        return answer
+        return encode_check_response(outcome, details=rate_limit_details(outcome))
 
     async def _report(self, lease: Lease, context: Any, request: bytes) -> bytes:
         # A large Report is decoded and dispatched in slices that yield to the event loop, so it

@@ -34,6 +34,7 @@ from mixer.attributes import IPAddress, to_jsonable
 from mixer.cache import ByteLRU
 from mixer.compiled import CompiledModule
 from mixer.delivery import Record
+from mixer.protowire import LEN_TAGS, field, varint
 from mixer.spans import SpanData, span_from_instance
 from mixer.templates import TraceSpanInstance
 
@@ -119,20 +120,20 @@ def _any_value_bytes(value: Any) -> bytes:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX:
-        return b"\x18" + _varint(value & 0xFFFF_FFFF_FFFF_FFFF)
+        return b"\x18" + varint(value & 0xFFFF_FFFF_FFFF_FFFF)
     if isinstance(value, float):
         return b"\x21" + struct.pack("<d", value)
     if isinstance(value, str):
-        return _field(1, _text(value).encode())
+        return field(1, _text(value).encode())
     if isinstance(value, bytes):
-        return _field(7, value)
+        return field(7, value)
     return any_value(value).SerializeToString()
 
 
 def _key_value_bytes(key: str, value: Any) -> bytes:
     # Proto3 leaves an empty string out, as the library would.
-    name = _field(1, _text(key).encode()) if key else b""
-    return name + _field(2, _any_value_bytes(value))
+    name = field(1, _text(key).encode()) if key else b""
+    return name + field(2, _any_value_bytes(value))
 
 
 # Scalar types by a small code: part of the cache key, since True == 1 and 1 == 1.0.
@@ -149,19 +150,19 @@ def _attribute_field(key: str, value: Any) -> bytes:
     """
     code = _SCALAR_CODES.get(type(value))
     if code is None:
-        return _field(9, _key_value_bytes(key, value))
+        return field(9, _key_value_bytes(key, value))
     cache_key = (key, value, code)
     cached = ATTRIBUTE_FIELDS.get(cache_key)
     if cached is None:
-        cached = _field(9, _key_value_bytes(key, value))
+        cached = field(9, _key_value_bytes(key, value))
         ATTRIBUTE_FIELDS.put(cache_key, cached)
     return cached
 
 
-def _attribute_field_size(key: tuple[str, Any, int], field: bytes) -> int:
+def _attribute_field_size(key: tuple[str, Any, int], encoded: bytes) -> int:
     # The key's strings and the encoded field, which repeats them.
     value = key[1]
-    return len(key[0]) + (len(value) if isinstance(value, str) else 8) + len(field) + 150
+    return len(key[0]) + (len(value) if isinstance(value, str) else 8) + len(encoded) + 150
 
 
 #: Encoded span attributes by key, value and scalar type.
@@ -233,13 +234,13 @@ def encode_span(span: SpanData) -> bytes:
         return encode_span_reference(span)
     out = [_TRACE_ID_TAG, span.trace_id_128]
     if span.span_id:
-        out.append(_field(2, span.span_id))
+        out.append(field(2, span.span_id))
     if span.trace_state:
-        out.append(_field(3, _text(span.trace_state).encode()))
+        out.append(field(3, _text(span.trace_state).encode()))
     if span.parent_span_id:
-        out.append(_field(4, span.parent_span_id))
+        out.append(field(4, span.parent_span_id))
     if span.name:
-        out.append(_field(5, _text(span.name).encode()))
+        out.append(field(5, _text(span.name).encode()))
     out.append(_KIND_CLIENT if span.client else _KIND_SERVER)
     if start:
         out.append(_START_TAG + _FIXED64(start))
@@ -248,7 +249,7 @@ def encode_span(span: SpanData) -> bytes:
     out.extend(_attribute_field(key, value) for key, value in span_attributes(span).items())
     if span.is_error:
         message = f"HTTP status {span.http_status_code}".encode()
-        out.append(_field(15, _field(2, message) + _STATUS_CODE_ERROR))
+        out.append(field(15, field(2, message) + _STATUS_CODE_ERROR))
     flags = _flags(span)
     if flags:
         out.append(_FLAGS_TAG + _FIXED32(flags))
@@ -349,42 +350,19 @@ def encode_instance(instance: TraceSpanInstance) -> Record:
     return Record(encode_span(span), route=resource_key(span))
 
 
-_ONE_BYTE = tuple(bytes((i,)) for i in range(128))
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _ONE_BYTE[value]
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-# Tags of length-delimited fields (wire type 2), by field number.
-_LEN_TAGS = tuple(_varint(number << 3 | 2) for number in range(16))
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    # A length-delimited field: tag, length, bytes.
-    return _LEN_TAGS[number] + _varint(len(payload)) + payload
-
-
 _UINT64_MAX = 2**64 - 1
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 # Span fields by tag: trace_id (1, always 16 bytes), kind (6, varint), start and end time (7 and
 # 8, fixed64), flags (16, fixed32); Status.code (3) = STATUS_CODE_ERROR (2), which goes after
 # Status.message (2) as protobuf orders fields.
-_TRACE_ID_TAG = _LEN_TAGS[1] + _varint(16)
-_KIND_SERVER = _varint(6 << 3) + _varint(Span.SPAN_KIND_SERVER)
-_KIND_CLIENT = _varint(6 << 3) + _varint(Span.SPAN_KIND_CLIENT)
-_START_TAG = _varint(7 << 3 | 1)
-_END_TAG = _varint(8 << 3 | 1)
-_FLAGS_TAG = _varint(16 << 3 | 5)
-_STATUS_CODE_ERROR = _varint(3 << 3) + _varint(Status.STATUS_CODE_ERROR)
+_TRACE_ID_TAG = LEN_TAGS[1] + varint(16)
+_KIND_SERVER = varint(6 << 3) + varint(Span.SPAN_KIND_SERVER)
+_KIND_CLIENT = varint(6 << 3) + varint(Span.SPAN_KIND_CLIENT)
+_START_TAG = varint(7 << 3 | 1)
+_END_TAG = varint(8 << 3 | 1)
+_FLAGS_TAG = varint(16 << 3 | 5)
+_STATUS_CODE_ERROR = varint(3 << 3) + varint(Status.STATUS_CODE_ERROR)
 
 
 def _resource(route: str) -> bytes:
@@ -414,9 +392,9 @@ def export_request(records: Iterable[Record]) -> bytes:
         by_route.setdefault(record.route, []).append(record.payload)
     out = bytearray()
     for route, payloads in by_route.items():
-        scope_spans = _field(1, _SCOPE) + b"".join(_field(2, payload) for payload in payloads)
-        resource_spans = _field(1, _resource(route)) + _field(2, scope_spans)
-        out += _field(1, resource_spans)
+        scope_spans = field(1, _SCOPE) + b"".join(field(2, payload) for payload in payloads)
+        resource_spans = field(1, _resource(route)) + field(2, scope_spans)
+        out += field(1, resource_spans)
     return bytes(out)
 
 

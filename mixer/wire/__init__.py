@@ -13,6 +13,7 @@ from __future__ import annotations
 from mixer.wire._check import (
     build_check_response,
     decode_referenced_attributes,
+    encode_check_response,
     encode_referenced_attributes,
 )
 from mixer.wire._decode import (
@@ -72,6 +73,7 @@ __all__ = [
     "duration_of",
     "encode_attributes",
     "encode_check_request",
+    "encode_check_response",
     "encode_referenced_attributes",
     "encode_report_request",
     "timestamp_of",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Final, Protocol
 
 from google.protobuf.any_pb2 import Any as AnyProto
@@ -15,8 +16,9 @@ from mixer.proto.istio.mixer.v1.check_pb2 import (
     ReferencedAttributes,
     RouteDirective,
 )
+from mixer.protowire import field, varint, varint_field, zigzag32
 from mixer.status import Status
-from mixer.values import AttributeMatch, Condition
+from mixer.values import AttributeMatch, Condition, nanoseconds_of
 from mixer.wire._dictionary import GLOBAL_WORDS
 from mixer.wire._encode import WordTable, duration_of
 from mixer.wire._errors import WireDecodeError
@@ -143,3 +145,100 @@ def build_check_response(
         if grant.referenced:
             _fill_referenced(quota.referenced_attributes, grant.referenced)
     return response
+
+
+def encode_check_response(
+    outcome: CheckOutcome,
+    *,
+    details: Sequence[AnyProto] = (),
+    direct_response_code: int = 0,
+    direct_response_body: str = "",
+) -> bytes:
+    """:func:`build_check_response`'s message, serialized, written without building it.
+
+    Building the response from protobuf's Python messages cost more than a tenth of a Check's
+    CPU; the tests compare these bytes with the message's own serialization (quotas, a map, may be
+    written in another order, which a reader does not see).
+    """
+    precondition = [
+        field(1, _status_bytes(outcome.status, details)),
+        field(2, _duration_bytes(outcome.valid_duration)),
+    ]
+    if outcome.valid_use_count:
+        precondition.append(varint_field(3, outcome.valid_use_count))
+    if outcome.referenced:
+        precondition.append(field(5, _referenced_bytes(outcome.referenced)))
+    request_ops, response_ops = outcome.request_header_operations, outcome.response_header_operations
+    if request_ops or response_ops or direct_response_code or direct_response_body:
+        route = [field(1, _header_op_bytes(op)) for op in request_ops]
+        route.extend(field(2, _header_op_bytes(op)) for op in response_ops)
+        if direct_response_code:
+            route.append(varint_field(3, direct_response_code))
+        if direct_response_body:
+            route.append(field(4, direct_response_body.encode()))
+        precondition.append(field(6, b"".join(route)))
+    out = [field(2, b"".join(precondition))]
+    for name, grant in outcome.quotas.items():
+        result = [field(1, _duration_bytes(grant.valid_duration))]
+        if grant.granted_amount:
+            result.append(varint_field(2, grant.granted_amount))
+        if grant.referenced:
+            result.append(field(5, _referenced_bytes(grant.referenced)))
+        if not grant.status.ok:
+            result.append(field(6, _status_bytes(grant.status)))
+        # A map entry: the key (1), then the value (2); protobuf writes both even when empty.
+        out.append(field(3, field(1, name.encode()) + field(2, b"".join(result))))
+    return b"".join(out)
+
+
+def _status_bytes(status: Status, details: Sequence[AnyProto] = ()) -> bytes:
+    # google.rpc.Status: code (1), message (2), details (3).
+    out = varint_field(1, int(status.code)) if status.code else b""
+    if status.message:
+        out += field(2, status.message.encode())
+    for detail in details:
+        out += field(3, detail.SerializeToString())
+    return out
+
+
+def _duration_bytes(value: timedelta) -> bytes:
+    # google.protobuf.Duration: seconds (1), nanos (2), of the same sign (duration_of's checks).
+    if not value:
+        return b""
+    nanos = nanoseconds_of(value)
+    seconds, rest = divmod(abs(nanos), 1_000_000_000)
+    if seconds > _MAX_DURATION_SECONDS or nanos < 0:
+        return duration_of(value).SerializeToString()
+    out = varint_field(1, seconds) if seconds else b""
+    return out + varint_field(2, rest) if rest else out
+
+
+def _referenced_bytes(matches: Sequence[AttributeMatch]) -> bytes:
+    # ReferencedAttributes: words (1), attribute_matches (2): name (1, sint32), condition (2),
+    # map_key (4, sint32); the words are those the matches introduced, written first.
+    table = WordTable()
+    entries = []
+    for match in matches:
+        name = table.index(match.name)
+        entry = varint_field(1, zigzag32(name)) if name else b""
+        if match.condition:
+            entry += varint_field(2, int(match.condition))
+        if match.map_key is not None:
+            key = table.map_key_index(match.map_key)
+            entry += _MAP_KEY_TAG + varint(zigzag32(key))
+        entries.append(field(2, entry))
+    return b"".join([*(field(1, word.encode()) for word in table.words), *entries])
+
+
+def _header_op_bytes(op: HeaderOperationResult) -> bytes:
+    # HeaderOperation: name (1), value (2), operation (3).
+    out = field(1, op.name.encode()) if op.name else b""
+    if op.value:
+        out += field(2, op.value.encode())
+    if op.operation:
+        out += varint_field(3, int(op.operation))
+    return out
+
+
+_MAP_KEY_TAG = varint(4 << 3)
+_MAX_DURATION_SECONDS = 315_576_000_000

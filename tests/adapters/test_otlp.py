@@ -855,9 +855,10 @@ def test_report_batch_of_the_stock_instance_is_counted_when_headers_are_missing(
 
 
 def test_cached_attribute_fields_keep_types_apart() -> None:
-    from mixer.spans.otlp import _attribute_field, _field, _key_value_bytes
+    from mixer.protowire import field
+    from mixer.spans.otlp import _attribute_field, _key_value_bytes
 
     for value in (True, 1, 1.0, "1", False, 0):
-        assert _attribute_field("k", value) == _field(9, _key_value_bytes("k", value))
+        assert _attribute_field("k", value) == field(9, _key_value_bytes("k", value))
     assert _attribute_field("k", True) != _attribute_field("k", 1)
     assert _attribute_field("k", 1) != _attribute_field("k", 1.0)

@@ -1,0 +1,92 @@
+"""The hand-written CheckResponse (``encode_check_response``) is protobuf's own serialization of
+``build_check_response``'s message: byte for byte with at most one quota (a map's entries may be
+written in another order), and the same message when parsed back in every case."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult, QuotaOutcome
+from mixer.proto.istio.mixer.v1.check_pb2 import CheckResponse
+from mixer.status import Code, Status
+from mixer.values import AttributeMatch, Condition
+from mixer.wire import GLOBAL_WORDS, build_check_response, encode_check_response
+
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+statuses = st.builds(Status, st.sampled_from(list(Code)), texts)
+durations = st.one_of(
+    st.just(timedelta(0)),
+    st.timedeltas(min_value=timedelta(days=-2), max_value=timedelta(days=400)),
+    st.integers(min_value=-(10**12), max_value=10**12).map(lambda us: timedelta(microseconds=us)),
+)
+names = st.one_of(st.sampled_from(GLOBAL_WORDS[:40]), texts)
+matches = st.lists(
+    st.builds(AttributeMatch, names, st.sampled_from(list(Condition)), st.none() | names), max_size=5
+)
+operations = st.lists(
+    st.builds(HeaderOperationResult, texts, texts, st.sampled_from(list(HeaderOperationKind))), max_size=3
+)
+quota_outcomes = st.builds(
+    QuotaOutcome,
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    durations,
+    statuses,
+    matches,
+)
+
+
+@st.composite
+def outcomes(draw: st.DrawFn, max_quotas: int = 3) -> CheckOutcome:
+    return CheckOutcome(
+        status=draw(statuses),
+        valid_duration=draw(durations),
+        valid_use_count=draw(st.integers(min_value=-(2**31), max_value=2**31 - 1)),
+        referenced=draw(matches),
+        request_header_operations=draw(operations),
+        response_header_operations=draw(operations),
+        quotas=draw(st.dictionaries(texts, quota_outcomes, max_size=max_quotas)),
+    )
+
+
+def _details(count: int) -> list[AnyProto]:
+    packed = []
+    for i in range(count):
+        detail = AnyProto()
+        detail.Pack(Duration(seconds=i + 1))
+        packed.append(detail)
+    return packed
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    outcome=outcomes(max_quotas=1),
+    details=st.integers(min_value=0, max_value=2),
+    code=st.integers(min_value=0, max_value=599),
+    body=texts,
+)
+def test_the_bytes_are_protobufs(outcome: CheckOutcome, details: int, code: int, body: str) -> None:
+    kwargs = {"details": _details(details), "direct_response_code": code, "direct_response_body": body}
+    reference = build_check_response(outcome, **kwargs).SerializeToString()  # type: ignore[arg-type]
+    assert encode_check_response(outcome, **kwargs) == reference  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(outcome=outcomes())
+def test_several_quotas_read_back_as_the_same_message(outcome: CheckOutcome) -> None:
+    parsed = CheckResponse.FromString(encode_check_response(outcome))
+    assert parsed == build_check_response(outcome)
+
+
+def test_a_duration_out_of_range_is_refused_as_the_message_refuses_it() -> None:
+    outcome = CheckOutcome(Status(), timedelta(days=999_999_999), 1)
+    with pytest.raises(ValueError, match=r"outside google\.protobuf\.Duration") as reference:
+        build_check_response(outcome)
+    with pytest.raises(ValueError) as ours:
+        encode_check_response(outcome)
+    assert str(ours.value) == str(reference.value)
