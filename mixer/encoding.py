@@ -18,6 +18,7 @@ import enum
 import ipaddress
 import json
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol, cast
@@ -250,12 +251,28 @@ class SharedLines:
     bytes. Entries hold the instance itself, so its id cannot be reused while cached. The bound is
     in bytes: an entry keeps its line and its instance's values (about as large again) alive, and
     callers choose how long those are; the least recently used go first.
+
+    Encoders register their settings: where only one live encoder has them (stdio alone, as in
+    Istio's stock telemetry), no other can ask for the line again, and it is not cached.
     """
 
     def __init__(self, max_bytes: int = SHARED_LINES_MAX_BYTES) -> None:
         self._lines: ByteLRU[tuple[int, Any], tuple[Instance, bytes | None]] = ByteLRU(
             max_bytes, size=_shared_line_size, name="stdio.shared_lines"
         )
+        self._encoders: dict[Any, int] = {}
+
+    def register(self, settings: Any) -> None:
+        """One more live encoder with ``settings``."""
+        self._encoders[settings] = self._encoders.get(settings, 0) + 1
+
+    def unregister(self, settings: Any) -> None:
+        """One encoder with ``settings`` fewer (it was collected)."""
+        left = self._encoders.get(settings, 0) - 1
+        if left > 0:
+            self._encoders[settings] = left
+        else:
+            self._encoders.pop(settings, None)
 
     @property
     def cache(self) -> ByteLRU[tuple[int, Any], tuple[Instance, bytes | None]]:
@@ -275,6 +292,8 @@ class SharedLines:
         settings: Any,
         encode: Callable[[LogEntryInstance], bytes | None],
     ) -> bytes | None:
+        if self._encoders.get(settings) == 1:
+            return encode(instance)
         key = (id(instance), settings)
         cached = self._lines.get(key)
         if cached is not None and cached[0] is instance:
@@ -323,6 +342,8 @@ class LineEncoder:
         # int stands for the settings so the cache key hashes cheaply.
         settings = (self._json, tuple(sorted(self._severity.items())), self._min_level, self._redact)
         self._settings = _SETTINGS_IDS.setdefault(settings, len(_SETTINGS_IDS))
+        shared_lines.register(self._settings)
+        weakref.finalize(self, shared_lines.unregister, self._settings)
         # '{"level":"info","time":"' per level, and '","instance":"<name>"' per instance name.
         self._heads = {level: f'{{"level":"{name}","time":"'.encode() for level, name in LEVEL_NAMES.items()}
         # By shown name, or by (instance name, template) for log entries.

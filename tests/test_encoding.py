@@ -6,6 +6,7 @@ install builds) and the Python preparation with orjson (``mixer.encoding.cline``
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -223,3 +224,29 @@ def test_time_bytes_are_format_time_on_both_paths(moment: datetime) -> None:
             assert time_bytes(moment) == expected
         finally:
             encoding.cline = _cline
+
+
+def test_a_line_only_one_encoder_can_ask_for_is_not_cached() -> None:
+    # Settings of their own (a severity name no other test uses), so other encoders do not count.
+    levels = {"only-here": Level.WARNING}
+    entry = LogEntryInstance("accesslog", variables={"a": "1"}, timestamp=NOW)
+    alone = LineEncoder(lambda: NOW, severity_levels=levels)
+    cached = len(encoding.shared_lines.cache)
+    hits = encoding.shared_lines.hits
+    line = alone.encode_bytes(entry)
+    assert alone.encode_bytes(entry) == line
+    assert len(encoding.shared_lines.cache) == cached
+    assert encoding.shared_lines.hits == hits
+    # A second encoder with the same settings: the line is kept and the second one reuses it.
+    second = LineEncoder(lambda: NOW, severity_levels=levels)
+    first_line = alone.encode_bytes(entry)
+    assert second.encode_bytes(entry) == first_line == line
+    assert encoding.shared_lines.hits == hits + 1
+    # Once the second is gone, the first is alone again.
+    del second
+    gc.collect()
+    hits = encoding.shared_lines.hits
+    fresh = LogEntryInstance("accesslog", variables={"a": "2"}, timestamp=NOW)
+    alone.encode_bytes(fresh)
+    alone.encode_bytes(fresh)
+    assert encoding.shared_lines.hits == hits
