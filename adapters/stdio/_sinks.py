@@ -35,7 +35,10 @@ class StreamSink:
         self._mutex = threading.Lock()
 
     def write(self, lines: Sequence[bytes]) -> None:
-        data = b"".join(line + b"\n" for line in lines)
+        # One copy of the lines, the last newline from the empty item: a per-line `line + b"\n"`
+        # copied every line twice (4 % of stock's samples). One buffer, so one write: workers share
+        # the stream, and a line must not be split by another's.
+        data = b"\n".join([*lines, b""])
         with self._mutex:
             stream = getattr(sys, self._name)
             buffer = getattr(stream, "buffer", None)
