@@ -18,9 +18,9 @@ from mixer.proto.istio.mixer.v1.check_pb2 import (
 )
 from mixer.protowire import field, varint, varint_field, zigzag32
 from mixer.status import Status
-from mixer.values import AttributeMatch, Condition, nanoseconds_of
+from mixer.values import AttributeMatch, Condition
 from mixer.wire._dictionary import GLOBAL_WORDS
-from mixer.wire._encode import WordTable, duration_of
+from mixer.wire._encode import WordTable, duration_of, duration_parts
 from mixer.wire._errors import WireDecodeError
 
 _CONDITIONS: Final = {int(c): c for c in Condition}
@@ -202,15 +202,10 @@ def _status_bytes(status: Status, details: Sequence[AnyProto] = ()) -> bytes:
 
 
 def _duration_bytes(value: timedelta) -> bytes:
-    # google.protobuf.Duration: seconds (1), nanos (2), of the same sign (duration_of's checks).
-    if not value:
-        return b""
-    nanos = nanoseconds_of(value)
-    seconds, rest = divmod(abs(nanos), 1_000_000_000)
-    if seconds > _MAX_DURATION_SECONDS or nanos < 0:
-        return duration_of(value).SerializeToString()
+    # google.protobuf.Duration: seconds (1), nanos (2); negatives as protobuf writes int64 and int32.
+    seconds, nanos = duration_parts(value)
     out = varint_field(1, seconds) if seconds else b""
-    return out + varint_field(2, rest) if rest else out
+    return out + varint_field(2, nanos) if nanos else out
 
 
 def _referenced_bytes(matches: Sequence[AttributeMatch]) -> bytes:
@@ -241,4 +236,3 @@ def _header_op_bytes(op: HeaderOperationResult) -> bytes:
 
 
 _MAP_KEY_TAG = varint(4 << 3)
-_MAX_DURATION_SECONDS = 315_576_000_000

@@ -70,14 +70,23 @@ def timestamp_of(value: datetime) -> Timestamp:
     return Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
-def duration_of(value: timedelta) -> Duration:
-    """A Duration for a timedelta, seconds and nanos of the same sign as the protobuf type requires."""
+def duration_parts(value: timedelta) -> tuple[int, int]:
+    """A timedelta's Duration seconds and nanos, of the same sign as the protobuf type requires.
+
+    :raises ValueError: outside Duration's +-10,000 years.
+    """
     nanos = nanoseconds_of(value)
     seconds, rest = divmod(abs(nanos), 1_000_000_000)
     if seconds > _MAX_DURATION_SECONDS:
         raise ValueError(f"duration {value} is outside google.protobuf.Duration's +-10000 years")
     sign = -1 if nanos < 0 else 1
-    return Duration(seconds=sign * seconds, nanos=sign * rest)
+    return sign * seconds, sign * rest
+
+
+def duration_of(value: timedelta) -> Duration:
+    """A Duration for a timedelta (see :func:`duration_parts`)."""
+    seconds, nanos = duration_parts(value)
+    return Duration(seconds=seconds, nanos=nanos)
 
 
 def _ip_bytes(name: str, value: object) -> bytes:
