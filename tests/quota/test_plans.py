@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mixer.attributes import AttributeBag
 from mixer.decision import RateLimitInfo, rate_limit_headers
@@ -20,7 +24,8 @@ from mixer.plans import (
     SubjectsParams,
     parse_key_file,
 )
-from mixer.quota import MemoryCounterStore
+from mixer.plans._enforce import _escape
+from mixer.quota import Allocation, CounterRequest, MemoryCounterStore
 from mixer.status import Code
 from tests.quota.support import FakeClock, plan
 
@@ -140,6 +145,65 @@ async def test_counter_keys_cannot_collide() -> None:
     one = e.counter_key(p, p.limits[0], [("subject", "a/api=b"), ("api", "")])
     two = e.counter_key(p, p.limits[0], [("subject", "a"), ("api", "b/api=")])
     assert one != two
+
+
+class RecordingStore(MemoryCounterStore):
+    """Keeps the requests each allocation was asked for."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.asked: list[list[CounterRequest]] = []
+
+    async def allocate(
+        self, requests: Sequence[CounterRequest], *, deduplication_id: str = "", dedup_seconds: float = 0.0
+    ) -> Allocation:
+        self.asked.append(list(requests))
+        return await super().allocate(
+            requests, deduplication_id=deduplication_id, dedup_seconds=dedup_seconds
+        )
+
+
+@pytest.mark.parametrize("subject", ["alice", "a/b=c", "", "é x"])
+async def test_keys_and_group_as_counter_key_and_counter_group_spell_them(subject: str) -> None:
+    clock = FakeClock()
+    p = plan(
+        "free.tier",
+        "  - {name: per-api, max: 9, per: minute, dimensions: [subject, api]}\n"
+        "  - name: per_region\n    max: 9\n    per: minute\n"
+        '    dimensions: [subject, {re_gion: \'request.headers["x-region"] | "none"\'}]\n',
+    )
+    store = RecordingStore(clock)
+    e = PlanEnforcer(store, key_prefix="plan/", clock=clock)
+    bag = AttributeBag({"request.headers": {"x-region": "eu/west"}})
+    assert (await e.enforce(p, subject, api="or ders", bag=bag)).status.code is Code.OK
+    builtin = {"subject": subject, "api": "or ders", "operation": ""}
+    first, second = store.asked[0]
+    assert first.key == e.counter_key(p, p.limits[0], [("subject", subject), ("api", "or ders")])
+    assert second.key == e.counter_key(p, p.limits[1], [("subject", subject), ("re_gion", "eu/west")])
+    group = e.counter_group(p, builtin)
+    assert first.group == second.group == group
+    assert group == f"plan/free.tier/subject={quote(subject, safe='')}"
+
+
+async def test_a_changed_plan_of_the_same_name_gets_new_keys() -> None:
+    clock = FakeClock()
+    store = RecordingStore(clock)
+    e = PlanEnforcer(store, clock=clock)
+    await e.enforce(plan("free", "  - {name: a, max: 9, per: minute}\n"), "alice")
+    await e.enforce(plan("free", "  - {name: b, max: 9, per: minute, dimensions: [api]}\n"), "alice", api="x")
+    assert [r.key for asked in store.asked for r in asked] == ["free/a/subject=alice", "free/b/api=x"]
+    assert [r.group for asked in store.asked for r in asked] == ["free/subject=alice", "free/api=x"]
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x7F)) | st.text())
+def test_counter_key_parts_escape_as_quote_does(text: str) -> None:
+    # The unreserved-characters shortcut must give exactly what quote() gives, for any text.
+    assert _escape(text) == quote(text, safe="")
+
+
+@pytest.mark.parametrize("text", ["tenant-001", "a.b_c~d", "", "a/b", "é", "a b", "x=y", "%41"])
+def test_counter_key_parts_escape_examples(text: str) -> None:
+    assert _escape(text) == quote(text, safe="")
 
 
 async def test_shadow_overage_is_allowed_counted_and_flagged() -> None:
