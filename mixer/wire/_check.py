@@ -9,6 +9,7 @@ from typing import Final, Protocol
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
+from mixer.cache import ByteLRU
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult
 from mixer.proto.istio.mixer.v1.check_pb2 import (
     CheckResponse,
@@ -209,6 +210,17 @@ def _duration_bytes(value: timedelta) -> bytes:
 
 
 def _referenced_bytes(matches: Sequence[AttributeMatch]) -> bytes:
+    # A policy reads the same attributes on most calls, so most answers repeat one of a few
+    # lists; writing one cost five times what finding it here does.
+    key = tuple(matches)
+    known = _REFERENCED.get(key)
+    if known is None:
+        known = _write_referenced(matches)
+        _REFERENCED.put(key, known)
+    return known
+
+
+def _write_referenced(matches: Sequence[AttributeMatch]) -> bytes:
     # ReferencedAttributes: words (1), attribute_matches (2): name (1, sint32), condition (2),
     # map_key (4, sint32); the words are those the matches introduced, written first.
     table = WordTable()
@@ -236,3 +248,7 @@ def _header_op_bytes(op: HeaderOperationResult) -> bytes:
 
 
 _MAP_KEY_TAG = varint(4 << 3)
+#: Encoded referenced attributes by their matches; map keys come from callers, hence bytes.
+_REFERENCED: Final[ByteLRU[tuple[AttributeMatch, ...], bytes]] = ByteLRU(
+    1024 * 1024, name="check answers: referenced attributes"
+)

@@ -12,6 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mixer.cache import cache_stats
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult, QuotaOutcome
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckResponse
 from mixer.status import Code, Status
@@ -90,3 +91,33 @@ def test_a_duration_out_of_range_is_refused_as_the_message_refuses_it() -> None:
     with pytest.raises(ValueError) as ours:
         encode_check_response(outcome)
     assert str(ours.value) == str(reference.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(outcome=outcomes(max_quotas=1))
+def test_an_answer_repeated_from_the_cache_is_still_protobufs(outcome: CheckOutcome) -> None:
+    reference = build_check_response(outcome).SerializeToString()
+    assert encode_check_response(outcome) == reference
+    assert encode_check_response(outcome) == reference
+
+
+def test_referenced_attributes_are_written_once_per_list_and_told_apart_by_condition() -> None:
+    cache = next(stats for name, stats in cache_stats().items() if name.endswith("referenced attributes"))
+    exact = [
+        AttributeMatch("source.ip", Condition.EXACT),
+        AttributeMatch("request.headers", Condition.EXACT, "x-b"),
+    ]
+    absent = [
+        AttributeMatch("source.ip", Condition.ABSENCE),
+        AttributeMatch("request.headers", Condition.EXACT, "x-b"),
+    ]
+    answers = {}
+    for _ in range(3):
+        for name, referenced in (("exact", exact), ("absent", absent)):
+            outcome = CheckOutcome(Status(), timedelta(seconds=5), 3, referenced=list(referenced))
+            answer = encode_check_response(outcome)
+            assert answer == build_check_response(outcome).SerializeToString()
+            assert answers.setdefault(name, answer) == answer
+    assert answers["exact"] != answers["absent"]
+    after = next(stats for name, stats in cache_stats().items() if name.endswith("referenced attributes"))
+    assert after.hits - cache.hits >= 4
