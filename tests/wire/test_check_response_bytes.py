@@ -111,7 +111,7 @@ def test_referenced_attributes_are_written_once_per_list_and_told_apart_by_condi
         AttributeMatch("source.ip", Condition.ABSENCE),
         AttributeMatch("request.headers", Condition.EXACT, "x-b"),
     ]
-    answers = {}
+    answers: dict[str, bytes] = {}
     for _ in range(3):
         for name, referenced in (("exact", exact), ("absent", absent)):
             outcome = CheckOutcome(Status(), timedelta(seconds=5), 3, referenced=list(referenced))
