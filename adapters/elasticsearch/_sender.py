@@ -19,7 +19,12 @@ from typing import Any
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError, AsyncElasticsearch
-from elasticsearch.serializer import CompatibilityModeJsonSerializer, JsonSerializer
+from elasticsearch.serializer import (
+    CompatibilityModeJsonSerializer,
+    CompatibilityModeNdjsonSerializer,
+    JsonSerializer,
+    NdjsonSerializer,
+)
 
 from adapters.elasticsearch._config import ElasticsearchConfig
 from mixer.delivery import Backoff, PermanentError, Record, RetryableError, SendResult
@@ -42,9 +47,28 @@ class _OrjsonCompatibleAnswers(CompatibilityModeJsonSerializer):
         return orjson.loads(data)
 
 
-_ANSWER_SERIALIZERS = {
+class _JoinedBodies(NdjsonSerializer):
+    """Sends a ``_bulk`` body we joined as it is. The client's own serializer copies every body
+    twice (into a bytearray, then into bytes): 2 % of a fan-out record's CPU."""
+
+    def dumps(self, data: Any) -> bytes:
+        if type(data) is bytes and data.endswith(b"\n"):
+            return data
+        return super().dumps(data)
+
+
+class _CompatibleJoinedBodies(_JoinedBodies, CompatibilityModeNdjsonSerializer):
+    """The same for ``application/vnd.elasticsearch+x-ndjson``, what the client sends to
+    Elasticsearch 8."""
+
+    mimetype = CompatibilityModeNdjsonSerializer.mimetype
+
+
+_SERIALIZERS = {
     _OrjsonAnswers.mimetype: _OrjsonAnswers(),
     _OrjsonCompatibleAnswers.mimetype: _OrjsonCompatibleAnswers(),
+    _JoinedBodies.mimetype: _JoinedBodies(),
+    _CompatibleJoinedBodies.mimetype: _CompatibleJoinedBodies(),
 }
 
 #: Only these fields of a bulk answer are read; the rest is not even sent back.
@@ -102,7 +126,7 @@ def _make_client(config: ElasticsearchConfig) -> AsyncElasticsearch:
         if not config.tls.verify:
             # The handler logs this once at start; the client would warn on every request.
             kwargs["ssl_show_warn"] = False
-    return AsyncElasticsearch(list(config.hosts), serializers=_ANSWER_SERIALIZERS, **kwargs)
+    return AsyncElasticsearch(list(config.hosts), serializers=_SERIALIZERS, **kwargs)
 
 
 @dataclass(slots=True)
