@@ -26,7 +26,8 @@ Suites (``--suite``, several may be given):
   trivial aiohttp handler answering 200.
 
 ``--compare-env KEY=VALUE`` runs every ``mixer serve`` variant twice, as is and with that
-environment, so a code path is compared with its alternative on the same core in the same rounds;
+environment (several variables separated by spaces: ``"A=1 B=2"``), so a code path is compared
+with its alternative on the same core in the same rounds;
 ``--compare-tree NAME=DIR`` does the same with the code of another checkout (a change against the
 commit before it). ``--py-spy DIR`` samples every ``mixer serve`` variant during the rounds and
 prints the functions with the most samples.
@@ -592,8 +593,7 @@ def with_compare(variants: Sequence[Variant], args: argparse.Namespace) -> list[
             continue
         changes: list[tuple[str, dict[str, str]]] = []
         for spec in args.compare_env:
-            key, _, value = spec.partition("=")
-            changes.append((spec, {key: value}))
+            changes.append((spec, dict(item.partition("=")[::2] for item in spec.split())))
         for spec in args.compare_tree:
             name, _, tree = spec.partition("=")
             # PYTHONPATH comes before the editable install's finder: the server runs that tree's code.
@@ -718,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.rounds, args.latency_seconds, args.settle_seconds = 0.5, 2, 0.5, 3.0
     for flag, specs in (("--compare-env", args.compare_env), ("--compare-tree", args.compare_tree)):
         for spec in specs:
-            if "=" not in spec:
+            if not spec.split() or any("=" not in item for item in spec.split()):
                 parser.error(f"{flag} {spec!r}: expected NAME=VALUE")
     pin(CLIENT_CPU)
     print(

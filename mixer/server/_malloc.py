@@ -1,46 +1,105 @@
-"""glibc's allocator told to map large blocks on their own, so that RSS comes back after big values.
+"""glibc's allocator: big buffers served from the heaps, and the heaps' free pages handed back often.
 
-glibc serves an allocation below its mmap threshold from a heap (the threshold starts at 128 KiB
-and rises on the fly, up to 32 MiB, as mapped blocks are freed), and a heap gives memory back to
-the system only from its top. Caller-sized values passing through a server (100 KB request paths,
-bodies in access logs) land in the heaps, and a few of them still alive at the top pin all that
-was freed below: RSS stays at its peak long after every record was written (135 MiB above the
-plateau, seen in tests/server/test_memory_bounds.py). With a fixed 64 KiB threshold such values
-are mapped and unmapped one by one and RSS returns to its plateau; an ordinary record's
-allocations are far smaller and do not change path. Measured side by side in docs/performance.md.
+Two costs pull against each other here.
+
+- **RSS.** A heap gives memory back to the system only from its top, and only once more than
+  ``M_TRIM_THRESHOLD`` is free there. Caller-sized values passing through a server (100 KB request
+  paths, bodies in access logs) land in the heaps, and a few of them still alive at the top pin all
+  that was freed below: RSS stayed at its peak long after every record was written (135 MiB above
+  the plateau, seen in tests/server/test_memory_bounds.py).
+- **Page faults.** A block above ``M_MMAP_THRESHOLD`` is mapped on its own, and every page of it
+  faults in anew, and is unmapped when freed. The hot path allocates such blocks all the time: a
+  Report request's bytes, a Kafka produce request (aiokafka copies it four times), a ``_bulk``
+  body, an OTLP export, the stdio writer's joined lines: 100 KB to 1 MB each. A threshold fixed at
+  64 KiB (the earlier answer to RSS) sent them all to ``mmap``. In a virtual machine each fault is
+  dear: three copies of a 400 KB buffer took 1,000 us that way and 49 us from a heap (in process),
+  and the fan-out ran 13 % faster per CPU-second with the blocks in the heaps
+  (docs/performance.md).
+
+So: blocks up to :data:`MMAP_THRESHOLD` come from the heaps, a free never trims them
+(:data:`TRIM_THRESHOLD`), and :func:`trim_heaps` (``malloc_trim(0)``, which since glibc 2.8 hands
+back every whole free page of every arena, not only a heap's top) runs every
+:data:`TRIM_INTERVAL` seconds while serving: RSS comes back to its plateau within that time after
+big values, and buffers in between reuse pages already in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 logger = logging.getLogger("mixer.server")
 
-#: glibc's ``M_MMAP_THRESHOLD`` parameter of ``mallopt``.
+#: glibc's ``mallopt`` parameters.
+M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-#: Blocks this large or larger are mapped on their own.
-MMAP_THRESHOLD = 64 * 1024
-#: Set in the environment, glibc has read the operator's own threshold at start: it is left alone.
-THRESHOLD_ENV = "MALLOC_MMAP_THRESHOLD_"
+#: Blocks this large or larger are mapped on their own (rare: larger than any batch we build).
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Free bytes at a heap's top that a free would give back: never, in effect; :func:`trim_heaps` does.
+TRIM_THRESHOLD = 1024 * 1024 * 1024
+#: Seconds between two :func:`trim_heaps` while serving.
+TRIM_INTERVAL = 2.0
+#: Set in the environment, glibc has read the operator's own settings at start: all is left alone.
+THRESHOLD_ENVS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+#: The first of :data:`THRESHOLD_ENVS`, named by earlier releases.
+THRESHOLD_ENV = THRESHOLD_ENVS[0]
+
+
+class _Heaps:
+    """glibc's ``malloc_trim``, once :func:`tune_malloc` has set the thresholds that need it."""
+
+    trim: Callable[[int], int] | None = None
+
+
+_heaps = _Heaps()
 
 
 def tune_malloc(environ: Mapping[str, str] | None = None) -> bool:
-    """Fix glibc's mmap threshold at :data:`MMAP_THRESHOLD`; whether it was set.
+    """Set the thresholds above and enable :func:`trim_heaps`; whether it was done.
 
-    Nothing is done when :data:`THRESHOLD_ENV` is set, or where the C library is not glibc
-    (musl and macOS have no ``mallopt``).
+    Nothing is done when one of :data:`THRESHOLD_ENVS` is set, or where the C library is not glibc
+    (musl and macOS have neither ``mallopt`` nor ``malloc_trim``).
     """
-    if THRESHOLD_ENV in (os.environ if environ is None else environ):
+    env = os.environ if environ is None else environ
+    if any(name in env for name in THRESHOLD_ENVS):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+        malloc_trim = libc.malloc_trim
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    logger.debug("malloc mmap threshold %s at %d bytes", "fixed" if done else "not fixed", MMAP_THRESHOLD)
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    done = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if done:
+        _heaps.trim = malloc_trim
+    logger.debug("malloc thresholds %s", "set" if done else "not set")
     return done
+
+
+def trim_heaps() -> bool:
+    """Hand the heaps' free pages back to the system; whether :func:`tune_malloc` enabled it."""
+    trim = _heaps.trim
+    if trim is None:
+        return False
+    started = time.perf_counter()
+    trim(0)
+    logger.debug("heaps trimmed in %.1f ms", (time.perf_counter() - started) * 1000)
+    return True
+
+
+async def trim_heaps_periodically(interval: float = TRIM_INTERVAL) -> None:
+    """:func:`trim_heaps` every ``interval`` seconds, until cancelled; returns at once when the
+    thresholds were not set (glibc then trims a heap's top on its own)."""
+    if _heaps.trim is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        trim_heaps()

@@ -1,22 +1,76 @@
-"""glibc's mmap threshold fixed at start (the RSS bound itself is in test_memory_bounds.py)."""
+"""glibc's thresholds set at start and the heaps trimmed while serving (the RSS bound itself is in
+test_memory_bounds.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import platform
+from collections.abc import Iterator
 
 import pytest
 
-from mixer.server._malloc import THRESHOLD_ENV, tune_malloc
+from mixer.server import _malloc
+from mixer.server._malloc import THRESHOLD_ENVS, trim_heaps, trim_heaps_periodically, tune_malloc
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 
-@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's; other C libraries are left alone")
-def test_the_threshold_is_fixed_on_glibc() -> None:
-    assert hasattr(ctypes.CDLL(None), "mallopt")
+@pytest.fixture
+def untuned() -> Iterator[None]:
+    before = _malloc._heaps.trim
+    try:
+        _malloc._heaps.trim = None
+        yield
+    finally:
+        _malloc._heaps.trim = before
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt and malloc_trim are glibc's; other C libraries are left alone")
+def test_on_glibc_big_blocks_come_from_the_heaps_and_trimming_gives_their_pages_back(untuned: None) -> None:
+    assert hasattr(ctypes.CDLL(None), "malloc_trim")
     assert tune_malloc({}) is True
+    # Freed blocks of 200 KB between live small ones: below the mmap threshold now, so they stay
+    # in the heap, pinned by the small ones, until trimmed.
+    blocks = []
+    for i in range(400):
+        blocks.append(bytearray(200 * 1024))
+        blocks.append(bytearray(64 + i))
+    held = _rss_kib()
+    del blocks[::2]
+    assert _rss_kib() > held - 40 * 1024, "freed blocks were given back without a trim"
+    assert trim_heaps() is True
+    assert _rss_kib() < held - 60 * 1024, "the trim did not give the freed blocks back"
 
 
-def test_an_operators_threshold_is_left_alone() -> None:
-    assert tune_malloc({THRESHOLD_ENV: "131072"}) is False
+@pytest.mark.parametrize("name", THRESHOLD_ENVS)
+def test_an_operators_settings_are_left_alone(untuned: None, name: str) -> None:
+    assert tune_malloc({name: "131072"}) is False
+    assert trim_heaps() is False
+
+
+async def test_the_periodic_trim_returns_at_once_when_not_tuned(untuned: None) -> None:
+    await asyncio.wait_for(trim_heaps_periodically(0.01), 1.0)
+
+
+async def test_the_periodic_trim_runs_until_cancelled(untuned: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def trim(pad: int) -> int:
+        calls.append(pad)
+        return 1
+
+    monkeypatch.setattr(_malloc._heaps, "trim", trim)
+    task = asyncio.ensure_future(trim_heaps_periodically(0.01))
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(calls) >= 3
+    assert set(calls) == {0}
