@@ -16,9 +16,9 @@ Two costs pull against each other here.
   and the fan-out ran 13 % faster per CPU-second with the blocks in the heaps
   (docs/performance.md).
 
-So: blocks up to :data:`MMAP_THRESHOLD` come from the heaps, a free never trims them
-(:data:`TRIM_THRESHOLD`), and :func:`trim_heaps` (``malloc_trim(0)``, which since glibc 2.8 hands
-back every whole free page of every arena, not only a heap's top) runs every
+So: blocks up to :data:`MMAP_THRESHOLD` come from the heaps, a free trims a heap's top only past
+a burst's worth (:data:`TRIM_THRESHOLD`), and :func:`trim_heaps` (``malloc_trim(0)``, which since
+glibc 2.8 hands back every whole free page of every arena, not only a heap's top) runs every
 :data:`TRIM_INTERVAL` seconds while serving: RSS comes back to its plateau within that time after
 big values, and buffers in between reuse pages already in memory.
 """
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -39,10 +40,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 #: Blocks this large or larger are mapped on their own (rare: larger than any batch we build).
 MMAP_THRESHOLD = 32 * 1024 * 1024
-#: Free bytes at a heap's top that a free would give back: never, in effect; :func:`trim_heaps` does.
-TRIM_THRESHOLD = 1024 * 1024 * 1024
-#: Seconds between two :func:`trim_heaps` while serving.
-TRIM_INTERVAL = 2.0
+#: Free bytes at a heap's top beyond which a free gives them back at once: a burst's worth.
+TRIM_THRESHOLD = 64 * 1024 * 1024
+#: Seconds between two :func:`trim_heaps` while serving, unless :data:`TRIM_INTERVAL_ENV` says
+#: otherwise (0: never). Each trim makes the next buffers fault their pages in again.
+TRIM_INTERVAL = 10.0
+TRIM_INTERVAL_ENV = "MIXER_MALLOC_TRIM_SECONDS"
 #: Set in the environment, glibc has read the operator's own settings at start: all is left alone.
 THRESHOLD_ENVS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 #: The first of :data:`THRESHOLD_ENVS`, named by earlier releases.
@@ -95,10 +98,29 @@ def trim_heaps() -> bool:
     return True
 
 
-async def trim_heaps_periodically(interval: float = TRIM_INTERVAL) -> None:
-    """:func:`trim_heaps` every ``interval`` seconds, until cancelled; returns at once when the
-    thresholds were not set (glibc then trims a heap's top on its own)."""
-    if _heaps.trim is None:
+def trim_interval(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds between trims: :data:`TRIM_INTERVAL`, or :data:`TRIM_INTERVAL_ENV` when it holds a
+    number of seconds (0 or less: never)."""
+    text = (os.environ if environ is None else environ).get(TRIM_INTERVAL_ENV)
+    if text is None:
+        return TRIM_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        logger.warning(
+            "%s=%r is not a number of seconds; trimming every %g s", TRIM_INTERVAL_ENV, text, TRIM_INTERVAL
+        )
+        return TRIM_INTERVAL
+    return value if value > 0 and math.isfinite(value) else 0.0
+
+
+async def trim_heaps_periodically(interval: float | None = None) -> None:
+    """:func:`trim_heaps` every ``interval`` seconds (default :func:`trim_interval`), until
+    cancelled; returns at once when the thresholds were not set (glibc then trims a heap's top on
+    its own) or the interval is 0."""
+    if interval is None:
+        interval = trim_interval()
+    if _heaps.trim is None or interval <= 0:
         return
     while True:
         await asyncio.sleep(interval)

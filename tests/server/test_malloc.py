@@ -11,7 +11,15 @@ from collections.abc import Iterator
 import pytest
 
 from mixer.server import _malloc
-from mixer.server._malloc import THRESHOLD_ENVS, trim_heaps, trim_heaps_periodically, tune_malloc
+from mixer.server._malloc import (
+    THRESHOLD_ENVS,
+    TRIM_INTERVAL,
+    TRIM_INTERVAL_ENV,
+    trim_heaps,
+    trim_heaps_periodically,
+    trim_interval,
+    tune_malloc,
+)
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -35,12 +43,13 @@ def _rss_kib() -> int:
 def test_on_glibc_big_blocks_come_from_the_heaps_and_trimming_gives_their_pages_back(untuned: None) -> None:
     assert hasattr(ctypes.CDLL(None), "malloc_trim")
     assert tune_malloc({}) is True
-    # Freed blocks of 200 KB between live small ones: below the mmap threshold now, so they stay
-    # in the heap, pinned by the small ones, until trimmed.
+    # Freed blocks of 200 KB between live 1 KB ones (from malloc too, unlike Python's own small
+    # objects): below the mmap threshold now, so they stay in the heap, pinned by the small
+    # ones, until trimmed.
     blocks = []
     for i in range(400):
         blocks.append(bytearray(200 * 1024))
-        blocks.append(bytearray(64 + i))
+        blocks.append(bytearray(1024 + i))
     held = _rss_kib()
     del blocks[::2]
     assert _rss_kib() > held - 40 * 1024, "freed blocks were given back without a trim"
@@ -74,3 +83,25 @@ async def test_the_periodic_trim_runs_until_cancelled(untuned: None, monkeypatch
         await task
     assert len(calls) >= 3
     assert set(calls) == {0}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        (None, TRIM_INTERVAL),
+        ("2.5", 2.5),
+        ("0", 0.0),
+        ("-1", 0.0),
+        ("inf", 0.0),
+        ("nan", 0.0),
+        ("soon", TRIM_INTERVAL),
+    ],
+)
+def test_the_trim_interval_comes_from_the_environment(text: str | None, seconds: float) -> None:
+    environ = {} if text is None else {TRIM_INTERVAL_ENV: text}
+    assert trim_interval(environ) == seconds
+
+
+async def test_an_interval_of_0_never_trims(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_malloc._heaps, "trim", lambda pad: pytest.fail("trimmed"))
+    await asyncio.wait_for(trim_heaps_periodically(0), 1.0)

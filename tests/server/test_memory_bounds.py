@@ -19,14 +19,15 @@ import grpc
 import grpc.aio
 
 from mixer.attributes import AttributeValue
+from mixer.server._malloc import TRIM_INTERVAL
 from tests.server.support import Launcher, ServerProcess, free_port, metric_value, report, wait_until
 
 RECORDS = 5_000
 PATH_BYTES = 100 * 1024
 #: Growth allowed once writes drained. Caches hold at most a few MiB and the bounded buffers (the
-#: stdio buffer's 32 MiB of lines, Reports in flight) are freed once drained; large values are
-#: mapped on their own (mixer/server/_malloc.py), so freeing them returns their pages. Without that,
-#: allocator slack alone left 135 MiB on a busy machine; a cache bounded by count grew by 700 MiB.
+#: stdio buffer's 32 MiB of lines, Reports in flight) are freed once drained; the server hands the
+#: heaps' free pages back every few seconds (mixer/server/_malloc.py). Without that, allocator
+#: slack alone left 135 MiB on a busy machine; a cache bounded by count grew by 700 MiB.
 MAX_GROWTH_MIB = 64
 WRITE_TIMEOUT = 300.0
 
@@ -90,9 +91,11 @@ def start(servers: Launcher, tmp_path: Path, *extra: str) -> tuple[ServerProcess
 def settled_rss(server: ServerProcess, output: Path, expected: int) -> float:
     """RSS once ``expected`` lines are on disk and the server has had a moment to release memory."""
     wait_until(lambda: line_count(output) >= expected, WRITE_TIMEOUT, f"{expected} lines in {output}", 1.0)
-    # Lowest of a few readings: the flush thread and garbage collection settle in well under this.
+    # Lowest of the readings over one period of the server's heap trimming and a margin: the
+    # flush thread and garbage collection settle in well under this.
     readings = []
-    for _ in range(10):
+    deadline = time.monotonic() + TRIM_INTERVAL + 2.0
+    while time.monotonic() < deadline:
         readings.append(rss_mib(server.pid))
         time.sleep(0.2)
     return min(readings)
