@@ -22,6 +22,7 @@ import grpc
 from mixer.api.mixer_v1 import CHECK_METHOD, REPORT_METHOD
 from mixer.attributes import AttributeValue
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckResponse
+from mixer.server import ServeOptions
 from mixer.wire import encode_check_request, encode_report_request
 
 #: Generous: a cold start imports grpc, aiohttp and every adapter (about a second here).
@@ -301,3 +302,19 @@ def write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, "utf-8")
     os.replace(tmp, path)
+
+
+def policy_options(tmp_path: Path, **overrides: object) -> ServeOptions:
+    """Options of an in-process server with :func:`policy_config` on loopback ports of its own."""
+    config = tmp_path / "policy.yaml"
+    config.write_text(policy_config(tmp_path / "reports.jsonl"), "utf-8")
+    settings: dict[str, object] = {
+        "config_paths": (str(config),),
+        "grpc_listen": "127.0.0.1:0",
+        "http_listen": "127.0.0.1:0",
+        "admin_listen": "127.0.0.1:0",
+        "reload_interval": 0,
+        "shutdown_timeout": 10.0,
+    }
+    settings.update(overrides)
+    return ServeOptions(**settings)  # type: ignore[arg-type]

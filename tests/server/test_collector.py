@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import pytest
 
-from mixer.server import MixerServer, ServeOptions
+from mixer.server import MixerServer
 from mixer.server._app import YOUNG_COLLECTION_THRESHOLD
-from tests.server.support import policy_config, report
+from tests.server.support import policy_options, report
 
 
 @pytest.fixture
@@ -39,17 +39,7 @@ def _bags(count: int) -> list[dict[str, Any]]:
 
 async def test_a_report_call_leaves_the_young_generation_alone(tmp_path: Path, thresholds: None) -> None:
     gc.set_threshold(700, 10, 10)
-    config = tmp_path / "policy.yaml"
-    config.write_text(policy_config(tmp_path / "reports.jsonl"), "utf-8")
-    server = MixerServer(
-        ServeOptions(
-            config_paths=(str(config),),
-            grpc_listen="127.0.0.1:0",
-            http_listen="127.0.0.1:0",
-            admin_listen="127.0.0.1:0",
-            reload_interval=0,
-        )
-    )
+    server = MixerServer(policy_options(tmp_path))
     await server.start()
     collections: list[int] = []
 

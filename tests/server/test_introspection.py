@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from mixer.api import GRPC_PROTOCOLS
 from mixer.server import MixerServer, ServeOptions
 from mixer.server._introspection import api_service_names
-from tests.server.support import check, http_get, policy_config
+from tests.server.support import check, http_get, policy_options
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -28,24 +28,9 @@ EXPECTED_SERVICES = {
 }
 
 
-def _options(tmp_path: Path, **overrides: object) -> ServeOptions:
-    config = tmp_path / "policy.yaml"
-    config.write_text(policy_config(tmp_path / "reports.jsonl"), "utf-8")
-    settings: dict[str, object] = {
-        "config_paths": (str(config),),
-        "grpc_listen": "127.0.0.1:0",
-        "http_listen": "127.0.0.1:0",
-        "admin_listen": "127.0.0.1:0",
-        "reload_interval": 0,
-        "shutdown_timeout": 10.0,
-    }
-    settings.update(overrides)
-    return ServeOptions(**settings)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[MixerServer]:
-    serving = MixerServer(_options(tmp_path))
+    serving = MixerServer(policy_options(tmp_path))
     await serving.start()
     try:
         yield serving
@@ -111,7 +96,7 @@ async def test_reflection_resolves_every_served_service(server: MixerServer) -> 
 
 async def test_the_drain_delay_keeps_serving_while_saying_not_ready(tmp_path: Path) -> None:
     delay = 2.0
-    serving = MixerServer(_options(tmp_path, drain_delay=delay))
+    serving = MixerServer(policy_options(tmp_path, drain_delay=delay))
     await serving.start()
     target = str(serving.grpc_address)
     http = str(serving.http_address)
