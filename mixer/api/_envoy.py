@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +12,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 
 from mixer.api._common import ServiceLimits
 from mixer.api._envelope import RequestError
-from mixer.attributes import AttributeValue, IPAddress
+from mixer.attributes import AttributeValue, IPAddress, parse_ip
 from mixer.decision import HeaderOperationKind, HeaderOperationResult
 from mixer.proto.envoy.config.core.v3.address_pb2 import Address
 from mixer.proto.envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -59,7 +58,7 @@ def socket_endpoint(address: Address) -> tuple[IPAddress | None, int | None]:
     ip: IPAddress | None = None
     if socket.address:
         try:
-            ip = ipaddress.ip_address(socket.address.strip("[]"))
+            ip = parse_ip(socket.address.strip("[]"))
         except ValueError:
             ip = None
     port = socket.port_value if socket.WhichOneof("port_specifier") == "port_value" else None

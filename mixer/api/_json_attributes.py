@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -38,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from mixer.api._common import ServiceLimits
-from mixer.attributes import AttributeValue, ValueType, parse_duration
+from mixer.attributes import AttributeValue, IPAddress, ValueType, parse_duration, parse_ip
 
 __all__ = ["AttributeConversionError", "attributes_from_json", "check_limits"]
 
@@ -146,10 +145,10 @@ def _duration(value: object, limits: ServiceLimits) -> timedelta:
         raise _Bad(str(exc)) from None
 
 
-def _ip(value: object, limits: ServiceLimits) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(value: object, limits: ServiceLimits) -> IPAddress:
     text = _string(value, limits)
     try:
-        return ipaddress.ip_address(text)
+        return parse_ip(text)
     except ValueError:
         raise _Bad(f"{_quote(text)} is not an IP address") from None
 

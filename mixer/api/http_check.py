@@ -37,7 +37,6 @@ unexpected, logged with its traceback. Metrics: ``mixer_requests_total{api="http
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import re
@@ -59,7 +58,7 @@ from mixer.api._http_bodies import (
     parse_report_body,
 )
 from mixer.api._json_attributes import AttributeConversionError, check_limits
-from mixer.attributes import AttributeBag, AttributeValue
+from mixer.attributes import AttributeBag, AttributeValue, IPAddress, parse_ip
 from mixer.client import CheckAnswer, RouteDirectiveAnswer
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult
 from mixer.status import Code, http_status
@@ -205,9 +204,7 @@ def auth_attributes(
     return values
 
 
-def _source_ip(
-    header_map: Mapping[str, str], peer: str | None
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _source_ip(header_map: Mapping[str, str], peer: str | None) -> IPAddress | None:
     real_ip = header_map.get("x-real-ip")
     if real_ip:
         return _parse_ip("X-Real-IP", real_ip.strip())
@@ -218,16 +215,16 @@ def _source_ip(
             return _parse_ip("X-Forwarded-For", hops[-1])
     if peer:
         try:
-            return ipaddress.ip_address(peer)
+            return parse_ip(peer)
         except ValueError:
             # A Unix socket peer has no IP address; the attribute is simply absent.
             return None
     return None
 
 
-def _parse_ip(header: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _parse_ip(header: str, text: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(text)
+        return parse_ip(text)
     except ValueError:
         malformed(f"{header}: {text[:64]!r} is not an IP address")
 

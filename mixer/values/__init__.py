@@ -15,7 +15,7 @@ from mixer.values._text import (
     parse_duration,
     to_jsonable,
 )
-from mixer.values._types import AttributeValue, IPAddress, ValueType, conforms, infer_value_type
+from mixer.values._types import AttributeValue, IPAddress, ValueType, conforms, infer_value_type, parse_ip
 
 __all__ = [
     "ISTIO_MANIFEST",
@@ -36,5 +36,6 @@ __all__ = [
     "nano_duration",
     "nanoseconds_of",
     "parse_duration",
+    "parse_ip",
     "to_jsonable",
 ]

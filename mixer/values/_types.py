@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TypeAlias
@@ -38,6 +39,25 @@ class ValueType(enum.IntEnum):
     def is_string_like(self) -> bool:
         return self in _STRING_LIKE
 
+
+def parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)`` for a string: the same address, or the same ValueError.
+
+    The C parser (``inet_pton``) reads the usual spellings in a third of the time the pure-Python
+    one takes; whatever it refuses (a scope id, a stray space, a leading zero) is left to
+    ``ipaddress``, which gives the answer or the error.
+    """
+    try:
+        if ":" in text:
+            return ipaddress.IPv6Address(_inet_pton(_AF_INET6, text))
+        return ipaddress.IPv4Address(_inet_pton(_AF_INET, text))
+    except (OSError, ValueError):
+        return ipaddress.ip_address(text)
+
+
+_inet_pton = socket.inet_pton
+_AF_INET = socket.AF_INET
+_AF_INET6 = socket.AF_INET6
 
 _STRING_LIKE = frozenset({ValueType.STRING, ValueType.EMAIL_ADDRESS, ValueType.URI, ValueType.DNS_NAME})
 
