@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -357,16 +358,16 @@ class HttpCheckService:
         values = auth_attributes(request.headers, request.method, request.remote, self._limits)
         outcome = await runtime.check(AttributeBag(values), timeout=self._limits.check_timeout)
         status = outcome.status
-        return web.json_response(
-            {
-                "status": {
-                    "code": status.code.name,
-                    "code_number": int(status.code),
-                    "message": status.message,
-                }
-            },
+        # orjson: json.dumps and its encoder objects were a tenth of this endpoint's own time.
+        body = orjson.dumps(
+            {"status": {"code": status.code.name, "code_number": int(status.code), "message": status.message}}
+        )
+        return web.Response(
+            body=body,
             status=http_status(status.code),
             headers=auth_response_headers(outcome),
+            content_type="application/json",
+            charset="utf-8",
         )
 
     async def _check(self, lease: Lease, request: web.Request) -> web.Response:

@@ -68,7 +68,8 @@ async def test_auth_allows_and_returns_the_plan_for_nginx_to_copy(served: Served
     assert headers["RateLimit-Policy"] == '"per_hour";q=2;w=3600'
     assert headers["RateLimit"].startswith('"per_hour";r=1;')
     assert headers["Cache-Control"] == "no-store"
-    assert (await body_of(response))["status"]["code"] == "OK"
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert await body_of(response) == {"status": {"code": "OK", "code_number": 0, "message": ""}}
     assert served.count("Auth", "OK") == 1
 
 
