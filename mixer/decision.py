@@ -81,17 +81,25 @@ def rate_limit_headers(rate_limits: Iterable[RateLimitInfo]) -> dict[str, str]:
     early. ``Retry-After`` (delay-seconds) is the longest wait among the limits that denied, as
     every one of them must admit the request; it is left out when no finite wait helps.
     """
-    limits = list(rate_limits)
-    if not limits:
+    # One pass and no generators: this runs on every Check that a plan answers.
+    policy: list[str] = []
+    state: list[str] = []
+    longest: float | None = None
+    hopeless = False
+    for rl in rate_limits:
+        policy.append(_policy_entry(rl.name, rl.limit, rl.window))
+        state.append(f"{_sf_string(rl.name)};r={max(rl.remaining, 0)};t={_whole_seconds(rl.reset)}")
+        wait = rl.retry_after
+        if wait is not None:
+            if not math.isfinite(wait):
+                hopeless = True
+            elif longest is None or wait > longest:
+                longest = wait
+    if not policy:
         return {}
-    policy = ", ".join(_policy_entry(rl.name, rl.limit, _whole_seconds(rl.window)) for rl in limits)
-    state = ", ".join(
-        f"{_sf_string(rl.name)};r={max(rl.remaining, 0)};t={_whole_seconds(rl.reset)}" for rl in limits
-    )
-    headers = {"RateLimit-Policy": policy, "RateLimit": state}
-    waits = [rl.retry_after for rl in limits if rl.retry_after is not None]
-    if waits and all(math.isfinite(wait) for wait in waits):
-        headers["Retry-After"] = str(max(_whole_seconds(max(waits)), 1))
+    headers = {"RateLimit-Policy": ", ".join(policy), "RateLimit": ", ".join(state)}
+    if longest is not None and not hopeless:
+        headers["Retry-After"] = str(max(_whole_seconds(longest), 1))
     return headers
 
 
@@ -102,9 +110,9 @@ def _whole_seconds(seconds: float) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _policy_entry(name: str, limit: int, window: int) -> str:
+def _policy_entry(name: str, limit: int, window: float) -> str:
     # The same text for every call within a window of a configured limit: made once.
-    return f"{_sf_string(name)};q={max(limit, 0)};w={window}"
+    return f"{_sf_string(name)};q={max(limit, 0)};w={_whole_seconds(window)}"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,7 +1,8 @@
 """Values: attribute value types, their text forms, manifests and the bags that carry them.
 
-A kernel package: it imports no other part of Mixer, so the wire codec (the lowest layer) can
-build bags and check values against manifests. :mod:`mixer.attributes` re-exports all of it.
+A kernel package: of Mixer it imports only the bounded cache (:mod:`mixer.cache`, kernel too),
+so the wire codec (the lowest layer) can build bags and check values against manifests.
+:mod:`mixer.attributes` re-exports all of it.
 """
 
 from mixer.values._bag import AttributeBag, AttributeMatch, Condition, TrackingBag

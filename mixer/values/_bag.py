@@ -6,6 +6,7 @@ import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from mixer.cache import ByteLRU
 from mixer.values._types import AttributeValue
 
 
@@ -132,9 +133,27 @@ class TrackingBag(AttributeBag):
 
     def referenced(self) -> list[AttributeMatch]:
         """Every read so far, sorted by name then key."""
-        matches = [AttributeMatch(name, cond, key) for (name, key), cond in self._refs.items()]
-        matches.sort(key=lambda m: (m.name, m.map_key is not None, m.map_key or ""))
-        return matches
+        # A policy reads the same attributes on most calls, so the sorted matches of each set of
+        # reads are kept: building and sorting them cost four times the lookup.
+        key = tuple(self._refs.items())
+        known = _REFERENCED.get(key)
+        if known is None:
+            known = _sorted_matches(self._refs)
+            _REFERENCED.put(key, known)
+        return list(known)
 
     def clear_references(self) -> None:
         self._refs.clear()
+
+
+#: The most bytes the sorted matches of distinct sets of reads may take (``cache_stats``).
+REFERENCED_MAX_BYTES = 1 << 20
+_REFERENCED: ByteLRU[tuple[tuple[tuple[str, str | None], Condition], ...], tuple[AttributeMatch, ...]] = (
+    ByteLRU(REFERENCED_MAX_BYTES, name="attribute reads: sorted matches")
+)
+
+
+def _sorted_matches(refs: Mapping[tuple[str, str | None], Condition]) -> tuple[AttributeMatch, ...]:
+    matches = [AttributeMatch(name, cond, key) for (name, key), cond in refs.items()]
+    matches.sort(key=lambda m: (m.name, m.map_key is not None, m.map_key or ""))
+    return tuple(matches)

@@ -4,6 +4,8 @@ import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixer.attributes import (
     ISTIO_MANIFEST,
@@ -11,7 +13,9 @@ from mixer.attributes import (
     AttributeInfo,
     AttributeManifest,
     AttributeMatch,
+    AttributeValue,
     Condition,
+    TrackingBag,
     ValueType,
     conforms,
     infer_value_type,
@@ -144,3 +148,34 @@ def test_manifest_merge_and_conflict() -> None:
     assert len(merged) == len(ISTIO_MANIFEST) + 1
     with pytest.raises(ValueError, match=r"'source\.ip' declared as IP_ADDRESS and as STRING"):
         ISTIO_MANIFEST.merged(AttributeManifest.from_types({"source.ip": ValueType.STRING}))
+
+
+Read = tuple[str, str | None]
+_reads = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "m", "z"]), st.none() | st.sampled_from(["k", "x", ""])), max_size=8
+)
+
+
+@settings(max_examples=300)
+@given(_reads, _reads)
+def test_referenced_is_sorted_reads_whatever_was_read_before(first: list[Read], second: list[Read]) -> None:
+    values: dict[str, AttributeValue] = {"a": "1", "m": {"k": "v"}, "z": 3}
+    for reads in (first, second, first):
+        bag = TrackingBag(values)
+        expected: dict[tuple[str, str | None], Condition] = {}
+        for name, key in reads:
+            if key is None or name != "m":
+                found = bag.get(name)
+                expected[(name, None)] = Condition.ABSENCE if found is None else Condition.EXACT
+            else:
+                item = bag.get_map_value(name, key)
+                expected[(name, key)] = Condition.ABSENCE if item is None else Condition.EXACT
+        want = sorted(
+            (AttributeMatch(name, cond, key) for (name, key), cond in expected.items()),
+            key=lambda m: (m.name, m.map_key is not None, m.map_key or ""),
+        )
+        got = bag.referenced()
+        assert got == want
+        # Each call hands out a list of its own: a caller's change stays with that caller.
+        got.append(AttributeMatch("extra", Condition.EXACT))
+        assert bag.referenced() == want

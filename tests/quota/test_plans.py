@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -286,6 +287,53 @@ def test_retry_after_is_the_longest_wait_of_the_denying_limits() -> None:
         [RateLimitInfo("g", 5, 0, 1, 60, retry_after=float("inf"))]
     )
     assert rate_limit_headers([]) == {}
+
+
+def _reference_rate_limit_headers(limits: list[RateLimitInfo]) -> dict[str, str]:
+    # The headers spelled out the slow way, limit by limit, as the draft defines them.
+    def whole(seconds: float) -> int:
+        return max(math.ceil(seconds - 1e-9), 0) if math.isfinite(seconds) else 0
+
+    def sf(text: str) -> str:
+        printable = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+        return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    if not limits:
+        return {}
+    headers = {
+        "RateLimit-Policy": ", ".join(
+            f"{sf(rl.name)};q={max(rl.limit, 0)};w={whole(rl.window)}" for rl in limits
+        ),
+        "RateLimit": ", ".join(
+            f"{sf(rl.name)};r={max(rl.remaining, 0)};t={whole(rl.reset)}" for rl in limits
+        ),
+    }
+    waits = [rl.retry_after for rl in limits if rl.retry_after is not None]
+    if waits and all(math.isfinite(wait) for wait in waits):
+        headers["Retry-After"] = str(max(whole(max(waits)), 1))
+    return headers
+
+
+_seconds = st.floats(allow_nan=True, allow_infinity=True, min_value=None, max_value=None) | st.integers(
+    0, 10**6
+)
+_limits = st.lists(
+    st.builds(
+        RateLimitInfo,
+        st.text(max_size=6),
+        st.integers(-5, 10**6),
+        st.integers(-5, 10**6),
+        _seconds,
+        _seconds,
+        st.none() | _seconds,
+    ),
+    max_size=4,
+)
+
+
+@given(_limits)
+def test_rate_limit_headers_match_the_draft_spelled_out(limits: list[RateLimitInfo]) -> None:
+    assert rate_limit_headers(iter(limits)) == _reference_rate_limit_headers(limits)
 
 
 def test_policy_names_are_structured_field_strings() -> None:
