@@ -28,6 +28,7 @@ from typing_extensions import TypeVar
 
 from mixer.attributes import AttributeValue
 from mixer.decision import DEFAULT_VALID_DURATION, DEFAULT_VALID_USE_COUNT, RateLimitInfo
+from mixer.frozen import quick_init
 from mixer.plans import KeyStoreInfo, PlanConfig
 from mixer.status import OK, Status
 from mixer.templates import Instance, QuotaInstance
@@ -75,6 +76,7 @@ class HandlerEnv:
     answers_changed: Callable[[], None] = field(default=lambda: None)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CheckResult:
     status: Status = OK

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
+from mixer.frozen import quick_init
 from mixer.status import OK, Status
 from mixer.values import AttributeMatch
 
@@ -34,6 +35,7 @@ class QuotaRequest:
     best_effort: bool = False
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class QuotaOutcome:
     """The answer for one requested quota, with the attributes that answer read."""
@@ -44,6 +46,7 @@ class QuotaOutcome:
     referenced: list[AttributeMatch] = field(default_factory=list)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HeaderOperationResult:
     """A header the proxy should set, append or remove (``HeaderOperation`` of a route directive)."""
@@ -53,6 +56,7 @@ class HeaderOperationResult:
     operation: HeaderOperationKind = HeaderOperationKind.REPLACE
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RateLimitInfo:
     """The state of one applied rate limit, for the IETF ``RateLimit-Policy`` / ``RateLimit`` fields.
@@ -122,6 +126,7 @@ def _sf_string(text: str) -> str:
     return '"' + printable.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CheckOutcome:
     """Everything a Check decided: the precondition, the route directive and the quotas.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from mixer.frozen import quick_init
+
 
 class Code(enum.IntEnum):
     """google.rpc.Code, the codes of gRPC statuses."""
@@ -45,6 +47,7 @@ def http_status(code: Code) -> int:
     return HTTP_STATUS_BY_CODE.get(code, 500)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Status:
     code: Code = Code.OK

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from mixer.attributes import AttributeBag
 from mixer.decision import RateLimitInfo
+from mixer.frozen import quick_init
 from mixer.plans._model import Dimension, LimitConfig, Overage, PlanConfig
 from mixer.quota import Algorithm, CounterRequest, CounterStore
 from mixer.status import Code, Status
@@ -29,6 +30,7 @@ class PlanEvaluationError(Exception):
     """A limit's cost or dimension expression failed on the request."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PlanVerdict:
     """What a plan check decided: the status, request headers to add, the limits applied."""

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 from pydantic.alias_generators import to_camel
 
+from mixer.frozen import quick_init
 from mixer.params import NonNegativeDuration, PositiveDuration
 from mixer.plans._keys import (
     DEFAULT_KEY_CACHE_BYTES,
@@ -150,6 +151,7 @@ class SubjectsParams(_Params):
         return named
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Resolution:
     """A resolved caller (``status`` OK), or why not."""

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+from mixer.frozen import quick_init
+
 _UTC = ZoneInfo("UTC")
 
 
@@ -34,6 +36,7 @@ class CalendarUnit(enum.Enum):
     MONTH = "month"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What one allocation answered.
@@ -127,6 +130,7 @@ def _grant(available: int, amount: int, best_effort: bool) -> int:
     return max(available, 0) if best_effort else 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class FixedWindowState:
     window_start: float

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from mixer.frozen import quick_init
 from mixer.quota._algorithms import Algorithm, Decision, Window
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CounterRequest:
     """Allocate ``amount`` units of counter ``key``, limited to ``limit`` per window.
@@ -50,6 +52,7 @@ class CounterRequest:
         return (self.algorithm, self.period / self.limit if self.limit else 0.0)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Allocation:
     """The answer to one :meth:`CounterStore.allocate` call, one decision per request in order.

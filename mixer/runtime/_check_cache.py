@@ -31,6 +31,7 @@ from mixer.adapter import CheckResult
 from mixer.attributes import AttributeValue, Condition
 from mixer.cache import ByteLRU, estimate_size
 from mixer.decision import HeaderOperationResult
+from mixer.frozen import quick_init
 from mixer.runtime._index import CheckAction
 from mixer.runtime._outcomes import RuntimeStats
 
@@ -65,6 +66,7 @@ class CachedPrecondition:
     size: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class CacheHit:
     entry: CachedPrecondition

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mixer.cache import ByteLRU
+from mixer.frozen import quick_init
 from mixer.values._types import AttributeValue
 
 
@@ -19,6 +20,7 @@ class Condition(enum.IntEnum):
     REGEX = 3
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AttributeMatch:
     """One attribute a decision read: ``map_key`` is set for a single key of a string map."""
