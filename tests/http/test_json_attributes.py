@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mixer.api import ServiceLimits
@@ -175,6 +177,43 @@ def test_check_limits_holds_adapter_values_to_the_same_bounds() -> None:
         check_limits({"m": {"a": "1", "b": "2"}}, small, where="request")
     with pytest.raises(AttributeConversionError, match="3 attributes"):
         check_limits({"a": 1, "b": 2, "c": 3}, small, where="request")
+
+
+class _Text(str):
+    """A str subclass: the slow path takes it, as _string does."""
+
+
+_map_text = st.text(max_size=6) | st.text(max_size=6).map(_Text)
+_map_item = _map_text | st.integers() | st.none() | st.binary(max_size=3)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(_map_text | st.integers(), _map_item, max_size=4), st.integers(0, 5), st.integers(0, 5)
+)
+@example({"ok": "too long"}, 1, 2)
+@example({"too long": "ok"}, 1, 2)
+@example({"ok": 1}, 1, 2)
+@example({1: "ok"}, 1, 2)
+def test_check_limits_on_a_map_says_what_the_entry_by_entry_check_says(
+    entries: dict[object, object], max_entries: int, longest: int
+) -> None:
+    limits = ServiceLimits(max_attributes=4, max_string_length=longest, max_map_entries=max_entries)
+    expected: str | None = None
+    if len(entries) > max_entries:
+        expected = f"{len(entries)} entries is over the limit of {max_entries}"
+    else:
+        for key, item in entries.items():
+            bad = [v for v in (key, item) if not isinstance(v, str) or len(v) > longest]
+            if bad:
+                expected = f"key {str(key)!r}: "
+                break
+    for given_map in (entries, MappingProxyType(entries)):
+        if expected is None:
+            check_limits({"m": given_map}, limits, where="request")  # type: ignore[dict-item]
+        else:
+            with pytest.raises(AttributeConversionError, match=re.escape(expected)):
+                check_limits({"m": given_map}, limits, where="request")  # type: ignore[dict-item]
 
 
 def test_the_istio_vocabulary_converts() -> None:
