@@ -250,7 +250,12 @@ def _apply(headers: CIMultiDict[str], op: HeaderOperationResult) -> None:
     name = op.name
     if op.operation is HeaderOperationKind.REMOVE or name.lower() in _RESERVED_HEADERS:
         return
-    if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(op.value):
+    if not _TOKEN.fullmatch(name):
+        return
+    value = op.value
+    # isprintable() is False for every control character, so the regex runs only on a value
+    # that has one (a tab passes) or another character Unicode calls unprintable.
+    if not value.isprintable() and not _FIELD_VALUE.fullmatch(value):
         # A value with CR or LF would split the header block: never pass it through.
         return
     if op.operation is HeaderOperationKind.APPEND:

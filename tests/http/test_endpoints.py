@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from mixer.api import ServiceLimits
@@ -487,3 +489,15 @@ async def test_an_unexpected_failure_is_internal_and_logged(caplog: pytest.LogCa
         assert served.count("Auth", "INTERNAL") == 1
         assert served.admission.in_flight == 0
     assert "GET /v1/auth failed unexpectedly" in caplog.text
+
+
+@given(st.text(max_size=12))
+def test_a_header_value_passes_when_it_has_no_control_character_but_tab(value: str) -> None:
+    outcome = CheckOutcome(
+        status=Status(Code.OK),
+        valid_duration=timedelta(0),
+        valid_use_count=1,
+        response_header_operations=[HeaderOperationResult("x-value", value)],
+    )
+    passes = not any((ch < " " and ch != "\t") or ch == "\x7f" for ch in value)
+    assert ("x-value" in auth_response_headers(outcome)) is passes
