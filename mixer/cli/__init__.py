@@ -56,10 +56,11 @@ exit status:
 def _cmd_version(args: argparse.Namespace) -> int:
     from mixer.encoding import describe_line_encoder
     from mixer.spans.otlp import describe_encoder
-    from mixer.wire import describe_decoder
+    from mixer.wire import describe_check_encoder, describe_decoder
 
     print(f"mixer {__version__}")
     print(f"wire decoder: {describe_decoder()}")
+    print(f"CheckResponse writer: {describe_check_encoder()}")
     print(f"span encoder: {describe_encoder()}")
     print(f"access-log line encoder: {describe_line_encoder()}")
     return 0

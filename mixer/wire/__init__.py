@@ -13,7 +13,9 @@ from __future__ import annotations
 from mixer.wire._check import (
     build_check_response,
     decode_referenced_attributes,
+    describe_check_encoder,
     encode_check_response,
+    encode_check_response_python,
     encode_referenced_attributes,
 )
 from mixer.wire._decode import (
@@ -69,11 +71,13 @@ __all__ = [
     "decode_check_request",
     "decode_referenced_attributes",
     "decode_report_request",
+    "describe_check_encoder",
     "describe_decoder",
     "duration_of",
     "encode_attributes",
     "encode_check_request",
     "encode_check_response",
+    "encode_check_response_python",
     "encode_referenced_attributes",
     "encode_report_request",
     "timestamp_of",

@@ -36,17 +36,19 @@ def _run(
 def test_version_flag_and_command_agree() -> None:
     flag = _run("--version")
     assert flag.returncode == 0
-    version, decoder, encoder, line = _run("version").stdout.splitlines()
+    version, decoder, check, encoder, line = _run("version").stdout.splitlines()
     assert flag.stdout.strip() == f"mixer {__version__}" == version
     # The command also names the istio.mixer.v1 decoder and the span encoder in use: the compiled
     # ones, which the install builds, unless the environment asks for pure Python.
     assert decoder == "wire decoder: compiled (mixer.wire._cdecode)"
+    assert check == "CheckResponse writer: compiled (mixer.wire._cencode)"
     assert encoder == "span encoder: compiled (mixer.spans._cspan)"
     assert line == "access-log line encoder: compiled (mixer._cline)"
     pure = _run("version", env={"MIXER_PURE_PYTHON": "1"}).stdout.splitlines()
     assert pure == [
         version,
         "wire decoder: pure Python (MIXER_PURE_PYTHON is set)",
+        "CheckResponse writer: pure Python (MIXER_PURE_PYTHON is set)",
         "span encoder: pure Python (MIXER_PURE_PYTHON is set)",
         "access-log line encoder: pure Python (MIXER_PURE_PYTHON is set)",
     ]

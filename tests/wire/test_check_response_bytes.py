@@ -4,6 +4,8 @@ written in another order), and the same message when parsed back in every case."
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -16,8 +18,9 @@ from mixer.cache import cache_stats
 from mixer.decision import CheckOutcome, HeaderOperationKind, HeaderOperationResult, QuotaOutcome
 from mixer.proto.istio.mixer.v1.check_pb2 import CheckResponse
 from mixer.status import Code, Status
-from mixer.values import AttributeMatch, Condition
-from mixer.wire import GLOBAL_WORDS, build_check_response, encode_check_response
+from mixer.values import AttributeMatch, Condition, NanoDuration
+from mixer.wire import GLOBAL_WORDS, build_check_response, encode_check_response, encode_check_response_python
+from mixer.wire._check import _quota_results, _referenced_bytes, compiled_encoder
 
 texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
 statuses = st.builds(Status, st.sampled_from(list(Code)), texts)
@@ -121,3 +124,88 @@ def test_referenced_attributes_are_written_once_per_list_and_told_apart_by_condi
     assert answers["exact"] != answers["absent"]
     after = next(stats for name, stats in cache_stats().items() if name.endswith("referenced attributes"))
     assert after.hits - cache.hits >= 4
+
+
+# -- the compiled writer ----------------------------------------------------------------------------
+
+wide_durations = st.one_of(
+    durations,
+    st.integers(min_value=-(10**19), max_value=10**19).map(NanoDuration),
+    st.sampled_from(
+        [
+            timedelta(seconds=315_576_000_000),
+            timedelta(seconds=315_576_000_000, microseconds=1),
+            timedelta(seconds=315_576_000_001),
+            -timedelta(seconds=315_576_000_000, microseconds=999_999),
+            -timedelta(seconds=315_576_000_001),
+            timedelta.max,
+            timedelta.min,
+            timedelta(microseconds=-1),
+        ]
+    ),
+)
+
+
+def _answer_or_error(encode: Callable[[CheckOutcome], bytes], outcome: CheckOutcome) -> object:
+    try:
+        return encode(outcome)
+    except (ValueError, UnicodeError) as exc:
+        return (type(exc), str(exc))
+
+
+def test_the_install_built_the_compiled_writer() -> None:
+    # Every machine that runs the suite has a C compiler: the install must have built it.
+    assert compiled_encoder is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    outcome=outcomes(),
+    duration=wide_durations,
+    message=st.text(max_size=6),
+    uses=st.integers(min_value=-(2**70), max_value=2**70) | st.booleans(),
+)
+def test_the_compiled_writer_writes_what_python_writes(
+    outcome: CheckOutcome, duration: timedelta, message: str, uses: int
+) -> None:
+    # Lone surrogates, durations past Duration's range, nanosecond durations and use counts past
+    # int64 included: the compiled writer writes the answer or leaves it to Python, never another.
+    outcome = dataclasses.replace(
+        outcome, status=Status(outcome.status.code, message), valid_duration=duration, valid_use_count=uses
+    )
+    assert compiled_encoder is not None
+    python = _answer_or_error(encode_check_response_python, outcome)
+    assert _answer_or_error(encode_check_response, outcome) == python
+    try:
+        head = compiled_encoder.precondition(outcome, _referenced_bytes)
+    except UnicodeError:
+        assert isinstance(python, tuple)
+        return
+    if head is not None:
+        assert isinstance(python, bytes)
+        assert python.startswith(head)
+        assert python[len(head) :] == (_quota_results(outcome) if outcome.quotas else b"")
+    else:
+        # Only what it may leave: a duration that is not an exact timedelta or is out of range,
+        # a use count past int64 or a bool.
+        left = (
+            type(duration) is not timedelta
+            or abs(duration) > timedelta(seconds=315_576_000_000, microseconds=999_999)
+            or isinstance(uses, bool)
+            or not -(2**63) <= uses < 2**63
+        )
+        assert left
+
+
+def test_the_compiled_writer_is_the_one_answers_are_written_with() -> None:
+    outcome = CheckOutcome(
+        Status(),
+        timedelta(seconds=5),
+        3,
+        referenced=[AttributeMatch("source.ip", Condition.EXACT)],
+        response_header_operations=[HeaderOperationResult("RateLimit", '"per_minute";r=3;t=42')],
+    )
+    assert compiled_encoder is not None
+    head = compiled_encoder.precondition(outcome, _referenced_bytes)
+    assert head is not None
+    assert encode_check_response(outcome) == head == encode_check_response_python(outcome)
