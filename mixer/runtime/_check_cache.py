@@ -130,10 +130,10 @@ class CheckCache:
         stats = self._stats
         for shape, shape_id in reversed(self._shapes.items()):
             key = (shape_id, _key_values(shape, values))
-            if key not in lru:
-                continue
+            # One lookup: hashing the key (an IP address hashes in Python) is most of its cost.
             entry = lru.get(key)
-            assert entry is not None
+            if entry is None:
+                continue
             left = entry.expires - self._clock()
             if left <= 0:
                 self._drop(key)
