@@ -34,6 +34,9 @@ __all__ = ["HttpGuard", "HttpLimits"]
 
 _REFUSED: Final = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _TIMED_OUT: Final = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+# A header timer that fires this close to its deadline counts as on time (the loop may wake a
+# clock tick early).
+_TIMER_SLACK: Final = 0.001
 #: Characters of a parser message kept in the log line (it quotes what the client sent).
 _DETAIL_MAX: Final = 200
 REASONS: Final = ("malformed", "header_timeout", "body_timeout")
@@ -197,7 +200,13 @@ class _Connection(asyncio.Protocol):
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self._refused = False
-        self._timer: asyncio.TimerHandle | None = None
+        # When the header awaited must be complete (loop time); None while a request is handled
+        # or between requests. Its timer is lazy: it stays armed across requests and, when it
+        # fires early, re-arms for the current deadline. Cancelling it and arming a new one for
+        # every request cost more than a wake-up once per header timeout that finds nothing due.
+        self._header_due: float | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._in_request = False
         self._peer: str | None = None
 
@@ -217,20 +226,24 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         guard._register(self)
-        self._arm(guard.limits.header_timeout, self._header_timed_out)
+        self._await_header()
         self.inner.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._refused:
             return
-        self._disarm()
+        self._header_due = None
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
         self.guard._unregister(self)
         self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_request and self._timer is None:
+        if not self._in_request and self._header_due is None:
             # The first byte of the next request on a kept-alive connection.
-            self._arm(self.guard.limits.header_timeout, self._header_timed_out)
+            self._await_header()
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -246,29 +259,40 @@ class _Connection(asyncio.Protocol):
 
     def request_started(self, request: web.Request) -> None:
         self._in_request = True
-        self._disarm()
+        self._header_due = None
         if request.body_exists and not request.content.is_eof():
-            self._arm(self.guard.limits.body_timeout, lambda: self._body_timed_out(request))
+            self._cancel_body_timer()
+            self._body_timer = asyncio.get_running_loop().call_later(
+                self.guard.limits.body_timeout, lambda: self._body_timed_out(request)
+            )
 
     def request_finished(self) -> None:
         self._in_request = False
-        self._disarm()
+        self._cancel_body_timer()
 
     # -- timers --------------------------------------------------------------------------------------
 
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+    def _await_header(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = self._header_due = loop.time() + self.guard.limits.header_timeout
+        if self._header_timer is None:
+            self._header_timer = loop.call_at(due, self._header_check)
 
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
-    def _header_timed_out(self) -> None:
-        self._timer = None
+    def _header_check(self) -> None:
+        self._header_timer = None
+        due = self._header_due
         transport = self.transport
-        if transport is None or transport.is_closing() or self._in_request:
+        if due is None or transport is None or transport.is_closing() or self._in_request:
+            return
+        loop = asyncio.get_running_loop()
+        if due - loop.time() > _TIMER_SLACK:
+            # Armed for an earlier request's header: the current one has until ``due``.
+            self._header_timer = loop.call_at(due, self._header_check)
             return
         self.guard.bad_request(
             "header_timeout", self._peer, f"no complete header within {self.guard.limits.header_timeout:g}s"
@@ -277,7 +301,7 @@ class _Connection(asyncio.Protocol):
         transport.close()
 
     def _body_timed_out(self, request: web.Request) -> None:
-        self._timer = None
+        self._body_timer = None
         transport = self.transport
         if transport is None or transport.is_closing() or request.content.is_eof():
             return

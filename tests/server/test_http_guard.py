@@ -89,6 +89,23 @@ async def test_a_slow_header_is_answered_408_and_closed(server: MixerServer) -> 
     assert await metric(server, "mixer_http_bad_requests_total", reason="header_timeout") == 2
 
 
+async def test_a_slow_header_after_a_prompt_request_has_its_own_whole_timeout(server: MixerServer) -> None:
+    reader, writer = await asyncio.open_connection(*address(server))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    assert (await read_response(reader)).startswith(b"HTTP/1.1 200")
+    # The timer armed for the first header is due before this one's time is up.
+    await asyncio.sleep(HEADER_TIMEOUT * 0.6)
+    began = time.monotonic()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    await writer.drain()
+    answer = await closed_within(reader, 10 * HEADER_TIMEOUT + 5)
+    waited = time.monotonic() - began
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert waited >= HEADER_TIMEOUT * 0.9
+
+
 async def read_response(reader: asyncio.StreamReader) -> bytes:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     length = next(
