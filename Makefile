@@ -120,6 +120,7 @@ bench: $(DEV_STAMP) system-deps
 	$(PY) bench/wire_decode.py
 	$(PY) bench/access_log_line.py
 	$(PY) bench/span_encoding.py
+	$(PY) bench/check_path.py
 	$(PY) bench/status_page.py
 	$(PY) bench/workers_scaling.py
 	$(PY) bench/rss_soak.py

@@ -42,6 +42,15 @@ def test_span_encoding() -> None:
     assert all(positive(us) > 0 for _, us in per_span)
 
 
+def test_check_path() -> None:
+    out = run_bench("check_path.py", "--seconds", "0.2", "--rounds", "1")
+    per_check = figures(rf"^(compiled|Python) answer writer: ({FIGURE}) us per Check", out)
+    assert [name for name, _ in per_check] == ["compiled", "Python"], out
+    writing = figures(rf"^answer writing \((compiled|Python)\): ({FIGURE}) us$", out)
+    assert [name for name, _ in writing] == ["compiled", "Python"], out
+    assert all(positive(us) > 0 for _, us in per_check + writing)
+
+
 def test_status_page() -> None:
     out = run_bench("status_page.py", "--number", "50")
     renders = figures(rf"^render (/status\S*)\s+({FIGURE}) µs$", out)
