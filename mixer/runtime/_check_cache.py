@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mixer.adapter import CheckResult
-from mixer.attributes import AttributeValue, Condition
+from mixer.attributes import AttributeValue, Condition, reference_order
 from mixer.cache import ByteLRU, estimate_size
 from mixer.decision import HeaderOperationResult
 from mixer.frozen import quick_init
@@ -160,7 +160,7 @@ class CheckCache:
             self._stats.check_cache_drops += 1
             return
         entry.expires = self._clock() + valid_seconds
-        shape: Shape = tuple(sorted((ref for ref, _ in entry.refs), key=_ref_order))
+        shape: Shape = tuple(sorted((ref for ref, _ in entry.refs), key=reference_order))
         shape_id = self._shapes.get(shape)
         if shape_id is None:
             if len(self._shapes) >= MAX_SHAPES:
@@ -189,11 +189,6 @@ class CheckCache:
 
     def __len__(self) -> int:
         return len(self._lru)
-
-
-def _ref_order(ref: tuple[str, str | None]) -> tuple[str, bool, str]:
-    name, key = ref
-    return (name, key is not None, key or "")
 
 
 def _key_values(shape: Shape, values: Mapping[str, AttributeValue]) -> tuple[object, ...]:

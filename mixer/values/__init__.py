@@ -5,7 +5,7 @@ so the wire codec (the lowest layer) can build bags and check values against man
 :mod:`mixer.attributes` re-exports all of it.
 """
 
-from mixer.values._bag import AttributeBag, AttributeMatch, Condition, TrackingBag
+from mixer.values._bag import AttributeBag, AttributeMatch, Condition, TrackingBag, reference_order
 from mixer.values._manifest import ISTIO_MANIFEST, AttributeInfo, AttributeManifest
 from mixer.values._text import (
     NanoDuration,
@@ -38,5 +38,6 @@ __all__ = [
     "nanoseconds_of",
     "parse_duration",
     "parse_ip",
+    "reference_order",
     "to_jsonable",
 ]

@@ -155,7 +155,13 @@ _REFERENCED: ByteLRU[tuple[tuple[tuple[str, str | None], Condition], ...], tuple
 )
 
 
+def reference_order(ref: tuple[str, str | None]) -> tuple[str, bool, str]:
+    """The order of referenced attributes: by name, the whole attribute before its map keys."""
+    name, key = ref
+    return (name, key is not None, key or "")
+
+
 def _sorted_matches(refs: Mapping[tuple[str, str | None], Condition]) -> tuple[AttributeMatch, ...]:
-    matches = [AttributeMatch(name, cond, key) for (name, key), cond in refs.items()]
-    matches.sort(key=lambda m: (m.name, m.map_key is not None, m.map_key or ""))
-    return tuple(matches)
+    return tuple(
+        AttributeMatch(name, refs[(name, key)], key) for name, key in sorted(refs, key=reference_order)
+    )
